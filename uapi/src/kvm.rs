@@ -1,0 +1,298 @@
+//! KVM's SEV interface (`include/uapi/linux/kvm.h`, `arch/x86/include/uapi/asm/kvm.h`) and the
+//! three requests of this project's `sev-vm` node, which carry KVM's structs unchanged.
+//!
+//! These structs have natural alignment with explicit padding fields (not packed).
+
+use crate::bytes::byte_valued;
+
+/// `enum sev_cmd_id`: `kvm_sev_cmd.id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[allow(missing_docs)]
+pub enum KvmSevCmdId {
+    Init = 0,
+    EsInit = 1,
+    LaunchStart = 2,
+    LaunchUpdateData = 3,
+    LaunchUpdateVmsa = 4,
+    LaunchSecret = 5,
+    LaunchMeasure = 6,
+    LaunchFinish = 7,
+    SendStart = 8,
+    SendUpdateData = 9,
+    SendUpdateVmsa = 10,
+    SendFinish = 11,
+    ReceiveStart = 12,
+    ReceiveUpdateData = 13,
+    ReceiveUpdateVmsa = 14,
+    ReceiveFinish = 15,
+    GuestStatus = 16,
+    DbgDecrypt = 17,
+    DbgEncrypt = 18,
+    CertExport = 19,
+    GetAttestationReport = 20,
+    SendCancel = 21,
+    Init2 = 22,
+}
+
+impl KvmSevCmdId {
+    /// The id for a value, `None` for values KVM does not define below `KVM_SEV_NR_MAX`.
+    pub fn from_id(id: u32) -> Option<Self> {
+        use KvmSevCmdId::*;
+        const ALL: [KvmSevCmdId; 23] = [
+            Init,
+            EsInit,
+            LaunchStart,
+            LaunchUpdateData,
+            LaunchUpdateVmsa,
+            LaunchSecret,
+            LaunchMeasure,
+            LaunchFinish,
+            SendStart,
+            SendUpdateData,
+            SendUpdateVmsa,
+            SendFinish,
+            ReceiveStart,
+            ReceiveUpdateData,
+            ReceiveUpdateVmsa,
+            ReceiveFinish,
+            GuestStatus,
+            DbgDecrypt,
+            DbgEncrypt,
+            CertExport,
+            GetAttestationReport,
+            SendCancel,
+            Init2,
+        ];
+        ALL.get(id as usize).copied()
+    }
+}
+
+/// `KVM_X86_DEFAULT_VM`.
+pub const KVM_X86_DEFAULT_VM: u32 = 0;
+/// `KVM_X86_SEV_VM`.
+pub const KVM_X86_SEV_VM: u32 = 2;
+/// `KVM_X86_SEV_ES_VM`.
+pub const KVM_X86_SEV_ES_VM: u32 = 3;
+/// `KVM_CAP_VM_TYPES`.
+pub const KVM_CAP_VM_TYPES: u32 = 235;
+
+/// `struct kvm_sev_cmd`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevCmd {
+    /// [`KvmSevCmdId`].
+    pub id: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// User address of the sub-command struct.
+    pub data: u64,
+    /// Firmware status (out).
+    pub error: u32,
+    /// The caller's fd of the `sev` node.
+    pub sev_fd: u32,
+}
+
+/// `struct kvm_sev_init` (KVM_SEV_INIT2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevInit {
+    /// SEV-ES VMSA features.
+    pub vmsa_features: u64,
+    /// Must be 0.
+    pub flags: u32,
+    /// GHCB protocol version.
+    pub ghcb_version: u16,
+    /// Padding.
+    pub pad1: u16,
+    /// Padding.
+    pub pad2: [u32; 8],
+}
+
+/// `struct kvm_sev_launch_start`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevLaunchStart {
+    /// In: handle to share keys with (or 0); out: the new handle.
+    pub handle: u32,
+    /// Guest policy.
+    pub policy: u32,
+    /// Guest owner's DH certificate.
+    pub dh_uaddr: u64,
+    /// Its length.
+    pub dh_len: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// Session buffer.
+    pub session_uaddr: u64,
+    /// Its length.
+    pub session_len: u32,
+    /// Padding.
+    pub pad1: u32,
+}
+
+/// `struct kvm_sev_launch_update_data`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevLaunchUpdateData {
+    /// User address of the guest memory to encrypt in place.
+    pub uaddr: u64,
+    /// Its length.
+    pub len: u32,
+    /// Padding.
+    pub pad0: u32,
+}
+
+/// `struct kvm_sev_launch_secret`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevLaunchSecret {
+    /// Packet header (52 bytes).
+    pub hdr_uaddr: u64,
+    /// Its length.
+    pub hdr_len: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// Guest memory the secret goes to.
+    pub guest_uaddr: u64,
+    /// Its length.
+    pub guest_len: u32,
+    /// Padding.
+    pub pad1: u32,
+    /// Encrypted payload.
+    pub trans_uaddr: u64,
+    /// Its length.
+    pub trans_len: u32,
+    /// Padding.
+    pub pad2: u32,
+}
+
+/// `struct kvm_sev_launch_measure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevLaunchMeasure {
+    /// Buffer for the 48-byte measurement.
+    pub uaddr: u64,
+    /// Its length (0 = query).
+    pub len: u32,
+    /// Padding.
+    pub pad0: u32,
+}
+
+/// `struct kvm_sev_guest_status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevGuestStatus {
+    /// Guest handle.
+    pub handle: u32,
+    /// Guest policy.
+    pub policy: u32,
+    /// Guest state.
+    pub state: u32,
+}
+
+/// `struct kvm_sev_dbg`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevDbg {
+    /// Source.
+    pub src_uaddr: u64,
+    /// Destination.
+    pub dst_uaddr: u64,
+    /// Length.
+    pub len: u32,
+    /// Padding.
+    pub pad0: u32,
+}
+
+/// `struct kvm_sev_attestation_report`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevAttestationReport {
+    /// Caller's nonce.
+    pub mnonce: [u8; 16],
+    /// Report buffer.
+    pub uaddr: u64,
+    /// Its length (0 = query).
+    pub len: u32,
+    /// Padding.
+    pub pad0: u32,
+}
+
+/// `struct kvm_userspace_memory_region`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmUserspaceMemoryRegion {
+    /// Slot number.
+    pub slot: u32,
+    /// `KVM_MEM_*` flags.
+    pub flags: u32,
+    /// Guest physical address of the region.
+    pub guest_phys_addr: u64,
+    /// Size in bytes (0 deletes the slot).
+    pub memory_size: u64,
+    /// Caller's address of the backing memory.
+    pub userspace_addr: u64,
+}
+
+/// `struct kvm_enc_region`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmEncRegion {
+    /// Start.
+    pub addr: u64,
+    /// Size.
+    pub size: u64,
+}
+
+/// The argument of `SEVD_VM_SET_VMSA`: a vCPU's initial 4 KiB save area.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SevdVmsa {
+    /// vCPU index.
+    pub vcpu: u32,
+    /// Padding.
+    pub pad: u32,
+    /// Caller's address of the 4096-byte VMSA.
+    pub uaddr: u64,
+}
+
+/// The argument of `SEVD_VM_GUEST_ACCESS`: read or write guest memory as the guest does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SevdGuestAccess {
+    /// Guest physical address.
+    pub gpa: u64,
+    /// Caller's buffer.
+    pub uaddr: u64,
+    /// Length.
+    pub len: u32,
+    /// Non-zero to write.
+    pub write: u32,
+}
+
+byte_valued! {
+    KvmSevCmd = 24,
+    KvmSevInit = 48,
+    KvmSevLaunchStart = 40,
+    KvmSevLaunchUpdateData = 16,
+    KvmSevLaunchSecret = 48,
+    KvmSevLaunchMeasure = 16,
+    KvmSevGuestStatus = 12,
+    KvmSevDbg = 24,
+    KvmSevAttestationReport = 32,
+    KvmUserspaceMemoryRegion = 32,
+    KvmEncRegion = 16,
+    SevdVmsa = 16,
+    SevdGuestAccess = 24,
+}
+
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(KvmSevCmd, data) == 8);
+    assert!(offset_of!(KvmSevCmd, sev_fd) == 20);
+    assert!(offset_of!(KvmSevLaunchStart, session_uaddr) == 24);
+    assert!(offset_of!(KvmSevLaunchSecret, trans_len) == 40);
+    assert!(offset_of!(KvmSevAttestationReport, uaddr) == 16);
+    assert!(offset_of!(KvmUserspaceMemoryRegion, userspace_addr) == 24);
+};
