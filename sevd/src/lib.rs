@@ -1,1 +1,9 @@
+//! sevd: a user-space AMD SEV driver stack.
+//!
+//! - [`firmware`]: the software PSP, a pure state machine.
+//! - [`crypto`] and [`certs`]: the primitives and chain checks the firmware and guest owners share.
+#![deny(missing_docs)]
 
+pub mod certs;
+pub mod crypto;
+pub mod firmware;

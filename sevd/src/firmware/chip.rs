@@ -1,0 +1,152 @@
+//! What a real part has fused into it: the chip-unique seed (from which the CEK and the chip
+//! id are derived) and the AMD roots, ARK and ASK, whose ASK has signed the CEK.
+//!
+//! The software firmware mints its own ARK and ASK (RSA-4096, AMD's CA format) when a chip is
+//! made, signs the CEK with the ASK, and throws both private keys away, as a real PSP never
+//! holds them either. Tools that pin AMD's roots cannot validate this chain; tools that take
+//! the chain from the caller (`sevctl verify --ca`, `Session::start`) can.
+
+use zeroize::Zeroizing;
+
+use uapi::ca::CaCertificate;
+use uapi::cert::{algo, usage, Certificate, CERT_LEN};
+
+use crate::crypto::ca::RsaKeyPair;
+use crate::crypto::ecc::EcKeyPair;
+use crate::crypto::{kdf, sha256, CryptoError};
+
+const MAGIC: &[u8; 8] = b"SEVDCHP1";
+const SEED_LEN: usize = 32;
+
+/// Why a chip file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChipError {
+    /// The file is not a chip file, is truncated, or fails its checksum.
+    #[error("chip identity is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// The crypto library failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// A chip's fused identity.
+pub struct Chip {
+    seed: Zeroizing<[u8; SEED_LEN]>,
+    /// AMD root key certificate (self-signed).
+    pub ark: CaCertificate,
+    /// AMD SEV signing key certificate (signed by the ARK).
+    pub ask: CaCertificate,
+    /// Chip endorsement key certificate (signed by the ASK).
+    pub cek: Certificate,
+}
+
+impl std::fmt::Debug for Chip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chip").finish_non_exhaustive()
+    }
+}
+
+impl Chip {
+    /// Makes a new chip: a random seed, a fresh RSA-4096 ARK and ASK, and the CEK signed by
+    /// the ASK. Takes seconds (two RSA-4096 key generations).
+    pub fn generate(api: (u8, u8)) -> Result<Self, CryptoError> {
+        let seed = Zeroizing::new(crate::crypto::random_bytes::<SEED_LEN>()?);
+        let ark_key = RsaKeyPair::generate(4096)?;
+        let ask_key = RsaKeyPair::generate(4096)?;
+        let ark_id = crate::crypto::random_bytes::<16>()?;
+        let ask_id = crate::crypto::random_bytes::<16>()?;
+        let mut ark = ark_key.ca_certificate(0x00, ark_id, ark_id)?;
+        ark_key.sign_ca_certificate(&mut ark)?;
+        let mut ask = ask_key.ca_certificate(usage::ASK, ask_id, ark_id)?;
+        ark_key.sign_ca_certificate(&mut ask)?;
+
+        let cek_key = cek_from_seed(&*seed)?;
+        let mut cek = cek_key.certificate(api, usage::CEK, algo::ECDSA_SHA256)?;
+        let sig = ask_key.sign_pss(openssl::hash::MessageDigest::sha384(), &cek.body())?;
+        let slot = &mut cek.sigs[0];
+        slot.usage = usage::ASK;
+        slot.algo = algo::RSA_SHA384;
+        slot.sig[..sig.len()].copy_from_slice(&sig);
+        Ok(Chip {
+            seed,
+            ark,
+            ask,
+            cek,
+        })
+    }
+
+    /// The CEK's private key, derived from the seed each time it is needed.
+    pub fn cek_key(&self) -> Result<EcKeyPair, CryptoError> {
+        cek_from_seed(&*self.seed)
+    }
+
+    /// The 64-byte chip id GET_ID returns (any stable value will do: it is only a lookup key
+    /// for AMD's key server, which cannot know this chip).
+    pub fn id(&self) -> Result<[u8; 64], CryptoError> {
+        let bytes = kdf(&*self.seed, b"sevd-chip-id", &[], 64)?;
+        let mut id = [0u8; 64];
+        id.copy_from_slice(&bytes);
+        Ok(id)
+    }
+
+    /// The key that authenticates the non-volatile store, as the PSP seals its SPI data with
+    /// a chip key.
+    pub fn nv_key(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        kdf(&*self.seed, b"sevd-nv-integrity", &[], 32)
+    }
+
+    /// The file form: magic ‖ seed ‖ ARK ‖ ASK ‖ CEK ‖ SHA-256 of all before it.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::new());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&*self.seed);
+        for ca in [&self.ark, &self.ask] {
+            let bytes = ca.encode();
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        out.extend_from_slice(&self.cek.encode());
+        let sum = sha256(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Reads the file form back, checking its checksum and every field.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ChipError> {
+        if bytes.len() < MAGIC.len() + SEED_LEN + 32 || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(ChipError::Corrupt("not a sevd chip file"));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 32);
+        if sha256(body) != sum {
+            return Err(ChipError::Corrupt("checksum mismatch"));
+        }
+        let mut rest = &body[MAGIC.len()..];
+        let mut seed = Zeroizing::new([0u8; SEED_LEN]);
+        seed.copy_from_slice(&rest[..SEED_LEN]);
+        rest = &rest[SEED_LEN..];
+        let mut cas = vec![];
+        for _ in 0..2 {
+            if rest.len() < 4 {
+                return Err(ChipError::Corrupt("truncated"));
+            }
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let bytes = rest.get(4..4 + len).ok_or(ChipError::Corrupt("truncated"))?;
+            cas.push(CaCertificate::decode(bytes).map_err(|_| ChipError::Corrupt("bad CA certificate"))?);
+            rest = &rest[4 + len..];
+        }
+        if rest.len() != CERT_LEN {
+            return Err(ChipError::Corrupt("bad CEK certificate"));
+        }
+        let cek = Certificate::decode(rest).map_err(|_| ChipError::Corrupt("bad CEK certificate"))?;
+        let ask = cas.pop().ok_or(ChipError::Corrupt("truncated"))?;
+        let ark = cas.pop().ok_or(ChipError::Corrupt("truncated"))?;
+        Ok(Chip { seed, ark, ask, cek })
+    }
+}
+
+fn cek_from_seed(seed: &[u8]) -> Result<EcKeyPair, CryptoError> {
+    // As the Genoa firmware does: key material = KDF(seed, "sev-chip-endorsement-key"),
+    // 48 bytes plus 8 extra to make the reduction mod n uniform.
+    let material = kdf(seed, b"sev-chip-endorsement-key", &[], 56)?;
+    EcKeyPair::from_seed(&material)
+}
