@@ -107,10 +107,16 @@ pub fn verify_ca(
         return Err(invalid(signee_name, "version is not 1"));
     }
     if signee.pubexp.len() != signee.modulus.len() {
-        return Err(invalid(signee_name, "PUBEXP_SIZE differs from MODULUS_SIZE"));
+        return Err(invalid(
+            signee_name,
+            "PUBEXP_SIZE differs from MODULUS_SIZE",
+        ));
     }
     if signee.certifying_id != signer.key_id {
-        return Err(invalid(signee_name, format!("CERTIFYING_ID is not the {signer_name}'s KEY_ID")));
+        return Err(invalid(
+            signee_name,
+            format!("CERTIFYING_ID is not the {signer_name}'s KEY_ID"),
+        ));
     }
     let key = ca_public_key(signer).map_err(|_| invalid(signer_name, "RSA key is malformed"))?;
     let digest = ca_digest(signer.modulus_bits());

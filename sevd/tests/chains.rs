@@ -5,7 +5,11 @@ use uapi::ca::CaCertificate;
 use uapi::cert::Certificate;
 
 fn read(gen: &str, name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/data/{gen}/{name}.cert", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/data/{gen}/{name}.cert",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn chain(gen: &str) -> FullChain {
@@ -30,11 +34,19 @@ fn certificates_round_trip_byte_for_byte() {
     for gen in ["naples", "rome"] {
         for name in ["pdh", "pek", "oca", "cek"] {
             let bytes = read(gen, name);
-            assert_eq!(Certificate::decode(&bytes).unwrap().encode(), bytes, "{gen} {name}");
+            assert_eq!(
+                Certificate::decode(&bytes).unwrap().encode(),
+                bytes,
+                "{gen} {name}"
+            );
         }
         for name in ["ark", "ask"] {
             let bytes = read(gen, name);
-            assert_eq!(CaCertificate::decode(&bytes).unwrap().encode(), bytes, "{gen} {name}");
+            assert_eq!(
+                CaCertificate::decode(&bytes).unwrap().encode(),
+                bytes,
+                "{gen} {name}"
+            );
         }
     }
 }

@@ -11,9 +11,7 @@ pub unsafe trait ByteValued: Copy + Default {
     fn as_bytes(&self) -> &[u8] {
         // SAFETY: the trait's contract says `Self` has no implicit padding, so all
         // `size_of::<Self>()` bytes are initialised, and the slice borrows `self`.
-        unsafe {
-            std::slice::from_raw_parts(self as *const Self as *const u8, size_of::<Self>())
-        }
+        unsafe { std::slice::from_raw_parts(self as *const Self as *const u8, size_of::<Self>()) }
     }
 
     /// The value's bytes, mutable.

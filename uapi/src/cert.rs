@@ -132,7 +132,10 @@ impl std::fmt::Debug for Certificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Certificate")
             .field("version", &self.version)
-            .field("api", &format_args!("{}.{}", self.api_major, self.api_minor))
+            .field(
+                "api",
+                &format_args!("{}.{}", self.api_major, self.api_minor),
+            )
             .field("usage", &format_args!("{:#x}", self.usage))
             .field("algo", &format_args!("{:#x}", self.algo))
             .field("sigs", &self.sigs)

@@ -64,8 +64,7 @@ pub const KVM_CHECK_EXTENSION: u32 = io(KVMIO, 0x03);
 /// `KVM_CREATE_VCPU = _IO(KVMIO, 0x41)`.
 pub const KVM_CREATE_VCPU: u32 = io(KVMIO, 0x41);
 /// `KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
-pub const KVM_SET_USER_MEMORY_REGION: u32 =
-    iow(KVMIO, 0x46, size_of::<KvmUserspaceMemoryRegion>());
+pub const KVM_SET_USER_MEMORY_REGION: u32 = iow(KVMIO, 0x46, size_of::<KvmUserspaceMemoryRegion>());
 /// `KVM_MEMORY_ENCRYPT_OP = _IOWR(KVMIO, 0xba, unsigned long)`: its size field is 8, not the
 /// size of `struct kvm_sev_cmd`, which is why the `sev-vm` node has its own number.
 pub const KVM_MEMORY_ENCRYPT_OP: u32 = iowr(KVMIO, 0xba, size_of::<u64>());

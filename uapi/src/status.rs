@@ -91,7 +91,13 @@ pub const SEV_RET_NO_FW_CALL: u32 = u32::MAX;
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (0x{:02x}): {}", self.name(), *self as u32, self.meaning())
+        write!(
+            f,
+            "{} (0x{:02x}): {}",
+            self.name(),
+            *self as u32,
+            self.meaning()
+        )
     }
 }
 
@@ -117,7 +123,10 @@ mod tests {
         assert_eq!(Status::ALL.len(), 0x27);
         assert_eq!(Status::try_from(0x1E), Err(0x1E));
         assert_eq!(Status::try_from(0x28), Err(0x28));
-        assert_eq!(describe(4), "INVALID_LENGTH (0x04): a buffer is too small or a length is invalid");
+        assert_eq!(
+            describe(4),
+            "INVALID_LENGTH (0x04): a buffer is too small or a length is invalid"
+        );
         assert!(describe(u32::MAX).starts_with("NO_FW_CALL"));
     }
 }

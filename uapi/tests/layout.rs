@@ -12,7 +12,12 @@ use uapi::psp_sev::*;
 use uapi::status::Status;
 
 /// (C struct name, header, Rust size, [(C field, Rust offset)]).
-type Layout = (&'static str, &'static str, usize, Vec<(&'static str, usize)>);
+type Layout = (
+    &'static str,
+    &'static str,
+    usize,
+    Vec<(&'static str, usize)>,
+);
 
 macro_rules! layout {
     ($header:literal, $c:literal, $ty:ty { $($cf:literal => $rf:ident),* $(,)? }) => {
@@ -72,14 +77,32 @@ fn layouts() -> Vec<Layout> {
 fn constants() -> Vec<(String, u64)> {
     let mut out = vec![
         ("SEV_ISSUE_CMD".to_string(), ioctl::SEV_ISSUE_CMD as u64),
-        ("SEV_STATUS_FLAGS_CONFIG_ES".to_string(), SEV_STATUS_FLAGS_CONFIG_ES as u64),
-        ("KVM_MEMORY_ENCRYPT_OP".to_string(), ioctl::KVM_MEMORY_ENCRYPT_OP as u64),
-        ("KVM_MEMORY_ENCRYPT_REG_REGION".to_string(), ioctl::KVM_MEMORY_ENCRYPT_REG_REGION as u64),
-        ("KVM_MEMORY_ENCRYPT_UNREG_REGION".to_string(), ioctl::KVM_MEMORY_ENCRYPT_UNREG_REGION as u64),
-        ("KVM_SET_USER_MEMORY_REGION".to_string(), ioctl::KVM_SET_USER_MEMORY_REGION as u64),
+        (
+            "SEV_STATUS_FLAGS_CONFIG_ES".to_string(),
+            SEV_STATUS_FLAGS_CONFIG_ES as u64,
+        ),
+        (
+            "KVM_MEMORY_ENCRYPT_OP".to_string(),
+            ioctl::KVM_MEMORY_ENCRYPT_OP as u64,
+        ),
+        (
+            "KVM_MEMORY_ENCRYPT_REG_REGION".to_string(),
+            ioctl::KVM_MEMORY_ENCRYPT_REG_REGION as u64,
+        ),
+        (
+            "KVM_MEMORY_ENCRYPT_UNREG_REGION".to_string(),
+            ioctl::KVM_MEMORY_ENCRYPT_UNREG_REGION as u64,
+        ),
+        (
+            "KVM_SET_USER_MEMORY_REGION".to_string(),
+            ioctl::KVM_SET_USER_MEMORY_REGION as u64,
+        ),
         ("KVM_CREATE_VM".to_string(), ioctl::KVM_CREATE_VM as u64),
         ("KVM_CREATE_VCPU".to_string(), ioctl::KVM_CREATE_VCPU as u64),
-        ("KVM_CHECK_EXTENSION".to_string(), ioctl::KVM_CHECK_EXTENSION as u64),
+        (
+            "KVM_CHECK_EXTENSION".to_string(),
+            ioctl::KVM_CHECK_EXTENSION as u64,
+        ),
         ("KVM_X86_SEV_VM".to_string(), KVM_X86_SEV_VM as u64),
         ("KVM_X86_SEV_ES_VM".to_string(), KVM_X86_SEV_ES_VM as u64),
         ("KVM_CAP_VM_TYPES".to_string(), KVM_CAP_VM_TYPES as u64),
@@ -100,11 +123,29 @@ fn constants() -> Vec<(String, u64)> {
         out.push((format!("SEV_RET_{name}"), status as u64));
     }
     let kvm_ids = [
-        "INIT", "ES_INIT", "LAUNCH_START", "LAUNCH_UPDATE_DATA", "LAUNCH_UPDATE_VMSA",
-        "LAUNCH_SECRET", "LAUNCH_MEASURE", "LAUNCH_FINISH", "SEND_START", "SEND_UPDATE_DATA",
-        "SEND_UPDATE_VMSA", "SEND_FINISH", "RECEIVE_START", "RECEIVE_UPDATE_DATA",
-        "RECEIVE_UPDATE_VMSA", "RECEIVE_FINISH", "GUEST_STATUS", "DBG_DECRYPT", "DBG_ENCRYPT",
-        "CERT_EXPORT", "GET_ATTESTATION_REPORT", "SEND_CANCEL", "INIT2",
+        "INIT",
+        "ES_INIT",
+        "LAUNCH_START",
+        "LAUNCH_UPDATE_DATA",
+        "LAUNCH_UPDATE_VMSA",
+        "LAUNCH_SECRET",
+        "LAUNCH_MEASURE",
+        "LAUNCH_FINISH",
+        "SEND_START",
+        "SEND_UPDATE_DATA",
+        "SEND_UPDATE_VMSA",
+        "SEND_FINISH",
+        "RECEIVE_START",
+        "RECEIVE_UPDATE_DATA",
+        "RECEIVE_UPDATE_VMSA",
+        "RECEIVE_FINISH",
+        "GUEST_STATUS",
+        "DBG_DECRYPT",
+        "DBG_ENCRYPT",
+        "CERT_EXPORT",
+        "GET_ATTESTATION_REPORT",
+        "SEND_CANCEL",
+        "INIT2",
     ];
     for (i, name) in kvm_ids.iter().enumerate() {
         let id = KvmSevCmdId::from_id(i as u32).expect("id in range");
@@ -172,14 +213,27 @@ fn rust_types_match_the_system_headers() {
     let src = dir.join("layout.c");
     let bin = dir.join("layout");
     std::fs::write(&src, c).unwrap();
-    let cc = Command::new("cc").arg("-o").arg(&bin).arg(&src).output().expect("run cc");
-    assert!(cc.status.success(), "cc failed: {}", String::from_utf8_lossy(&cc.stderr));
+    let cc = Command::new("cc")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run cc");
+    assert!(
+        cc.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
     let out = Command::new(&bin).output().expect("run layout program");
     let mut seen = 0;
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let (key, value) = line.split_once(' ').unwrap();
         let value: u64 = value.parse().unwrap();
-        assert_eq!(expected[key], value, "{key}: Rust says {}, C says {value}", expected[key]);
+        assert_eq!(
+            expected[key], value,
+            "{key}: Rust says {}, C says {value}",
+            expected[key]
+        );
         seen += 1;
     }
     assert_eq!(seen, expected.len());

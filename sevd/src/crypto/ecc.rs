@@ -110,10 +110,7 @@ impl EcKeyPair {
         slot[ECC_FIELD_LEN..2 * ECC_FIELD_LEN].copy_from_slice(&bn_to_le(sig.s(), ECC_FIELD_LEN)?);
         // A certificate always has a free slot when the firmware signs it; if not, the
         // second slot is replaced, which is what re-signing means.
-        let target = match cert.sigs.iter().position(|s| s.is_empty()) {
-            Some(i) => i,
-            None => 1,
-        };
+        let target = cert.sigs.iter().position(|s| s.is_empty()).unwrap_or(1);
         cert.sigs[target].usage = signer_usage;
         cert.sigs[target].algo = signer_algo;
         cert.sigs[target].sig = slot;

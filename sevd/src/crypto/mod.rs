@@ -52,10 +52,7 @@ pub fn kdf(
     let mut out = Zeroizing::new(Vec::with_capacity(out_len + 32));
     let mut counter = 1u32;
     while out.len() < out_len {
-        let block = hmac_sha256(
-            key,
-            &[&counter.to_le_bytes(), label, &[0], context, &bits],
-        )?;
+        let block = hmac_sha256(key, &[&counter.to_le_bytes(), label, &[0], context, &bits])?;
         out.extend_from_slice(&block);
         counter += 1;
     }
@@ -123,7 +120,10 @@ mod tests {
     fn little_endian_big_numbers_round_trip() {
         let le = [1u8, 2, 3, 0, 0];
         let bn = bn_from_le(&le).unwrap();
-        assert_eq!(bn.to_dec_str().unwrap().to_string(), (1 + 2 * 256 + 3 * 65536).to_string());
+        assert_eq!(
+            bn.to_dec_str().unwrap().to_string(),
+            (1 + 2 * 256 + 3 * 65536).to_string()
+        );
         assert_eq!(bn_to_le(&bn, 5).unwrap(), le);
     }
 }

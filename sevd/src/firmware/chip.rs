@@ -130,17 +130,28 @@ impl Chip {
                 return Err(ChipError::Corrupt("truncated"));
             }
             let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let bytes = rest.get(4..4 + len).ok_or(ChipError::Corrupt("truncated"))?;
-            cas.push(CaCertificate::decode(bytes).map_err(|_| ChipError::Corrupt("bad CA certificate"))?);
+            let bytes = rest
+                .get(4..4 + len)
+                .ok_or(ChipError::Corrupt("truncated"))?;
+            cas.push(
+                CaCertificate::decode(bytes)
+                    .map_err(|_| ChipError::Corrupt("bad CA certificate"))?,
+            );
             rest = &rest[4 + len..];
         }
         if rest.len() != CERT_LEN {
             return Err(ChipError::Corrupt("bad CEK certificate"));
         }
-        let cek = Certificate::decode(rest).map_err(|_| ChipError::Corrupt("bad CEK certificate"))?;
+        let cek =
+            Certificate::decode(rest).map_err(|_| ChipError::Corrupt("bad CEK certificate"))?;
         let ask = cas.pop().ok_or(ChipError::Corrupt("truncated"))?;
         let ark = cas.pop().ok_or(ChipError::Corrupt("truncated"))?;
-        Ok(Chip { seed, ark, ask, cek })
+        Ok(Chip {
+            seed,
+            ark,
+            ask,
+            cek,
+        })
     }
 }
 

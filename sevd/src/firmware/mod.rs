@@ -137,15 +137,22 @@ pub(crate) mod test_support {
     pub fn chip() -> Chip {
         static CHIP: OnceLock<Vec<u8>> = OnceLock::new();
         let bytes = CHIP.get_or_init(|| {
-            Chip::generate((1, 55)).expect("chip generation").encode().to_vec()
+            Chip::generate((1, 55))
+                .expect("chip generation")
+                .encode()
+                .to_vec()
         });
         Chip::decode(bytes).expect("chip decodes")
     }
 
     /// A powered-on firmware over an in-memory store.
     pub fn firmware() -> Firmware {
-        Firmware::new(chip(), Box::new(nv::MemStorage::default()), FirmwareVersion::default())
-            .expect("firmware")
+        Firmware::new(
+            chip(),
+            Box::new(nv::MemStorage::default()),
+            FirmwareVersion::default(),
+        )
+        .expect("firmware")
     }
 }
 

@@ -174,7 +174,10 @@ impl Firmware {
             return Err(Status::InvalidLength);
         }
         let mut csr = self.keys()?.pek.clone();
-        csr.sigs = [uapi::cert::Signature::empty(), uapi::cert::Signature::empty()];
+        csr.sigs = [
+            uapi::cert::Signature::empty(),
+            uapi::cert::Signature::empty(),
+        ];
         Ok(csr.encode())
     }
 
@@ -237,7 +240,10 @@ impl Firmware {
         self.require(&[PlatformState::Init, PlatformState::Working])?;
         let (pdh_key, pdh) = self.new_pdh(&self.keys()?.pek_key)?;
         let mut keys = self.keys.take().ok_or(Status::InvalidPlatformState)?;
-        let old = (std::mem::replace(&mut keys.pdh_key, pdh_key), std::mem::replace(&mut keys.pdh, pdh));
+        let old = (
+            std::mem::replace(&mut keys.pdh_key, pdh_key),
+            std::mem::replace(&mut keys.pdh, pdh),
+        );
         if let Err(status) = self.persist(&keys) {
             (keys.pdh_key, keys.pdh) = old;
             self.keys = Some(keys);

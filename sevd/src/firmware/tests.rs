@@ -76,7 +76,11 @@ fn init_rejects_reserved_flags_and_stays_uninit() {
     assert_eq!(fw.init(0x2), Err(Status::InvalidConfig));
     assert_eq!(fw.state(), PlatformState::Uninit);
     fw.init(0).unwrap();
-    assert_eq!({ fw.platform_status().unwrap().flags }, 0, "no ES without the flag");
+    assert_eq!(
+        { fw.platform_status().unwrap().flags },
+        0,
+        "no ES without the flag"
+    );
 }
 
 #[test]
@@ -148,7 +152,10 @@ fn pek_gen_and_platform_reset_make_new_keys() {
     fw.init(INIT_FLAGS_ES).unwrap();
     let third = export(&mut fw);
     assert_ne!(third.pek, second.pek);
-    assert_eq!(third.cek, second.cek, "the CEK is the chip's, not the store's");
+    assert_eq!(
+        third.cek, second.cek,
+        "the CEK is the chip's, not the store's"
+    );
 }
 
 #[test]
@@ -203,7 +210,12 @@ fn pek_cert_import_makes_the_platform_externally_owned() {
     assert_eq!(after.oca.encode(), oca);
     assert_eq!(after.pek.body(), before.pek.body());
     assert_ne!(after.pdh, before.pdh, "PDH is regenerated");
-    FullChain { ca: fw.ca_chain(), platform: after.clone() }.verify().unwrap();
+    FullChain {
+        ca: fw.ca_chain(),
+        platform: after.clone(),
+    }
+    .verify()
+    .unwrap();
     // Ownership survives a restart of the firmware and is refused a second time.
     fw.shutdown().unwrap();
     fw.init(INIT_FLAGS_ES).unwrap();
@@ -239,7 +251,10 @@ fn pek_cert_import_refuses_forgeries_and_changes_nothing() {
         Err(Status::InvalidCertificate),
         "a PEK that is not this platform's"
     );
-    assert_eq!(fw.pek_cert_import(&pek[..100], &oca), Err(Status::InvalidLength));
+    assert_eq!(
+        fw.pek_cert_import(&pek[..100], &oca),
+        Err(Status::InvalidLength)
+    );
     assert_eq!(export(&mut fw), before);
     assert_eq!({ fw.platform_status().unwrap().flags } & 1, 0);
 }
@@ -248,7 +263,12 @@ fn pek_cert_import_refuses_forgeries_and_changes_nothing() {
 fn corrupt_store_gives_secure_data_invalid_then_a_fresh_store() {
     let mut nv = MemStorage::default();
     // Write a valid store, then flip one byte of it.
-    let mut fw = Firmware::new(chip(), Box::new(MemStorage::default()), FirmwareVersion::default()).unwrap();
+    let mut fw = Firmware::new(
+        chip(),
+        Box::new(MemStorage::default()),
+        FirmwareVersion::default(),
+    )
+    .unwrap();
     fw.init(0).unwrap();
     let keys = fw.keys.take().unwrap();
     let sealed = keys.encode(&fw.chip.nv_key().unwrap()).unwrap();
@@ -269,7 +289,10 @@ fn store_from_another_chip_is_refused() {
     let keys = fw.keys.take().unwrap();
     let other = Chip::generate((1, 55)).unwrap();
     let sealed = keys.encode(&other.nv_key().unwrap()).unwrap();
-    let nv = MemStorage { data: Some(sealed.to_vec()), quarantined: None };
+    let nv = MemStorage {
+        data: Some(sealed.to_vec()),
+        quarantined: None,
+    };
     let mut fw = Firmware::new(chip(), Box::new(nv), FirmwareVersion::default()).unwrap();
     assert_eq!(fw.init(0), Err(Status::SecureDataInvalid));
 }

@@ -1,0 +1,320 @@
+//! The FUSE file system: a directory of devices, or one device as the mount's root file.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, IoctlFlags, LockOwner,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyWrite, Request, WriteFlags,
+};
+
+use crate::{Caller, CharDevice, Errno, IoctlRequest, OpenFile, OpenFlags, Pid};
+
+/// Attributes never change while mounted; let the kernel cache them.
+const TTL: Duration = Duration::from_secs(3600);
+
+/// Owner, group and permission bits of the device files (as a udev rule sets them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode {
+    /// Permission bits, e.g. 0o600.
+    pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+impl Default for FileMode {
+    /// root:root 0600, as devtmpfs creates `/dev/sev`.
+    fn default() -> Self {
+        FileMode {
+            perm: 0o600,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+enum Layout {
+    /// Root is a directory holding the devices as inodes 2, 3, ...
+    Dir(Vec<(String, Arc<dyn CharDevice>)>),
+    /// Root is the device itself (a mount on a regular file).
+    File(Arc<dyn CharDevice>),
+}
+
+/// A FUSE file system serving devices.
+pub struct DeviceFs {
+    layout: Layout,
+    mode: FileMode,
+    next_fh: AtomicU64,
+    open: Mutex<HashMap<u64, (u64, OpenFile)>>,
+}
+
+impl DeviceFs {
+    /// A directory holding `devices` by name.
+    pub fn dir(devices: Vec<(String, Arc<dyn CharDevice>)>, mode: FileMode) -> Self {
+        Self::new(Layout::Dir(devices), mode)
+    }
+
+    /// One device that is the mount's root, for mounting directly on a regular file.
+    pub fn file(device: Arc<dyn CharDevice>, mode: FileMode) -> Self {
+        Self::new(Layout::File(device), mode)
+    }
+
+    fn new(layout: Layout, mode: FileMode) -> Self {
+        DeviceFs {
+            layout,
+            mode,
+            next_fh: AtomicU64::new(1),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the mount's root is a regular file.
+    pub fn is_file(&self) -> bool {
+        matches!(self.layout, Layout::File(_))
+    }
+
+    fn device(&self, ino: INodeNo) -> Option<&Arc<dyn CharDevice>> {
+        match &self.layout {
+            Layout::File(dev) if ino == INodeNo::ROOT => Some(dev),
+            Layout::Dir(devs) => ino
+                .0
+                .checked_sub(2)
+                .and_then(|i| devs.get(i as usize))
+                .map(|(_, d)| d),
+            _ => None,
+        }
+    }
+
+    fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
+        let now = SystemTime::UNIX_EPOCH;
+        let dir = matches!(self.layout, Layout::Dir(_)) && ino == INodeNo::ROOT;
+        if !dir && self.device(ino).is_none() {
+            return None;
+        }
+        Some(FileAttr {
+            ino,
+            size: 0,
+            blocks: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind: if dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            },
+            perm: if dir { 0o755 } else { self.mode.perm },
+            nlink: if dir { 2 } else { 1 },
+            uid: if dir { 0 } else { self.mode.uid },
+            gid: if dir { 0 } else { self.mode.gid },
+            rdev: 0,
+            flags: 0,
+            blksize: 4096,
+        })
+    }
+
+    fn file_for(&self, fh: FileHandle) -> Option<(u64, OpenFile)> {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .copied()
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        pid: Pid(req.pid()),
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+/// The thread-group id of a thread, so a handle remembers its process, not its thread.
+fn tgid(tid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(tid)
+}
+
+fn errno(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e as i32)
+}
+
+impl Filesystem for DeviceFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let (Layout::Dir(devs), INodeNo::ROOT) = (&self.layout, parent) {
+            if let Some(i) = devs.iter().position(|(n, _)| OsStr::new(n) == name) {
+                if let Some(attr) = self.attr(INodeNo(i as u64 + 2)) {
+                    reply.entry(&TTL, &attr, fuser::Generation(0));
+                    return;
+                }
+            }
+        }
+        reply.error(fuser::Errno::ENOENT);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr(ino) {
+            Some(attr) => reply.attr(&TTL, &attr),
+            None => reply.error(fuser::Errno::ENOENT),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Layout::Dir(devs) = &self.layout else {
+            reply.error(fuser::Errno::ENOTDIR);
+            return;
+        };
+        if ino != INodeNo::ROOT {
+            reply.error(fuser::Errno::ENOTDIR);
+            return;
+        }
+        let mut entries = vec![
+            (INodeNo::ROOT, FileType::Directory, ".".to_string()),
+            (INodeNo::ROOT, FileType::Directory, "..".to_string()),
+        ];
+        for (i, (name, _)) in devs.iter().enumerate() {
+            entries.push((INodeNo(i as u64 + 2), FileType::RegularFile, name.clone()));
+        }
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(ino, i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
+        let Some(dev) = self.device(ino) else {
+            reply.error(fuser::Errno::EISDIR);
+            return;
+        };
+        let file = OpenFile {
+            fh: self.next_fh.fetch_add(1, Ordering::Relaxed),
+            flags: OpenFlags(flags.0),
+            opener: Pid(tgid(req.pid())),
+        };
+        match dev.open(&caller(req), &file) {
+            Ok(()) => {
+                self.open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(file.fh, (ino.0, file));
+                // Direct I/O: no page cache, as for a character device.
+                reply.opened(
+                    FileHandle(file.fh),
+                    FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
+                );
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let entry = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        if let Some((ino, file)) = entry {
+            if let Some(dev) = self.device(INodeNo(ino)) {
+                dev.release(&file);
+            }
+        }
+        reply.ok();
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _size: u32,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        reply.error(fuser::Errno::EINVAL);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: fuser::OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(fuser::Errno::EINVAL);
+    }
+
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        let (Some(dev), Some((_, file))) = (self.device(ino), self.file_for(fh)) else {
+            reply.error(fuser::Errno::EBADF);
+            return;
+        };
+        // A caller outside the daemon's pid namespace arrives as pid 0: its memory is
+        // unreachable.
+        if req.pid() == 0 {
+            reply.error(fuser::Errno::EIO);
+            return;
+        }
+        let request = IoctlRequest {
+            cmd,
+            in_data,
+            out_size,
+            compat: flags.contains(IoctlFlags::FUSE_IOCTL_COMPAT),
+        };
+        match dev.ioctl(&caller(req), &file, request) {
+            Ok(out) => {
+                let len = out.data.len().min(out_size as usize);
+                reply.ioctl(out.result, &out.data[..len]);
+            }
+            // Never ENOSYS: older kernels then disable ioctls for the whole connection.
+            Err(Errno::ENOSYS) => reply.error(fuser::Errno::ENOTTY),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}

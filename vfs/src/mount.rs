@@ -1,0 +1,166 @@
+//! Mounting, finding and detaching FUSE mounts (reference/fuse-notes.md §6, §7, §9).
+//!
+//! fuser's own unmount paths leave stale mounts behind when a file is still open, or hang;
+//! so mounts are detached here with `umount2(MNT_DETACH)`, which always succeeds at once.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use fuser::{Config, MountOption, SessionACL};
+use nix::mount::{umount2, MntFlags};
+
+use crate::DeviceFs;
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// The mount's source name, which identifies this program's mounts in mountinfo.
+    pub fsname: String,
+    /// Let other users open the files (`allow_other`); the kernel then checks the file mode
+    /// (`default_permissions`), as for a device node.
+    pub allow_other: bool,
+}
+
+/// A live mount. Dropping it detaches the mount.
+pub struct MountHandle {
+    path: PathBuf,
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl std::fmt::Debug for MountHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountHandle")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl MountHandle {
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Detaches the mount now. Open files get ENOTCONN; the serving thread ends when the
+    /// kernel drops the connection.
+    pub fn detach(mut self) -> io::Result<()> {
+        let r = detach(&self.path);
+        // The session's thread ends on its own once the connection is gone; dropping the
+        // handle without joining keeps a caller that still holds a file from blocking us.
+        if let Some(session) = self.session.take() {
+            std::mem::forget(session);
+        }
+        r
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if self.session.is_some() {
+            let _ = detach(&self.path);
+            if let Some(session) = self.session.take() {
+                std::mem::forget(session);
+            }
+        }
+    }
+}
+
+/// Mounts `fs` at `path` (a directory, or a regular file for [`DeviceFs::file`]) and serves
+/// it from a background thread.
+pub fn mount(fs: DeviceFs, path: &Path, options: &MountOptions) -> io::Result<MountHandle> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(options.fsname.clone()),
+        MountOption::DefaultPermissions,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+    ];
+    if options.allow_other {
+        config.acl = SessionACL::All;
+    }
+    let session = fuser::Session::new(fs, path, &config)?;
+    let session = session.spawn()?;
+    Ok(MountHandle {
+        path: path.to_path_buf(),
+        session: Some(session),
+    })
+}
+
+/// Detaches whatever is mounted at `path` (lazily: it vanishes from the tree at once).
+pub fn detach(path: &Path) -> io::Result<()> {
+    umount2(path, MntFlags::MNT_DETACH).map_err(io::Error::from)
+}
+
+/// Mount points of FUSE mounts whose source is `fsname`, from `/proc/self/mountinfo`.
+pub fn find_mounts(fsname: &str) -> io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mountinfo(&info, fsname))
+}
+
+fn parse_mountinfo(info: &str, fsname: &str) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut right = right.split(' ');
+        let (Some(fstype), Some(source)) = (right.next(), right.next()) else {
+            continue;
+        };
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        if (fstype == "fuse" || fstype.starts_with("fuse.")) && source == fsname {
+            out.push(PathBuf::from(unescape(mount_point)));
+        }
+    }
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_our_fuse_mounts_only() {
+        let info = "\
+36 25 0:32 / /run/sevd rw,nosuid,nodev,relatime shared:1 - fuse sevd rw,user_id=0,group_id=0
+37 25 0:33 / /dev/sev rw,nosuid - fuse sevd rw,user_id=0
+38 25 0:34 / /tmp/a\\040b rw - fuse sevd rw
+39 25 0:35 / /mnt/other rw - fuse other rw
+40 25 0:36 / /sys rw - sysfs sevd rw
+";
+        let found = parse_mountinfo(info, "sevd");
+        assert_eq!(
+            found,
+            vec![
+                PathBuf::from("/run/sevd"),
+                PathBuf::from("/dev/sev"),
+                PathBuf::from("/tmp/a b")
+            ]
+        );
+    }
+}
