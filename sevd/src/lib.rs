@@ -6,4 +6,5 @@
 
 pub mod certs;
 pub mod crypto;
+pub mod driver;
 pub mod firmware;

@@ -1,0 +1,432 @@
+//! The `/dev/sev` ioctl, as `drivers/crypto/ccp/sev-dev.c` implements it
+//! (reference/linux-abi.md §2): one `do_<cmd>` per command in the kernel's own order of checks.
+
+use std::sync::Mutex;
+
+use uapi::ioctl::SEV_ISSUE_CMD;
+use uapi::psp_sev::*;
+use uapi::{ByteValued, Status};
+use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, UserAddr};
+
+use super::{read_obj, write_bytes, write_obj};
+use crate::firmware::{Firmware, FwResult, PlatformState, INIT_FLAGS_ES};
+
+/// `-ENOTSUPP` (kernel-internal errno 524), what GET_ID returns below API 0.16.
+const ENOTSUPP: i32 = 524;
+/// The largest `kmalloc`: a larger GET_ID2 buffer fails with ENOMEM.
+const KMALLOC_MAX_SIZE: u32 = 4 << 20;
+
+/// When the platform is initialised, by kernel generation (reference/linux-abi.md §2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitMode {
+    /// Kernels up to 6.15: INIT (with SEV-ES) at probe; implicit INITs leave it INIT.
+    #[default]
+    AtProbe,
+    /// Kernels from 6.16: UNINIT until needed; state-changing commands INIT, run, SHUT DOWN.
+    PerCommand,
+}
+
+/// Who may issue a command on a read-only file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writable {
+    /// Any open file.
+    No,
+    /// Only a file opened for writing (EPERM otherwise).
+    Yes,
+    /// Only a file opened for writing when the platform is not INIT (PDH_CERT_EXPORT).
+    UnlessInit,
+}
+
+/// The per-command facts of the kernel's tables: the writable rule and the size of the
+/// user struct at `data` (0 when `data` is ignored).
+pub fn command_info(cmd: SevCmd) -> (Writable, usize) {
+    use SevCmd::*;
+    match cmd {
+        FactoryReset => (Writable::Yes, 0),
+        PlatformStatus => (Writable::No, size_of::<SevUserDataStatus>()),
+        PekGen | PdhGen => (Writable::Yes, 0),
+        PekCsr => (Writable::Yes, size_of::<SevUserDataPekCsr>()),
+        PdhCertExport => (Writable::UnlessInit, size_of::<SevUserDataPdhCertExport>()),
+        PekCertImport => (Writable::Yes, size_of::<SevUserDataPekCertImport>()),
+        GetId => (Writable::No, size_of::<SevUserDataGetId>()),
+        GetId2 => (Writable::No, size_of::<SevUserDataGetId2>()),
+        SnpPlatformStatus => (Writable::No, size_of::<SevUserDataSnpStatus>()),
+        SnpCommit => (Writable::No, 0),
+        SnpSetConfig => (Writable::Yes, size_of::<SevUserDataSnpConfig>()),
+        SnpVlekLoad => (Writable::Yes, size_of::<SevUserDataSnpVlekLoad>()),
+    }
+}
+
+/// The kernel's own view of the platform (`sev->state`): it only tracks UNINIT and INIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KState {
+    Uninit,
+    Init,
+}
+
+/// The sev-dev driver over the software firmware.
+#[derive(Debug)]
+pub struct SevDev {
+    fw: Firmware,
+    mode: InitMode,
+    state: KState,
+    api: (u8, u8),
+}
+
+/// One command's context: the caller's memory, the file's mode, and `error`.
+struct Ctx<'a> {
+    mem: &'a dyn CallerMemory,
+    writable: bool,
+    data: u64,
+    error: &'a mut u32,
+}
+
+impl Ctx<'_> {
+    /// `__sev_do_cmd_locked`'s result: `error` gets the status, a failure is EIO.
+    fn fw<T>(&mut self, r: FwResult<T>) -> Result<T, Errno> {
+        match r {
+            Ok(v) => {
+                *self.error = Status::Success as u32;
+                Ok(v)
+            }
+            Err(status) => {
+                *self.error = status as u32;
+                Err(Errno::EIO)
+            }
+        }
+    }
+}
+
+impl SevDev {
+    /// `sev_pci_init`: reads the firmware's version and, in [`InitMode::AtProbe`], initialises
+    /// the platform with SEV-ES. A failed INIT is logged and leaves it UNINIT, as the kernel
+    /// does.
+    pub fn probe(fw: Firmware, mode: InitMode) -> Self {
+        let v = fw.version();
+        let mut dev = SevDev {
+            fw,
+            mode,
+            state: KState::Uninit,
+            api: (v.api_major, v.api_minor),
+        };
+        if dev.fw.state() != PlatformState::Uninit {
+            dev.state = KState::Init;
+        }
+        if mode == InitMode::AtProbe {
+            let mut error = 0;
+            if let Err(e) = dev.platform_init(&mut error) {
+                log::error!(
+                    "SEV: failed to INIT the platform: {e} ({})",
+                    uapi::status::describe(error)
+                );
+            }
+        }
+        log::info!("SEV API:{}.{} build:{}", v.api_major, v.api_minor, v.build);
+        dev
+    }
+
+    /// The firmware behind the driver.
+    pub fn firmware(&self) -> &Firmware {
+        &self.fw
+    }
+
+    /// The firmware behind the driver, mutably (the VM node shares it).
+    pub fn firmware_mut(&mut self) -> &mut Firmware {
+        &mut self.fw
+    }
+
+    /// `__sev_platform_init_locked`: INIT with the TMR, once more on SECURE_DATA_INVALID (the
+    /// firmware has reset its store by then), then DF_FLUSH.
+    fn platform_init(&mut self, error: &mut u32) -> Result<(), Errno> {
+        if self.state == KState::Init {
+            return Ok(());
+        }
+        let mut r = self.fw.init(INIT_FLAGS_ES);
+        if r == Err(Status::SecureDataInvalid) {
+            log::warn!("SEV: retrying INIT command because of SECURE_DATA_INVALID error. Retrying once to reset PSP SEV state.");
+            r = self.fw.init(INIT_FLAGS_ES);
+        }
+        if r.is_ok() {
+            self.state = KState::Init;
+            r = self.fw.df_flush();
+        }
+        *error = match r {
+            Ok(()) => Status::Success as u32,
+            Err(s) => s as u32,
+        };
+        r.map_err(|_| Errno::EIO)
+    }
+
+    /// Brings the platform to INIT for a command; true when it must be shut down afterwards
+    /// (kernels from 6.16).
+    fn enter_init(&mut self, error: &mut u32) -> Result<bool, Errno> {
+        if self.state == KState::Init {
+            return Ok(false);
+        }
+        match self.mode {
+            InitMode::AtProbe => self.platform_init(error).map(|()| false),
+            InitMode::PerCommand => {
+                let mut ignored = 0;
+                match self.platform_init(&mut ignored) {
+                    Ok(()) => Ok(true),
+                    Err(e) => {
+                        // ≥ 6.16 reports INVALID_PLATFORM_STATE whatever INIT said.
+                        *error = Status::InvalidPlatformState as u32;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    fn leave_init(&mut self, shutdown: bool) {
+        if shutdown {
+            let _ = self.fw.shutdown();
+            self.state = KState::Uninit;
+        }
+    }
+
+    /// `sev_ioctl`'s switch: runs one known command. `arg.error` is updated as the kernel
+    /// updates it; the caller copies `arg` back whatever this returns.
+    pub fn issue(
+        &mut self,
+        cmd: SevCmd,
+        writable: bool,
+        mem: &dyn CallerMemory,
+        data: u64,
+        error: &mut u32,
+    ) -> Result<(), Errno> {
+        let mut ctx = Ctx {
+            mem,
+            writable,
+            data,
+            error,
+        };
+        match cmd {
+            SevCmd::FactoryReset => self.do_reset(&mut ctx),
+            SevCmd::PlatformStatus => self.do_platform_status(&mut ctx),
+            SevCmd::PekGen | SevCmd::PdhGen => self.do_pek_pdh_gen(cmd, &mut ctx),
+            SevCmd::PekCsr => self.do_pek_csr(&mut ctx),
+            SevCmd::PdhCertExport => self.do_pdh_export(&mut ctx),
+            SevCmd::PekCertImport => self.do_pek_import(&mut ctx),
+            SevCmd::GetId => self.do_get_id(&mut ctx),
+            SevCmd::GetId2 => self.do_get_id2(&mut ctx),
+            SevCmd::SnpPlatformStatus
+            | SevCmd::SnpCommit
+            | SevCmd::SnpSetConfig
+            | SevCmd::SnpVlekLoad => self.do_snp(cmd, &mut ctx),
+        }
+    }
+
+    fn require_writable(cmd: SevCmd, ctx: &Ctx<'_>) -> Result<(), Errno> {
+        if command_info(cmd).0 == Writable::Yes && !ctx.writable {
+            return Err(Errno::EPERM);
+        }
+        Ok(())
+    }
+
+    /// SEV_FACTORY_RESET: refused while guests run (EBUSY); an INIT platform is shut down
+    /// first.
+    fn do_reset(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        Self::require_writable(SevCmd::FactoryReset, ctx)?;
+        let status = ctx.fw(self.fw.platform_status())?;
+        if status.state == PlatformState::Working as u8 {
+            return Err(Errno::EBUSY);
+        }
+        if status.state == PlatformState::Init as u8 {
+            ctx.fw(self.fw.shutdown())?;
+            self.state = KState::Uninit;
+        }
+        ctx.fw(self.fw.platform_reset())
+    }
+
+    /// SEV_PLATFORM_STATUS: never an implicit INIT.
+    fn do_platform_status(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let status = ctx.fw(self.fw.platform_status())?;
+        write_obj(ctx.mem, ctx.data, &status)
+    }
+
+    /// SEV_PEK_GEN and SEV_PDH_GEN: `data` is never touched.
+    fn do_pek_pdh_gen(&mut self, cmd: SevCmd, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        Self::require_writable(cmd, ctx)?;
+        let shutdown = self.enter_init(ctx.error)?;
+        let r = if cmd == SevCmd::PekGen {
+            self.fw.pek_gen()
+        } else {
+            self.fw.pdh_gen()
+        };
+        self.leave_init(shutdown);
+        ctx.fw(r)
+    }
+
+    /// SEV_PEK_CSR: a null address or zero length asks for the length.
+    fn do_pek_csr(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        Self::require_writable(SevCmd::PekCsr, ctx)?;
+        let mut input: SevUserDataPekCsr = read_obj(ctx.mem, ctx.data)?;
+        let query = input.address == 0 || input.length == 0;
+        let mut len = 0;
+        if !query {
+            if input.length > SEV_FW_BLOB_MAX_SIZE {
+                return Err(Errno::EFAULT);
+            }
+            len = input.length;
+        }
+        let shutdown = self.enter_init(ctx.error)?;
+        let r = self.fw.pek_csr(&mut len);
+        self.leave_init(shutdown);
+        let result = ctx.fw(r);
+        input.length = len;
+        write_obj(ctx.mem, ctx.data, &input)?;
+        let csr = result?;
+        if !query {
+            write_bytes(ctx.mem, input.address, &csr[..len as usize])?;
+        }
+        Ok(())
+    }
+
+    /// SEV_PDH_CERT_EXPORT: works on a read-only file once the platform is INIT.
+    fn do_pdh_export(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let mut shutdown = false;
+        if self.state != KState::Init {
+            if !ctx.writable {
+                return Err(Errno::EPERM);
+            }
+            shutdown = self.enter_init(ctx.error)?;
+        }
+        let r = self.pdh_export_locked(ctx);
+        self.leave_init(shutdown);
+        r
+    }
+
+    fn pdh_export_locked(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let mut input: SevUserDataPdhCertExport = read_obj(ctx.mem, ctx.data)?;
+        let query =
+            input.pdh_cert_address == 0 || input.pdh_cert_len == 0 || input.cert_chain_address == 0;
+        let (mut pdh_len, mut chain_len) = (0, 0);
+        if !query {
+            if input.pdh_cert_len > SEV_FW_BLOB_MAX_SIZE
+                || input.cert_chain_len > SEV_FW_BLOB_MAX_SIZE
+            {
+                return Err(Errno::EFAULT);
+            }
+            (pdh_len, chain_len) = (input.pdh_cert_len, input.cert_chain_len);
+        }
+        let r = self.fw.pdh_cert_export(&mut pdh_len, &mut chain_len);
+        let result = ctx.fw(r);
+        input.pdh_cert_len = pdh_len;
+        input.cert_chain_len = chain_len;
+        write_obj(ctx.mem, ctx.data, &input)?;
+        let (pdh, chain) = result?;
+        if !query {
+            write_bytes(ctx.mem, input.pdh_cert_address, &pdh[..pdh_len as usize])?;
+            write_bytes(
+                ctx.mem,
+                input.cert_chain_address,
+                &chain[..chain_len as usize],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `psp_copy_user_blob`: EINVAL for a null or empty blob and above 16 KiB.
+    fn copy_user_blob(mem: &dyn CallerMemory, addr: u64, len: u32) -> Result<Vec<u8>, Errno> {
+        if addr == 0 || len == 0 || len > SEV_FW_BLOB_MAX_SIZE {
+            return Err(Errno::EINVAL);
+        }
+        mem.read_vec(UserAddr(addr), len as usize)
+            .map_err(|_| Errno::EFAULT)
+    }
+
+    /// SEV_PEK_CERT_IMPORT.
+    fn do_pek_import(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        Self::require_writable(SevCmd::PekCertImport, ctx)?;
+        let input: SevUserDataPekCertImport = read_obj(ctx.mem, ctx.data)?;
+        let pek = Self::copy_user_blob(ctx.mem, input.pek_cert_address, input.pek_cert_len)?;
+        let oca = Self::copy_user_blob(ctx.mem, input.oca_cert_address, input.oca_cert_len)?;
+        let shutdown = self.enter_init(ctx.error)?;
+        let r = self.fw.pek_cert_import(&pek, &oca);
+        self.leave_init(shutdown);
+        ctx.fw(r)
+    }
+
+    fn check_api_for_get_id(&self) -> Result<(), Errno> {
+        if self.api < (0, 16) {
+            return Err(Errno::from_raw(ENOTSUPP));
+        }
+        Ok(())
+    }
+
+    /// SEV_GET_ID (deprecated): the firmware writes into a 128-byte buffer; the kernel copies
+    /// what it wrote (one socket's 64 bytes) to `data`.
+    fn do_get_id(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        self.check_api_for_get_id()?;
+        let mut len = size_of::<SevUserDataGetId>() as u32;
+        let id = ctx.fw(self.fw.get_id(&mut len))?;
+        write_bytes(ctx.mem, ctx.data, &id[..len as usize])
+    }
+
+    /// SEV_GET_ID2: a null address or zero length asks for the length.
+    fn do_get_id2(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        self.check_api_for_get_id()?;
+        let mut input: SevUserDataGetId2 = read_obj(ctx.mem, ctx.data)?;
+        let query = input.address == 0 || input.length == 0;
+        let mut len = 0;
+        if !query {
+            if input.length > KMALLOC_MAX_SIZE {
+                return Err(Errno::ENOMEM);
+            }
+            len = input.length;
+        }
+        let result = ctx.fw(self.fw.get_id(&mut len));
+        input.length = len;
+        write_obj(ctx.mem, ctx.data, &input)?;
+        let id = result?;
+        if !query {
+            write_bytes(ctx.mem, input.address, &id[..len as usize])?;
+        }
+        Ok(())
+    }
+
+    /// The SNP commands, as a kernel of 6.9–6.15 answers them on a platform without SNP:
+    /// SNP is not initialised, so EINVAL (the header is still copied back).
+    fn do_snp(&mut self, cmd: SevCmd, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        // SNP_VLEK_LOAD checks `data` and the file mode before SNP's state; the others test
+        // "SNP initialised" first.
+        if cmd == SevCmd::SnpVlekLoad && ctx.data != 0 {
+            Self::require_writable(cmd, ctx)?;
+        }
+        Err(Errno::EINVAL)
+    }
+}
+
+/// `sev_ioctl`: the request number, the 16-byte header, the command id, the lock, the
+/// handler, and the header copied back (with `error`) for every known command.
+pub fn sev_ioctl(
+    dev: &Mutex<SevDev>,
+    writable: bool,
+    mem: &dyn CallerMemory,
+    request: IoctlRequest<'_>,
+) -> Result<IoctlReply, Errno> {
+    // sev_fops has no compat_ioctl: 32-bit callers get ENOTTY from the VFS.
+    if request.compat {
+        return Err(Errno::ENOTTY);
+    }
+    if request.cmd != SEV_ISSUE_CMD {
+        return Err(Errno::EINVAL);
+    }
+    let mut arg = SevIssueCmd::from_slice(request.in_data).ok_or(Errno::EFAULT)?;
+    let Some(cmd) = SevCmd::from_id(arg.cmd) else {
+        return Err(Errno::EINVAL);
+    };
+    let mut dev = dev.lock().unwrap_or_else(|e| e.into_inner());
+    let mut error = arg.error;
+    let result = dev.issue(cmd, writable, mem, arg.data, &mut error);
+    arg.error = error;
+    Ok(match result {
+        Ok(()) => IoctlReply::ok(arg.as_bytes().to_vec()),
+        Err(e) => IoctlReply::failed(e, arg.as_bytes().to_vec()),
+    })
+}
+
+#[cfg(test)]
+mod tests;
