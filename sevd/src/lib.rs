@@ -6,5 +6,8 @@
 
 pub mod certs;
 pub mod crypto;
+pub mod daemon;
 pub mod driver;
 pub mod firmware;
+pub mod node;
+pub mod state;

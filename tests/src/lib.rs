@@ -1,1 +1,304 @@
+//! Harness for the integration tests: starts the real `sevd` binary on temporary paths,
+//! waits until its node answers, and always stops it and removes its mounts.
 
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use uapi::ioctl::SEV_ISSUE_CMD;
+use uapi::psp_sev::{SevIssueCmd, SevUserDataStatus};
+
+pub use tempfile::TempDir;
+
+/// The `sevd` binary next to the test executables.
+pub fn sevd_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("sevd");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// Whether this machine can run FUSE tests (root and /dev/fuse). CI always can.
+pub fn can_mount() -> bool {
+    nix::unistd::geteuid().is_root() && Path::new("/dev/fuse").exists()
+}
+
+/// One chip identity per test process: RSA-4096 key generation is slow and is not what
+/// these tests test.
+pub fn shared_chip() -> &'static [u8] {
+    static CHIP: OnceLock<Vec<u8>> = OnceLock::new();
+    CHIP.get_or_init(|| {
+        sevd::firmware::chip::Chip::generate((1, 55))
+            .expect("chip")
+            .encode()
+            .to_vec()
+    })
+}
+
+/// `ioctl(fd, SEV_ISSUE_CMD, {cmd, data, error})`: the result (errno on failure) and the
+/// `error` field afterwards.
+pub fn sev_issue(file: &File, cmd: u32, data: u64, error: u32) -> (Result<(), i32>, u32) {
+    let mut arg = SevIssueCmd { cmd, data, error };
+    // SAFETY: `arg` is a live 16-byte packed struct for the duration of the call.
+    let r = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            SEV_ISSUE_CMD as _,
+            &mut arg as *mut SevIssueCmd,
+        )
+    };
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let error = arg.error;
+    (if r < 0 { Err(errno) } else { Ok(()) }, error)
+}
+
+/// PLATFORM_STATUS on an open node.
+pub fn platform_status(file: &File) -> Result<SevUserDataStatus, i32> {
+    let mut status = SevUserDataStatus::default();
+    sev_issue(file, 1, &mut status as *mut _ as u64, 0).0?;
+    Ok(status)
+}
+
+/// How to start a daemon.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Use this state directory instead of a fresh one.
+    pub state_dir: Option<PathBuf>,
+    /// Use this mount point instead of a fresh one.
+    pub mountpoint: Option<PathBuf>,
+    /// `--link`.
+    pub link: Option<PathBuf>,
+    /// Put the shared chip into a fresh state directory (default) or let sevd make one.
+    pub own_chip: bool,
+    /// More arguments.
+    pub args: Vec<String>,
+}
+
+/// A running `sevd` child process.
+pub struct Sevd {
+    child: Option<Child>,
+    /// Temporary directory holding the default state, mount point and log.
+    pub dir: TempDir,
+    /// `--state-dir`.
+    pub state_dir: PathBuf,
+    /// `--mountpoint`.
+    pub mountpoint: PathBuf,
+    /// `--link`, if any.
+    pub link: Option<PathBuf>,
+    log: PathBuf,
+}
+
+impl Sevd {
+    /// Starts a daemon on fresh temporary paths.
+    pub fn start() -> Sevd {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts a daemon and waits until its node answers PLATFORM_STATUS.
+    pub fn start_with(opts: Options) -> Sevd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_dir = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state"));
+        if !opts.own_chip && !state_dir.join("chip.bin").exists() {
+            std::fs::create_dir_all(&state_dir).expect("state dir");
+            std::fs::write(state_dir.join("chip.bin"), shared_chip()).expect("chip");
+        }
+        let mountpoint = opts
+            .mountpoint
+            .clone()
+            .unwrap_or_else(|| dir.path().join("mnt"));
+        let log = dir.path().join("sevd.log");
+        let mut sevd = Sevd {
+            child: None,
+            dir,
+            state_dir,
+            mountpoint,
+            link: opts.link.clone(),
+            log,
+        };
+        let child = sevd.spawn(&opts.args);
+        sevd.child = Some(child);
+        sevd.wait_ready();
+        sevd
+    }
+
+    fn spawn(&self, extra: &[String]) -> Child {
+        let mut cmd = Command::new(sevd_bin());
+        cmd.arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--mountpoint")
+            .arg(&self.mountpoint);
+        if let Some(link) = &self.link {
+            cmd.arg("--link").arg(link);
+        }
+        cmd.args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&self.log).expect("log file"));
+        cmd.spawn().expect("spawn sevd")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(f) = OpenOptions::new().read(true).write(true).open(self.node()) {
+                if platform_status(&f).is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "sevd exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sevd not ready after 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `<mountpoint>/sev`.
+    pub fn node(&self) -> PathBuf {
+        self.mountpoint.join("sev")
+    }
+
+    /// Opens the node read-write.
+    pub fn open(&self) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.node())
+            .expect("open node")
+    }
+
+    /// Opens the node read-only.
+    pub fn open_ro(&self) -> File {
+        OpenOptions::new()
+            .read(true)
+            .open(self.node())
+            .expect("open node")
+    }
+
+    /// What the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn signal_and_wait(&mut self, sig: nix::sys::signal::Signal) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM and wait; returns how it exited.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .expect("daemon was running")
+    }
+
+    /// SIGKILL and wait, leaving its mounts stale (as a crash does).
+    pub fn kill(&mut self) {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Starts the daemon again on the same paths.
+    pub fn restart(&mut self, args: &[String]) {
+        assert!(self.child.is_none(), "stop it first");
+        let child = self.spawn(args);
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Paths where a mount of ours is (still) present.
+    pub fn our_mounts(&self) -> Vec<PathBuf> {
+        let ours: Vec<&Path> = [Some(self.mountpoint.as_path()), self.link.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        vfs::find_mounts("sevd")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| ours.contains(&p.as_path()))
+            .collect()
+    }
+}
+
+impl Drop for Sevd {
+    fn drop(&mut self) {
+        self.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+        // Whatever happened, leave no mount and no placeholder behind.
+        for p in self.our_mounts() {
+            let _ = vfs::detach(&p);
+        }
+        if let Some(link) = &self.link {
+            if std::fs::metadata(link)
+                .map(|m| m.is_file() && m.len() == 0)
+                .unwrap_or(false)
+            {
+                let _ = std::fs::remove_file(link);
+            }
+        }
+    }
+}
+
+/// Exclusive use of `/dev/sev` for tools that insist on that path. Refuses (returns `None`)
+/// when a real SEV device is there; removes a leftover placeholder of ours first.
+pub fn own_dev_sev() -> Option<MutexGuard<'static, ()>> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = Path::new("/dev/sev");
+    for p in vfs::find_mounts("sevd").unwrap_or_default() {
+        if p == path {
+            let _ = vfs::detach(&p);
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && m.len() == 0 => {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(_) => {
+            eprintln!("skipped: /dev/sev exists and is not ours (real hardware?)");
+            return None;
+        }
+        Err(_) => {}
+    }
+    Some(guard)
+}

@@ -1,0 +1,206 @@
+//! Starting and stopping the daemon: state, firmware, driver, mounts, readiness.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use vfs::{CharDevice, DeviceFs, FileMode, MountHandle, MountOptions};
+
+use crate::driver::sev_dev::{InitMode, SevDev};
+use crate::firmware::{Firmware, FirmwareVersion};
+use crate::node::SevNode;
+use crate::state::{StateDir, StateError};
+
+/// The source name of every mount this daemon makes, which finds stale ones.
+pub const FSNAME: &str = "sevd";
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Directory that gets the `sev` node.
+    pub mountpoint: PathBuf,
+    /// Optional drop-in path for the `sev` node, e.g. `/dev/sev`.
+    pub link: Option<PathBuf>,
+    /// Owner, group and mode of the nodes.
+    pub mode: FileMode,
+    /// Kernel generation to mirror.
+    pub init_mode: InitMode,
+}
+
+/// Why the daemon did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A path that must not be covered.
+    #[error("{0}: is a character device (real SEV hardware?); refusing to cover it. Use --backend hardware to stand in front of it")]
+    RealDevice(PathBuf),
+    /// A path of the wrong kind.
+    #[error("{path}: {why}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Mounting failed.
+    #[error("mounting on {path}: {source}")]
+    Mount {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The crypto library failed.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    dev: Arc<Mutex<SevDev>>,
+    mounts: Vec<MountHandle>,
+    placeholders: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("mounts", &self.mounts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Detaches mounts of ours left at `path` by a daemon that was killed; true if one was.
+fn detach_stale(path: &Path) -> bool {
+    let found = vfs::find_mounts(FSNAME).unwrap_or_default();
+    let mut any = false;
+    for p in found.iter().filter(|p| p.as_path() == path) {
+        log::warn!(
+            "detaching a stale mount at {} left by an earlier daemon",
+            p.display()
+        );
+        if let Err(e) = vfs::detach(p) {
+            log::warn!("could not detach {}: {e}", p.display());
+        }
+        any = true;
+    }
+    any
+}
+
+/// Makes or checks the placeholder file a drop-in node is mounted on; true if it is ours to
+/// remove at shutdown.
+fn prepare_placeholder(path: &Path, stale: bool) -> Result<bool, StartError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_char_device() => Err(StartError::RealDevice(path.into())),
+        Ok(meta) if meta.file_type().is_file() => Ok(stale && meta.len() == 0),
+        Ok(_) => Err(StartError::Path {
+            path: path.into(),
+            why: "exists and is not a regular file".into(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StartError::Path {
+                    path: path.into(),
+                    why: format!("cannot create the placeholder: {e}"),
+                })?;
+            Ok(true)
+        }
+        Err(e) => Err(StartError::Path {
+            path: path.into(),
+            why: e.to_string(),
+        }),
+    }
+}
+
+impl Daemon {
+    /// Loads the state, powers the firmware on, probes the driver and mounts the nodes.
+    pub fn start(config: &Config) -> Result<Daemon, StartError> {
+        let version = FirmwareVersion::default();
+        let state = StateDir::open(&config.state_dir)?;
+        let chip = state.load_or_create_chip((version.api_major, version.api_minor))?;
+        let mut ca = chip.ask.encode();
+        ca.extend_from_slice(&chip.ark.encode());
+        state.write_ca_file(&ca)?;
+        let fw = Firmware::new(chip, Box::new(state.nv_storage()), version)?;
+        let dev = Arc::new(Mutex::new(SevDev::probe(fw, config.init_mode)));
+        let mut daemon = Daemon {
+            dev: dev.clone(),
+            mounts: vec![],
+            placeholders: vec![],
+        };
+        let options = MountOptions {
+            fsname: FSNAME.into(),
+            allow_other: true,
+        };
+        let node: Arc<dyn CharDevice> = Arc::new(SevNode::new(dev));
+
+        // Check the drop-in path before mounting anything.
+        let link = match &config.link {
+            Some(link) => {
+                let stale = detach_stale(link);
+                Some((link.clone(), prepare_placeholder(link, stale)?))
+            }
+            None => None,
+        };
+
+        detach_stale(&config.mountpoint);
+        fs::create_dir_all(&config.mountpoint).map_err(|e| StartError::Path {
+            path: config.mountpoint.clone(),
+            why: e.to_string(),
+        })?;
+        let fs_dir = DeviceFs::dir(vec![("sev".into(), node.clone())], config.mode);
+        let mount = vfs::mount(fs_dir, &config.mountpoint, &options).map_err(|source| {
+            StartError::Mount {
+                path: config.mountpoint.clone(),
+                source,
+            }
+        })?;
+        daemon.mounts.push(mount);
+
+        if let Some((link, ours)) = link {
+            if ours {
+                daemon.placeholders.push(link.clone());
+            }
+            let mount = vfs::mount(DeviceFs::file(node, config.mode), &link, &options).map_err(
+                |source| StartError::Mount {
+                    path: link.clone(),
+                    source,
+                },
+            )?;
+            daemon.mounts.push(mount);
+        }
+        Ok(daemon)
+    }
+
+    /// Where the nodes are mounted.
+    pub fn mount_points(&self) -> Vec<PathBuf> {
+        self.mounts.iter().map(|m| m.path().to_path_buf()).collect()
+    }
+
+    /// Waits for the command in flight, detaches every mount and removes the placeholders it
+    /// made. The firmware has already persisted every change.
+    pub fn shutdown(self) {
+        let _in_flight = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        for mount in self.mounts {
+            let path = mount.path().to_path_buf();
+            if let Err(e) = mount.detach() {
+                log::warn!("detaching {}: {e}", path.display());
+            }
+        }
+        for p in self.placeholders {
+            if let Err(e) = fs::remove_file(&p) {
+                log::warn!("removing the placeholder {}: {e}", p.display());
+            }
+        }
+    }
+}

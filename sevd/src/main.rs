@@ -1,0 +1,193 @@
+//! `sevd`: serves `/dev/sev` from the software firmware through FUSE.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use nix::sys::signal::{SigSet, Signal};
+
+use sevd::daemon::{Config, Daemon};
+use sevd::driver::sev_dev::InitMode;
+use vfs::FileMode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// The emulated PSP.
+    Software,
+    /// A real SEV device node, passed through.
+    Hardware,
+}
+
+/// A user-space AMD SEV driver: serves <mountpoint>/sev, byte for byte like the kernel's /dev/sev.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// What answers the commands.
+    #[arg(long, value_enum, default_value = "software")]
+    backend: Backend,
+    /// Where the firmware keeps its chip identity and flash.
+    #[arg(long, default_value = "/var/lib/sevd")]
+    state_dir: PathBuf,
+    /// Directory that gets the `sev` node.
+    #[arg(long, default_value = "/run/sevd")]
+    mountpoint: PathBuf,
+    /// Also serve the node at this path (e.g. /dev/sev), mounted on a placeholder file.
+    #[arg(long)]
+    link: Option<PathBuf>,
+    /// Group owning the nodes (mode then defaults to 0660).
+    #[arg(long)]
+    group: Option<String>,
+    /// Mode of the nodes, in octal (default 0600).
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<u16>,
+    /// The real device for --backend hardware.
+    #[arg(long)]
+    hw_device: Option<PathBuf>,
+    /// Append one JSON line per command to this file.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Mirror kernels from 6.16: the platform stays UNINIT and state-changing commands
+    /// initialise it only for their duration.
+    #[arg(long)]
+    init_per_command: bool,
+}
+
+fn parse_mode(s: &str) -> Result<u16, String> {
+    let v = u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{s:?} is not an octal mode"))?;
+    if v > 0o777 {
+        return Err(format!(
+            "{s:?}: only permission bits (at most 0777) are allowed"
+        ));
+    }
+    Ok(v)
+}
+
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        // fuser logs every request it does not implement at warn; only its errors matter.
+        let max = if m.target().starts_with("fuser") {
+            log::Level::Error
+        } else {
+            log::max_level().to_level().unwrap_or(log::Level::Error)
+        };
+        m.level() <= max
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "sevd: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Tells systemd we are ready when it asked (`Type=notify`).
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => return log::warn!("NOTIFY_SOCKET: {e}"),
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| sock.send_to_addr(b"READY=1", &addr))
+    } else {
+        sock.send_to(b"READY=1", PathBuf::from(&path))
+    };
+    if let Err(e) = r {
+        log::warn!("could not notify systemd: {e}");
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("sevd: error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let _ = log::set_logger(&StderrLogger);
+    log::set_max_level(match std::env::var("SEVD_LOG").as_deref() {
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("warn") => log::LevelFilter::Warn,
+        _ => log::LevelFilter::Info,
+    });
+
+    if args.backend == Backend::Hardware || args.hw_device.is_some() {
+        return fail(
+            "the hardware backend is not available yet in this version; use --backend software",
+        );
+    }
+    if args.audit_log.is_some() {
+        return fail("--audit-log is not available yet in this version");
+    }
+    let mut mode = FileMode::default();
+    if let Some(name) = &args.group {
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => {
+                mode.gid = g.gid.as_raw();
+                mode.perm = 0o660;
+            }
+            Ok(None) => return fail(format!("--group {name}: no such group")),
+            Err(e) => return fail(format!("--group {name}: {e}")),
+        }
+    }
+    if let Some(perm) = args.mode {
+        mode.perm = perm;
+    }
+
+    // Block the signals we wait for before any thread starts, so every thread inherits it.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        return fail(format!("blocking signals: {e}"));
+    }
+
+    let config = Config {
+        state_dir: args.state_dir,
+        mountpoint: args.mountpoint,
+        link: args.link,
+        mode,
+        init_mode: if args.init_per_command {
+            InitMode::PerCommand
+        } else {
+            InitMode::AtProbe
+        },
+    };
+    let daemon = match Daemon::start(&config) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    for p in daemon.mount_points() {
+        log::info!("serving {}", p.display());
+    }
+    notify_ready();
+
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => log::info!("SIGHUP: nothing to reload"),
+            Ok(sig) => {
+                log::info!("{sig}: shutting down");
+                break;
+            }
+            Err(e) => log::warn!("sigwait: {e}"),
+        }
+    }
+    daemon.shutdown();
+    // Exit without joining fuser's threads: a client holding a file keeps them alive.
+    std::process::exit(0);
+}

@@ -1,0 +1,219 @@
+//! The state directory: the chip identity and the firmware's flash, each a file written
+//! atomically (temporary file, fsync, rename, fsync of the directory) with mode 0600.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::firmware::chip::{Chip, ChipError};
+use crate::firmware::nv::NvStorage;
+
+/// The chip identity (seed, ARK, ASK, CEK).
+pub const CHIP_FILE: &str = "chip.bin";
+/// The firmware's non-volatile store.
+pub const NV_FILE: &str = "nv.bin";
+/// The public ASK ‖ ARK, for `sevctl verify --ca` and other owner tools.
+pub const CA_FILE: &str = "ask_ark.cert";
+
+/// Why the state directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The chip file is corrupt.
+    #[error(
+        "{path}: {source}; move it away to make a new chip (its platform keys are lost with it)"
+    )]
+    Chip {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: ChipError,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Replaces `path` with `data` all at once: a crash leaves either the old or the new file.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The daemon's state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating with mode 0700) the directory.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(io_err(path))?;
+        Ok(StateDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The chip in `chip.bin`, made (seconds: two RSA-4096 keys) and stored on first use.
+    pub fn load_or_create_chip(&self, api: (u8, u8)) -> Result<Chip, StateError> {
+        let path = self.path.join(CHIP_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => Chip::decode(&bytes).map_err(|source| StateError::Chip { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                log::info!(
+                    "making a new chip identity (RSA-4096 ARK and ASK); this takes a few seconds"
+                );
+                let chip = Chip::generate(api).map_err(|e| StateError::Chip {
+                    path: path.clone(),
+                    source: e.into(),
+                })?;
+                write_atomic(&path, &chip.encode(), 0o600).map_err(io_err(&path))?;
+                Ok(chip)
+            }
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Writes the public ASK ‖ ARK file (mode 0644).
+    pub fn write_ca_file(&self, ask_ark: &[u8]) -> Result<PathBuf, StateError> {
+        let path = self.path.join(CA_FILE);
+        write_atomic(&path, ask_ark, 0o644).map_err(io_err(&path))?;
+        Ok(path)
+    }
+
+    /// The firmware's flash, in `nv.bin`.
+    pub fn nv_storage(&self) -> FileStorage {
+        FileStorage {
+            path: self.path.join(NV_FILE),
+        }
+    }
+}
+
+/// [`NvStorage`] in a file.
+#[derive(Debug, Clone)]
+pub struct FileStorage {
+    path: PathBuf,
+}
+
+impl NvStorage for FileStorage {
+    fn read(&self) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        write_atomic(&self.path, data, 0o600)
+    }
+
+    fn erase(&mut self) -> io::Result<()> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    }
+
+    fn quarantine(&mut self) -> io::Result<()> {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let aside = self.path.with_extension(format!("bin.corrupt-{secs}"));
+        fs::rename(&self.path, &aside)?;
+        log::error!("the corrupt store was kept as {}", aside.display());
+        File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_with_mode_0600_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nv.bin");
+        write_atomic(&path, b"one", 0o600).unwrap();
+        write_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn file_storage_erase_and_quarantine() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        assert_eq!(
+            fs::metadata(state.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let mut nv = state.nv_storage();
+        assert_eq!(nv.read().unwrap(), None);
+        nv.write(b"sealed").unwrap();
+        assert_eq!(nv.read().unwrap().as_deref(), Some(&b"sealed"[..]));
+        nv.quarantine().unwrap();
+        assert_eq!(nv.read().unwrap(), None);
+        let kept: Vec<_> = fs::read_dir(state.path()).unwrap().collect();
+        assert_eq!(kept.len(), 1);
+        nv.write(b"x").unwrap();
+        nv.erase().unwrap();
+        nv.erase().unwrap();
+        assert_eq!(nv.read().unwrap(), None);
+    }
+}

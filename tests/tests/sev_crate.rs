@@ -1,0 +1,112 @@
+//! The virtee `sev` crate from crates.io, unmodified, manages the platform through sevd's
+//! drop-in /dev/sev (the crate opens that path and no other).
+
+use sev::certs::sev::sev::Usage;
+use sev::certs::sev::{ca, sev as sevcert, Chain, Signer, Verifiable};
+use sev::firmware::host::{Firmware, PlatformStatusFlags, State};
+use sev::parser::{Decoder, Encoder};
+use tests::{can_mount, own_dev_sev, Options, Sevd};
+
+fn encode<T: Encoder<()>>(v: &T) -> Vec<u8> {
+    let mut out = vec![];
+    v.encode(&mut out, ()).unwrap();
+    out
+}
+
+fn full_chain(sevd: &Sevd, platform: sevcert::Chain) -> Chain {
+    let ask_ark = std::fs::read(sevd.state_dir.join("ask_ark.cert")).unwrap();
+    let ca = ca::Chain::decode(&mut &ask_ark[..], ()).unwrap();
+    Chain { ca, sev: platform }
+}
+
+#[test]
+fn sev_crate_drives_every_platform_command() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let Some(_dev_sev) = own_dev_sev() else {
+        return;
+    };
+    let sevd = Sevd::start_with(Options {
+        link: Some("/dev/sev".into()),
+        ..Options::default()
+    });
+    let mut fw = Firmware::open().expect("open /dev/sev");
+
+    let status = fw.platform_status().unwrap();
+    assert_eq!(
+        (
+            status.build.version.major,
+            status.build.version.minor,
+            status.build.build
+        ),
+        (1, 55, 25)
+    );
+    assert_eq!(status.state, State::Initialized);
+    assert!(status.flags.contains(PlatformStatusFlags::ENCRYPTED_STATE));
+    assert!(!status.flags.contains(PlatformStatusFlags::OWNED));
+    assert_eq!(status.guests, 0);
+
+    let id = fw.get_identifier().unwrap();
+    assert_eq!(Vec::<u8>::from(id).len(), 64);
+
+    // The exported chain verifies from the firmware's own ARK down to the PDH.
+    let first = fw.pdh_cert_export().unwrap();
+    let first_bytes = encode(&first);
+    (&full_chain(&sevd, first))
+        .verify()
+        .expect("chain verifies");
+
+    // PDH_GEN: only the PDH changes.
+    fw.pdh_generate().unwrap();
+    let second = fw.pdh_cert_export().unwrap();
+    let second_bytes = encode(&second);
+    assert_eq!(first_bytes[0x824..], second_bytes[0x824..]);
+    assert_ne!(first_bytes[..0x824], second_bytes[..0x824]);
+    (&full_chain(&sevd, second)).verify().unwrap();
+
+    // PEK_GEN: new OCA and PEK.
+    fw.pek_generate().unwrap();
+    let third = encode(&fw.pdh_cert_export().unwrap());
+    assert_ne!(third[0x824..0x824 * 3], second_bytes[0x824..0x824 * 3]);
+
+    // Take ownership with an OCA the crate makes, as sevctl provision does.
+    let (mut oca, oca_key) = sevcert::Certificate::generate(Usage::OCA).unwrap();
+    oca_key.sign(&mut oca).unwrap();
+    let mut pek = fw.pek_csr().unwrap();
+    oca_key.sign(&mut pek).unwrap();
+    fw.pek_cert_import(&pek, &oca).unwrap();
+    let status = fw.platform_status().unwrap();
+    assert!(status.flags.contains(PlatformStatusFlags::OWNED));
+    let owned = fw.pdh_cert_export().unwrap();
+    assert_eq!(encode(&owned.oca), encode(&oca));
+    (&full_chain(&sevd, owned))
+        .verify()
+        .expect("owned chain verifies");
+
+    // A second import is refused with the firmware's ALREADY_OWNED.
+    let err = fw.pek_cert_import(&pek, &oca).unwrap_err();
+    assert!(
+        format!("{err:?}").contains("AlreadyOwned") || format!("{err}").contains("owned"),
+        "{err:?}"
+    );
+
+    // Factory reset: self-owned again with new keys.
+    fw.platform_reset().unwrap();
+    let status = fw.platform_status().unwrap();
+    assert_eq!(status.state, State::Uninitialized);
+    fw.pdh_generate().unwrap(); // implicit INIT
+    let status = fw.platform_status().unwrap();
+    assert_eq!(status.state, State::Initialized);
+    assert!(!status.flags.contains(PlatformStatusFlags::OWNED));
+    let fresh = fw.pdh_cert_export().unwrap();
+    assert_ne!(encode(&fresh.oca), encode(&oca));
+    (&full_chain(&sevd, fresh)).verify().unwrap();
+    drop(fw);
+    drop(sevd);
+    assert!(
+        !std::path::Path::new("/dev/sev").exists(),
+        "the placeholder is removed"
+    );
+}
