@@ -10,4 +10,5 @@ pub mod daemon;
 pub mod driver;
 pub mod firmware;
 pub mod node;
+pub mod owner;
 pub mod state;
