@@ -50,11 +50,11 @@ pub enum SessionError {
     Crypto(#[from] CryptoError),
 }
 
+/// A 128-bit key, wiped when dropped.
+type Key128 = Zeroizing<[u8; 16]>;
+
 /// KEK and KIK from the shared secret `z` and the session nonce.
-fn kek_kik(
-    z: &[u8],
-    nonce: &[u8; 16],
-) -> Result<(Zeroizing<[u8; 16]>, Zeroizing<[u8; 16]>), CryptoError> {
+fn kek_kik(z: &[u8], nonce: &[u8; 16]) -> Result<(Key128, Key128), CryptoError> {
     let master = kdf(z, b"sev-master-secret", nonce, 16)?;
     let mut kek = Zeroizing::new([0u8; 16]);
     let mut kik = Zeroizing::new([0u8; 16]);
