@@ -1,0 +1,37 @@
+//! A C client compiled against the system's <linux/psp-sev.h> (tests/c/sevclient.c) runs
+//! its conformance checks against sevd: length probes, read-only files, bad requests.
+
+use std::process::Command;
+
+use tests::{can_mount, Sevd};
+
+fn build_client(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/c/sevclient.c");
+    let bin = dir.join("sevclient");
+    let out = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .output()
+        .expect("run cc");
+    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    bin
+}
+
+#[test]
+fn c_client_conformance_checks_pass() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let sevd = Sevd::start();
+    let client = build_client(sevd.dir.path());
+    let out = Command::new(&client).arg("check").arg(sevd.node()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "checks failed:\n{text}\n{}", sevd.log());
+    assert!(text.contains(" passed, 0 failed"));
+    let info = Command::new(&client).arg("info").arg(sevd.node()).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("api 1.55 build 25, state 1"), "{info}");
+}
