@@ -302,3 +302,20 @@ pub fn own_dev_sev() -> Option<MutexGuard<'static, ()>> {
     }
     Some(guard)
 }
+
+/// PDH_CERT_EXPORT with right-sized buffers: (PDH, PEK ‖ OCA ‖ CEK).
+pub fn pdh_export(file: &File) -> Result<(Vec<u8>, Vec<u8>), (i32, u32)> {
+    use uapi::psp_sev::SevUserDataPdhCertExport;
+    let mut pdh = vec![0u8; 0x824];
+    let mut chain = vec![0u8; 3 * 0x824];
+    let mut arg = SevUserDataPdhCertExport {
+        pdh_cert_address: pdh.as_mut_ptr() as u64,
+        pdh_cert_len: pdh.len() as u32,
+        cert_chain_address: chain.as_mut_ptr() as u64,
+        cert_chain_len: chain.len() as u32,
+    };
+    match sev_issue(file, 5, &mut arg as *mut _ as u64, 0) {
+        (Ok(()), _) => Ok((pdh, chain)),
+        (Err(errno), error) => Err((errno, error)),
+    }
+}

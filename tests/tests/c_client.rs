@@ -14,7 +14,11 @@ fn build_client(dir: &std::path::Path) -> std::path::PathBuf {
         .arg(src)
         .output()
         .expect("run cc");
-    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     bin
 }
 
@@ -26,12 +30,24 @@ fn c_client_conformance_checks_pass() {
     }
     let sevd = Sevd::start();
     let client = build_client(sevd.dir.path());
-    let out = Command::new(&client).arg("check").arg(sevd.node()).output().unwrap();
+    let out = Command::new(&client)
+        .arg("check")
+        .arg(sevd.node())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
-    assert!(out.status.success(), "checks failed:\n{text}\n{}", sevd.log());
+    assert!(
+        out.status.success(),
+        "checks failed:\n{text}\n{}",
+        sevd.log()
+    );
     assert!(text.contains(" passed, 0 failed"));
-    let info = Command::new(&client).arg("info").arg(sevd.node()).output().unwrap();
+    let info = Command::new(&client)
+        .arg("info")
+        .arg(sevd.node())
+        .output()
+        .unwrap();
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(info.contains("api 1.55 build 25, state 1"), "{info}");
 }

@@ -1,0 +1,222 @@
+//! The daemon's life: clean shutdown, stale mounts, persistence, corrupt state, refusing to
+//! cover a real device, file modes.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use tests::{can_mount, pdh_export, platform_status, sev_issue, shared_chip, Options, Sevd};
+
+macro_rules! require_mount {
+    () => {
+        if !can_mount() {
+            eprintln!("skipped: needs root and /dev/fuse");
+            return;
+        }
+    };
+}
+
+#[test]
+fn sigterm_exits_zero_and_leaves_no_mount_or_placeholder() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("sev");
+    let mut sevd = Sevd::start_with(Options {
+        link: Some(link.clone()),
+        ..Options::default()
+    });
+    assert_eq!(sevd.our_mounts().len(), 2);
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&link)
+        .unwrap();
+    platform_status(&held).unwrap();
+    let status = sevd.terminate();
+    assert_eq!(status.code(), Some(0), "{}", sevd.log());
+    assert!(
+        sevd.our_mounts().is_empty(),
+        "mounts left: {:?}",
+        sevd.our_mounts()
+    );
+    assert!(!link.exists(), "placeholder left behind");
+    assert_eq!(platform_status(&held).unwrap_err(), libc::ENOTCONN);
+}
+
+#[test]
+fn a_stale_mount_from_a_killed_daemon_is_detached_at_start() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("sev");
+    let mut sevd = Sevd::start_with(Options {
+        link: Some(link.clone()),
+        ..Options::default()
+    });
+    let before = pdh_export(&sevd.open()).unwrap();
+    sevd.kill();
+    assert_eq!(
+        sevd.our_mounts().len(),
+        2,
+        "SIGKILL leaves the mounts stale"
+    );
+    sevd.restart(&[]);
+    assert_eq!(
+        sevd.our_mounts().len(),
+        2,
+        "no mount stacked on a stale one"
+    );
+    assert_eq!(
+        pdh_export(&sevd.open()).unwrap(),
+        before,
+        "keys survive the crash"
+    );
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&link)
+        .unwrap();
+    assert_eq!(platform_status(&f).unwrap().state, 1);
+}
+
+#[test]
+fn keys_and_ownership_survive_a_restart() {
+    require_mount!();
+    let mut sevd = Sevd::start();
+    let f = sevd.open();
+    assert_eq!(sev_issue(&f, 4, 0, 0).0, Ok(()), "PDH_GEN");
+    let before = pdh_export(&f).unwrap();
+    drop(f);
+    assert_eq!(sevd.terminate().code(), Some(0));
+    sevd.restart(&[]);
+    assert_eq!(pdh_export(&sevd.open()).unwrap(), before);
+}
+
+#[test]
+fn a_corrupt_store_gets_secure_data_invalid_and_a_fresh_platform() {
+    require_mount!();
+    let mut sevd = Sevd::start();
+    let before = pdh_export(&sevd.open()).unwrap();
+    assert_eq!(sevd.terminate().code(), Some(0));
+    let nv = sevd.state_dir.join("nv.bin");
+    let mut bytes = std::fs::read(&nv).unwrap();
+    bytes[100] ^= 0x20;
+    std::fs::write(&nv, &bytes).unwrap();
+    sevd.restart(&[]);
+    let log = sevd.log();
+    assert!(log.contains("SECURE_DATA_INVALID"), "{log}");
+    let f = sevd.open();
+    assert_eq!(platform_status(&f).unwrap().state, 1);
+    let after = pdh_export(&f).unwrap();
+    assert_ne!(after.0, before.0, "new keys");
+    assert_eq!(
+        after.1[2 * 0x824..],
+        before.1[2 * 0x824..],
+        "same chip, same CEK"
+    );
+    let kept = std::fs::read_dir(&sevd.state_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("nv.bin.corrupt-")
+        })
+        .count();
+    assert_eq!(kept, 1, "the corrupt store is kept aside");
+}
+
+#[test]
+fn a_corrupt_chip_file_stops_the_daemon_with_a_clear_error() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut chip = shared_chip().to_vec();
+    chip[50] ^= 1;
+    std::fs::write(state.join("chip.bin"), chip).unwrap();
+    let out = Command::new(tests::sevd_bin())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--mountpoint")
+        .arg(dir.path().join("mnt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chip identity is corrupt"), "{err}");
+}
+
+#[test]
+fn refuses_to_cover_a_character_device() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("sev");
+    nix::sys::stat::mknod(
+        &fake,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("chip.bin"), shared_chip()).unwrap();
+    let out = Command::new(tests::sevd_bin())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--mountpoint")
+        .arg(dir.path().join("mnt"))
+        .arg("--link")
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("character device"));
+    assert!(std::fs::metadata(&fake)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert!(vfs::find_mounts("sevd")
+        .unwrap()
+        .iter()
+        .all(|p| !p.starts_with(dir.path())));
+}
+
+#[test]
+fn group_and_mode_decide_who_may_open_the_node() {
+    require_mount!();
+    let sevd = Sevd::start_with(Options {
+        args: vec![
+            "--group".into(),
+            "daemon".into(),
+            "--mode".into(),
+            "0640".into(),
+        ],
+        ..Options::default()
+    });
+    let meta = std::fs::metadata(sevd.node()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    let daemon_gid = nix::unistd::Group::from_name("daemon")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    assert_eq!(meta.gid(), daemon_gid);
+    // Let an unprivileged user reach the mount point, then try as `nobody`.
+    std::fs::set_permissions(sevd.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let open_as = |uid: u32, gid: u32, mode: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec 3{mode} \"$0\""))
+            .arg(sevd.node())
+            .uid(uid)
+            .gid(gid)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!open_as(65534, 65534, "<"), "others may not open it");
+    assert!(open_as(65534, daemon_gid, "<"), "the group may read");
+    assert!(!open_as(65534, daemon_gid, "<>"), "but not write with 0640");
+}
