@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the system packages the project builds and tests with (Debian), only those that
+# are missing. Safe to run again.
+set -euo pipefail
+
+packages=(
+  gcc              # C test client, layout test, openssl-sys
+  libc6-dev
+  linux-libc-dev   # <linux/psp-sev.h>, <linux/kvm.h> for the layout test and the C client
+  libssl-dev       # OpenSSL, for the firmware's crypto and the sev crate in tests
+  pkg-config       # finds OpenSSL
+  fuse3            # fusermount3, to clean up FUSE mounts by hand (sevd itself needs no helper)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing packages: ${missing[*]}; run this script as root to install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [[ ! -e /dev/fuse ]]; then
+  modprobe fuse 2>/dev/null || mknod -m 0600 /dev/fuse c 10 229
+fi
