@@ -13,7 +13,13 @@ for m in $(stale_mounts); do umount -l "$m" || true; done
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "suite: %d passed, %d failed\n", p, f }' "$log"
+[[ $status -eq 0 ]] || exit "$status"
 
 left=$(stale_mounts)
 if [[ -n "$left" ]]; then
