@@ -220,3 +220,78 @@ fn group_and_mode_decide_who_may_open_the_node() {
     assert!(open_as(65534, daemon_gid, "<"), "the group may read");
     assert!(!open_as(65534, daemon_gid, "<>"), "but not write with 0640");
 }
+
+#[test]
+fn tells_systemd_it_is_ready() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("chip.bin"), shared_chip()).unwrap();
+    let mut child = Command::new(tests::sevd_bin())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--mountpoint")
+        .arg(dir.path().join("mnt"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).expect("READY=1 within 60 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means the node answers.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("mnt/sev"))
+        .unwrap();
+    assert_eq!(platform_status(&f).unwrap().state, 1);
+    drop(f);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn the_systemd_unit_is_valid() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/sevd.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("Restart=on-failure"));
+    // Point ExecStart at the binary just built, so verify can check it exists.
+    let unit = unit.replace("/usr/local/bin/sevd", tests::sevd_bin().to_str().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sevd.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // Only complaints about this unit count (the host's own units may have their own).
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("sevd.service"))
+        .collect();
+    assert!(
+        ours.is_empty() && out.status.success(),
+        "systemd-analyze verify:\n{text}"
+    );
+}
