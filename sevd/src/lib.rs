@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod driver;
 pub mod firmware;
+pub mod memctl;
 pub mod node;
 pub mod owner;
 pub mod state;

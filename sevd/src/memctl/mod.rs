@@ -1,0 +1,215 @@
+//! The memory controller: one key slot per ASID, and AES-128-XTS on 16-byte blocks with the
+//! guest physical address of each block as its tweak (DESIGN.md "The software firmware").
+//!
+//! The hypervisor's view of guest memory is whatever [`GuestMemory`] holds; an encrypted
+//! guest's pages hold ciphertext there, and only [`MemoryController::guest_read`] (the guest's
+//! own view, C-bit set) sees plaintext. Equal plaintext at two addresses encrypts
+//! differently, as AMD's memory encryption ties ciphertext to its address.
+
+mod memory;
+mod xts;
+
+pub use memory::{GuestAddress, GuestMemory, GuestMemoryError, VecGuestMemory};
+
+use std::collections::HashMap;
+
+use zeroize::Zeroizing;
+
+use crate::crypto::CryptoError;
+
+/// The block the controller encrypts: 16 bytes, aligned.
+pub const BLOCK: u64 = 16;
+
+/// A VM encryption key: AES-128-XTS K1 ‖ K2.
+pub struct Vek(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for Vek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vek(..)")
+    }
+}
+
+impl Clone for Vek {
+    fn clone(&self) -> Self {
+        Vek(Zeroizing::new(*self.0))
+    }
+}
+
+impl Vek {
+    /// A fresh random key with K1 ≠ K2.
+    pub fn generate() -> Result<Self, CryptoError> {
+        loop {
+            let key = Zeroizing::new(crate::crypto::random_bytes::<32>()?);
+            if key[..16] != key[16..] {
+                return Ok(Vek(key));
+            }
+        }
+    }
+}
+
+/// Why a memory access through the controller failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MemctlError {
+    /// No key is installed for the ASID.
+    #[error("no key is installed for ASID {0}")]
+    NoKey(u32),
+    /// The range is not 16-byte aligned where it must be.
+    #[error("range {gpa:#x}+{len:#x} is not 16-byte aligned")]
+    Unaligned {
+        /// Start.
+        gpa: u64,
+        /// Length.
+        len: usize,
+    },
+    /// Guest memory is not there.
+    #[error(transparent)]
+    Memory(#[from] GuestMemoryError),
+    /// The crypto library failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// The controller's key slots.
+#[derive(Debug, Default)]
+pub struct MemoryController {
+    slots: HashMap<u32, Vek>,
+}
+
+/// How much guest memory is encrypted at a time: bounds the controller's own memory.
+const CHUNK: usize = 256 * 1024;
+
+impl MemoryController {
+    /// A controller with every slot empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Programs `asid`'s slot (ACTIVATE).
+    pub fn install(&mut self, asid: u32, vek: Vek) {
+        self.slots.insert(asid, vek);
+    }
+
+    /// Empties `asid`'s slot; the key is zeroized (DEACTIVATE, DECOMMISSION).
+    pub fn clear(&mut self, asid: u32) {
+        self.slots.remove(&asid);
+    }
+
+    /// Whether `asid` has a key.
+    pub fn has_key(&self, asid: u32) -> bool {
+        self.slots.contains_key(&asid)
+    }
+
+    fn key(&self, asid: u32) -> Result<&Vek, MemctlError> {
+        self.slots.get(&asid).ok_or(MemctlError::NoKey(asid))
+    }
+
+    /// Encrypts `data`, which lives at `gpa`, in place under `asid`'s key.
+    pub fn encrypt(
+        &self,
+        asid: u32,
+        gpa: GuestAddress,
+        data: &mut [u8],
+    ) -> Result<(), MemctlError> {
+        check_aligned(gpa, data.len())?;
+        xts::apply(&self.key(asid)?.0, gpa.0, data, true)?;
+        Ok(())
+    }
+
+    /// Decrypts `data`, which lives at `gpa`, in place under `asid`'s key.
+    pub fn decrypt(
+        &self,
+        asid: u32,
+        gpa: GuestAddress,
+        data: &mut [u8],
+    ) -> Result<(), MemctlError> {
+        check_aligned(gpa, data.len())?;
+        xts::apply(&self.key(asid)?.0, gpa.0, data, false)?;
+        Ok(())
+    }
+
+    /// Encrypts guest memory in place, chunk by chunk, handing each chunk's plaintext to
+    /// `inspect` first (LAUNCH_UPDATE_DATA measures it). Never holds more than one chunk.
+    pub fn encrypt_range(
+        &self,
+        asid: u32,
+        mem: &dyn GuestMemory,
+        gpa: GuestAddress,
+        len: u64,
+        mut inspect: impl FnMut(&[u8]),
+    ) -> Result<(), MemctlError> {
+        check_aligned(gpa, len as usize)?;
+        let key = self.key(asid)?;
+        mem.check_range(gpa, len)?;
+        let mut buf = vec![0u8; CHUNK.min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            let at = GuestAddress(gpa.0 + done);
+            let chunk = &mut buf[..n];
+            mem.read(at, chunk)?;
+            inspect(chunk);
+            xts::apply(&key.0, at.0, chunk, true)?;
+            mem.write(at, chunk)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads guest memory as the guest sees it under `asid` (any alignment).
+    pub fn guest_read(
+        &self,
+        asid: u32,
+        mem: &dyn GuestMemory,
+        gpa: GuestAddress,
+        out: &mut [u8],
+    ) -> Result<(), MemctlError> {
+        let (start, end) = block_span(gpa, out.len())?;
+        let key = self.key(asid)?;
+        let mut buf = vec![0u8; (end - start) as usize];
+        mem.read(GuestAddress(start), &mut buf)?;
+        xts::apply(&key.0, start, &mut buf, false)?;
+        let off = (gpa.0 - start) as usize;
+        out.copy_from_slice(&buf[off..off + out.len()]);
+        Ok(())
+    }
+
+    /// Writes guest memory as the guest does under `asid` (any alignment: partial blocks
+    /// are read, merged and re-encrypted).
+    pub fn guest_write(
+        &self,
+        asid: u32,
+        mem: &dyn GuestMemory,
+        gpa: GuestAddress,
+        data: &[u8],
+    ) -> Result<(), MemctlError> {
+        let (start, end) = block_span(gpa, data.len())?;
+        let key = self.key(asid)?;
+        let mut buf = vec![0u8; (end - start) as usize];
+        mem.read(GuestAddress(start), &mut buf)?;
+        xts::apply(&key.0, start, &mut buf, false)?;
+        let off = (gpa.0 - start) as usize;
+        buf[off..off + data.len()].copy_from_slice(data);
+        xts::apply(&key.0, start, &mut buf, true)?;
+        mem.write(GuestAddress(start), &buf)?;
+        Ok(())
+    }
+}
+
+fn check_aligned(gpa: GuestAddress, len: usize) -> Result<(), MemctlError> {
+    if gpa.0 % BLOCK != 0 || len as u64 % BLOCK != 0 {
+        return Err(MemctlError::Unaligned { gpa: gpa.0, len });
+    }
+    Ok(())
+}
+
+/// The 16-byte-aligned span covering `gpa`+`len`.
+fn block_span(gpa: GuestAddress, len: usize) -> Result<(u64, u64), MemctlError> {
+    let overflow = || GuestMemoryError { gpa: gpa.0, len };
+    let end = gpa.0.checked_add(len as u64).ok_or_else(overflow)?;
+    let start = gpa.0 & !(BLOCK - 1);
+    let end = end.checked_add(BLOCK - 1).ok_or_else(overflow)? & !(BLOCK - 1);
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests;
