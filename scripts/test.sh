@@ -10,6 +10,14 @@ scripts/setup.sh
 stale_mounts() { awk '$0 ~ / - fuse[^ ]* sevd/ { print $5 }' /proc/self/mountinfo; }
 for m in $(stale_mounts); do umount -l "$m" || true; done
 
+# virtee's sevctl, unmodified, for tests/tests/sevctl.rs (built once into target/).
+sevctl_root=target/sevctl-0.6.2
+if [[ ! -x $sevctl_root/bin/sevctl ]]; then
+  echo "test: installing sevctl 0.6.2 from crates.io (once)"
+  cargo install --quiet --locked --version 0.6.2 sevctl --root "$sevctl_root"
+fi
+export SEVCTL_BIN=$PWD/$sevctl_root/bin/sevctl
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet
