@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use vfs::{CharDevice, DeviceFs, FileMode, MountHandle, MountOptions};
 
 use crate::driver::sev_dev::{InitMode, SevDev};
-use crate::firmware::{Firmware, FirmwareVersion};
+use crate::firmware::random::{OsRandom, RandomSource, SeededRandom};
+use crate::firmware::{Firmware, FirmwareConfig};
 use crate::node::SevNode;
 use crate::state::{StateDir, StateError};
 
@@ -29,6 +30,10 @@ pub struct Config {
     pub mode: FileMode,
     /// Kernel generation to mirror.
     pub init_mode: InitMode,
+    /// The emulated part.
+    pub firmware: FirmwareConfig,
+    /// Seed for a deterministic nonce stream (tests only); `None` for the system's CSPRNG.
+    pub nonce_seed: Option<[u8; 32]>,
 }
 
 /// Why the daemon did not start.
@@ -125,13 +130,20 @@ fn prepare_placeholder(path: &Path, stale: bool) -> Result<bool, StartError> {
 impl Daemon {
     /// Loads the state, powers the firmware on, probes the driver and mounts the nodes.
     pub fn start(config: &Config) -> Result<Daemon, StartError> {
-        let version = FirmwareVersion::default();
+        let version = config.firmware.version;
         let state = StateDir::open(&config.state_dir)?;
         let chip = state.load_or_create_chip((version.api_major, version.api_minor))?;
         let mut ca = chip.ask.encode();
         ca.extend_from_slice(&chip.ark.encode());
         state.write_ca_file(&ca)?;
-        let fw = Firmware::new(chip, Box::new(state.nv_storage()), version)?;
+        let rng: Box<dyn RandomSource> = match config.nonce_seed {
+            Some(seed) => {
+                log::warn!("nonces come from a fixed seed: for tests only, never for real guests");
+                Box::new(SeededRandom::new(seed))
+            }
+            None => Box::new(OsRandom),
+        };
+        let fw = Firmware::new(chip, Box::new(state.nv_storage()), config.firmware, rng)?;
         let dev = Arc::new(Mutex::new(SevDev::probe(fw, config.init_mode)));
         let mut daemon = Daemon {
             dev: dev.clone(),

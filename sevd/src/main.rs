@@ -9,6 +9,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use sevd::daemon::{Config, Daemon};
 use sevd::driver::sev_dev::InitMode;
+use sevd::firmware::FirmwareConfig;
 use vfs::FileMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,6 +52,28 @@ struct Args {
     /// initialise it only for their duration.
     #[arg(long)]
     init_per_command: bool,
+    /// Highest ASID of the emulated part (CPUID 0x8000001F ECX).
+    #[arg(long, default_value_t = FirmwareConfig::default().max_asid)]
+    max_asid: u32,
+    /// First plain-SEV ASID; SEV-ES guests get 1..this (CPUID 0x8000001F EDX).
+    #[arg(long, default_value_t = FirmwareConfig::default().min_sev_asid)]
+    min_sev_asid: u32,
+    /// For tests only: draw the firmware's nonces from a fixed 32-byte seed (64 hex digits),
+    /// so runs can be compared byte for byte. Never use it for real guests.
+    #[arg(long, value_parser = parse_seed, hide = true)]
+    nonce_seed: Option<[u8; 32]>,
+}
+
+fn parse_seed(s: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return Err("the seed is 64 hex digits".into());
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| "the seed is 64 hex digits".to_string())?;
+    }
+    Ok(out)
 }
 
 fn parse_mode(s: &str) -> Result<u16, String> {
@@ -130,6 +153,9 @@ fn main() -> ExitCode {
             "the hardware backend is not available yet in this version; use --backend software",
         );
     }
+    if args.min_sev_asid == 0 || args.min_sev_asid > args.max_asid + 1 || args.max_asid > 1024 {
+        return fail("need 1 <= --min-sev-asid <= --max-asid + 1 and --max-asid <= 1024");
+    }
     if args.audit_log.is_some() {
         return fail("--audit-log is not available yet in this version");
     }
@@ -167,6 +193,12 @@ fn main() -> ExitCode {
         } else {
             InitMode::AtProbe
         },
+        firmware: FirmwareConfig {
+            max_asid: args.max_asid,
+            min_sev_asid: args.min_sev_asid,
+            ..FirmwareConfig::default()
+        },
+        nonce_seed: args.nonce_seed,
     };
     let daemon = match Daemon::start(&config) {
         Ok(d) => d,

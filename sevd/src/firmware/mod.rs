@@ -6,14 +6,22 @@
 //! non-volatile store are handed in, and results come back as values and [`Status`] codes.
 
 pub mod chip;
+mod guest;
 pub mod nv;
 mod platform;
+pub mod random;
+
+use std::collections::BTreeMap;
 
 use uapi::Status;
 
 use crate::crypto::ecc::EcKeyPair;
+use crate::memctl::MemoryController;
 use chip::Chip;
+use guest::Guest;
+pub use guest::{AsidState, GuestState, GuestStatus, LaunchSecret, Policy};
 use nv::{NvStorage, PlatformKeys};
+use random::RandomSource;
 
 /// What a firmware command returns: a value, or the status the PSP would report.
 pub type FwResult<T> = Result<T, Status>;
@@ -55,50 +63,92 @@ impl Default for FirmwareVersion {
 /// INIT's `flags` bit 0: initialise SEV-ES (reserve the TMR).
 pub const INIT_FLAGS_ES: u32 = 0x1;
 
+/// What the part looks like: version, ASID ranges (CPUID 0x8000001F), guest handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirmwareConfig {
+    /// Version reported and measured.
+    pub version: FirmwareVersion,
+    /// Highest ASID (CPUID 0x8000001F ECX).
+    pub max_asid: u32,
+    /// First ASID for plain SEV guests (CPUID 0x8000001F EDX); SEV-ES guests use
+    /// 1..min_sev_asid.
+    pub min_sev_asid: u32,
+    /// Number of guest handles (1..=max_guests).
+    pub max_guests: u32,
+}
+
+impl Default for FirmwareConfig {
+    /// 15 SEV-ES ASIDs (1..=15), 16 SEV ASIDs (16..=31), 1024 handles (as on Genoa).
+    fn default() -> Self {
+        FirmwareConfig {
+            version: FirmwareVersion::default(),
+            max_asid: 31,
+            min_sev_asid: 16,
+            max_guests: 1024,
+        }
+    }
+}
+
 /// The emulated PSP.
 pub struct Firmware {
-    version: FirmwareVersion,
+    config: FirmwareConfig,
     chip: Chip,
     cek_key: EcKeyPair,
     nv: Box<dyn NvStorage>,
+    rng: Box<dyn RandomSource>,
     state: PlatformState,
     config_es: bool,
     /// Loaded at INIT, dropped at SHUTDOWN; `Some` exactly when the state is not UNINIT.
     keys: Option<PlatformKeys>,
+    guests: BTreeMap<u32, Guest>,
+    asids: Vec<AsidState>,
+    memctl: MemoryController,
 }
 
 impl std::fmt::Debug for Firmware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Firmware")
-            .field("version", &self.version)
+            .field("config", &self.config)
             .field("state", &self.state)
             .field("config_es", &self.config_es)
+            .field("guests", &self.guests.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Firmware {
-    /// A powered-on PSP in UNINIT: its chip, its flash, its version.
+    /// A powered-on PSP in UNINIT: its chip, its flash, its configuration, and where its
+    /// nonces come from.
     pub fn new(
         chip: Chip,
         nv: Box<dyn NvStorage>,
-        version: FirmwareVersion,
+        config: FirmwareConfig,
+        rng: Box<dyn RandomSource>,
     ) -> Result<Self, crate::crypto::CryptoError> {
         let cek_key = chip.cek_key()?;
         Ok(Firmware {
-            version,
+            config,
             chip,
             cek_key,
             nv,
+            rng,
             state: PlatformState::Uninit,
             config_es: false,
             keys: None,
+            guests: BTreeMap::new(),
+            asids: vec![AsidState::Clean; config.max_asid as usize + 1],
+            memctl: MemoryController::new(),
         })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> FirmwareConfig {
+        self.config
     }
 
     /// The version this firmware reports.
     pub fn version(&self) -> FirmwareVersion {
-        self.version
+        self.config.version
     }
 
     /// The platform state.
@@ -147,10 +197,16 @@ pub(crate) mod test_support {
 
     /// A powered-on firmware over an in-memory store.
     pub fn firmware() -> Firmware {
+        firmware_with(nv::MemStorage::default())
+    }
+
+    /// A powered-on firmware over the given store.
+    pub fn firmware_with(nv: nv::MemStorage) -> Firmware {
         Firmware::new(
             chip(),
-            Box::new(nv::MemStorage::default()),
-            FirmwareVersion::default(),
+            Box::new(nv),
+            FirmwareConfig::default(),
+            Box::new(random::OsRandom),
         )
         .expect("firmware")
     }
@@ -158,3 +214,6 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod guest_tests;

@@ -16,7 +16,7 @@ const ID_LEN: u32 = 64;
 
 impl Firmware {
     fn api(&self) -> (u8, u8) {
-        (self.version.api_major, self.version.api_minor)
+        (self.config.version.api_major, self.config.version.api_minor)
     }
 
     fn require(&self, allowed: &[PlatformState]) -> FwResult<()> {
@@ -27,7 +27,7 @@ impl Firmware {
         }
     }
 
-    fn keys(&self) -> FwResult<&PlatformKeys> {
+    pub(super) fn keys(&self) -> FwResult<&PlatformKeys> {
         // Invariant: keys are loaded in every state but UNINIT, which callers exclude first.
         self.keys.as_ref().ok_or(Status::InvalidPlatformState)
     }
@@ -114,12 +114,14 @@ impl Firmware {
         };
         self.keys = Some(keys);
         self.config_es = flags & INIT_FLAGS_ES != 0;
+        self.dirty_all_asids();
         self.state = PlatformState::Init;
         Ok(())
     }
 
     /// SHUTDOWN: any state → UNINIT. Persistent keys stay in flash.
     pub fn shutdown(&mut self) -> FwResult<()> {
+        self.destroy_guests();
         self.keys = None;
         self.config_es = false;
         self.state = PlatformState::Uninit;
@@ -146,12 +148,12 @@ impl Firmware {
             }
         }
         Ok(SevUserDataStatus {
-            api_major: self.version.api_major,
-            api_minor: self.version.api_minor,
+            api_major: self.config.version.api_major,
+            api_minor: self.config.version.api_minor,
             state: self.state as u8,
             flags,
-            build: self.version.build,
-            guest_count: 0,
+            build: self.config.version.build,
+            guest_count: self.guests.len() as u32,
         })
     }
 
@@ -287,6 +289,7 @@ impl Firmware {
     /// DF_FLUSH: no state check in the firmware. WBINVD is taken as done on every core (the
     /// host cannot run it here), so this never fails with WBINVD_REQUIRED.
     pub fn df_flush(&mut self) -> FwResult<()> {
+        self.flush_asids();
         Ok(())
     }
 }

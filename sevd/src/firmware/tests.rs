@@ -4,7 +4,7 @@ use uapi::cert::{algo, usage, Certificate, CERT_LEN};
 use uapi::Status;
 
 use super::nv::{MemStorage, NvStorage};
-use super::test_support::{chip, firmware};
+use super::test_support::{chip, firmware, firmware_with};
 use super::*;
 use crate::certs::{FullChain, PlatformChain};
 
@@ -263,19 +263,14 @@ fn pek_cert_import_refuses_forgeries_and_changes_nothing() {
 fn corrupt_store_gives_secure_data_invalid_then_a_fresh_store() {
     let mut nv = MemStorage::default();
     // Write a valid store, then flip one byte of it.
-    let mut fw = Firmware::new(
-        chip(),
-        Box::new(MemStorage::default()),
-        FirmwareVersion::default(),
-    )
-    .unwrap();
+    let mut fw = firmware_with(MemStorage::default());
     fw.init(0).unwrap();
     let keys = fw.keys.take().unwrap();
     let sealed = keys.encode(&fw.chip.nv_key().unwrap()).unwrap();
     let mut corrupt = sealed.to_vec();
     corrupt[40] ^= 1;
     nv.write(&corrupt).unwrap();
-    let mut fw = Firmware::new(chip(), Box::new(nv), FirmwareVersion::default()).unwrap();
+    let mut fw = firmware_with(nv);
     assert_eq!(fw.init(INIT_FLAGS_ES), Err(Status::SecureDataInvalid));
     assert_eq!(fw.state(), PlatformState::Uninit);
     fw.init(INIT_FLAGS_ES).unwrap();
@@ -293,7 +288,7 @@ fn store_from_another_chip_is_refused() {
         data: Some(sealed.to_vec()),
         quarantined: None,
     };
-    let mut fw = Firmware::new(chip(), Box::new(nv), FirmwareVersion::default()).unwrap();
+    let mut fw = firmware_with(nv);
     assert_eq!(fw.init(0), Err(Status::SecureDataInvalid));
 }
 

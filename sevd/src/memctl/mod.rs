@@ -38,8 +38,18 @@ impl Clone for Vek {
 impl Vek {
     /// A fresh random key with K1 ≠ K2.
     pub fn generate() -> Result<Self, CryptoError> {
+        Self::generate_with(&mut |buf: &mut [u8]| {
+            openssl::rand::rand_bytes(buf).map_err(CryptoError)
+        })
+    }
+
+    /// A key from a given source of random bytes, with K1 ≠ K2 (XTS needs distinct halves).
+    pub fn generate_with(
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), CryptoError>,
+    ) -> Result<Self, CryptoError> {
         loop {
-            let key = Zeroizing::new(crate::crypto::random_bytes::<32>()?);
+            let mut key = Zeroizing::new([0u8; 32]);
+            fill(&mut key[..])?;
             if key[..16] != key[16..] {
                 return Ok(Vek(key));
             }

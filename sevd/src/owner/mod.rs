@@ -2,4 +2,5 @@
 //! makes it): the launch session (firmware-semantics.md §5), the launch measurement (§7).
 
 pub mod measurement;
+pub mod secret;
 pub mod session;
