@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use vfs::{CharDevice, DeviceFs, FileMode, MountHandle, MountOptions};
 
+use crate::driver::kvm_sev::KvmSev;
 use crate::driver::sev_dev::{InitMode, SevDev};
 use crate::firmware::random::{OsRandom, RandomSource, SeededRandom};
 use crate::firmware::{Firmware, FirmwareConfig};
-use crate::node::SevNode;
+use crate::node::{ProcFdCheck, SevNode, VmNode};
 use crate::state::{StateDir, StateError};
 
 /// The source name of every mount this daemon makes, which finds stale ones.
@@ -127,6 +128,33 @@ fn prepare_placeholder(path: &Path, stale: bool) -> Result<bool, StartError> {
     }
 }
 
+/// `/dev/sev` → `/dev/sev-vm`: the VM node's drop-in sits beside the `sev` one.
+pub fn vm_link_path(link: &Path) -> PathBuf {
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sev".into());
+    link.with_file_name(format!("{name}-vm"))
+}
+
+/// Lets the VM node recognise this `sev` mount in its callers' file tables.
+fn register_sev_node(check: &ProcFdCheck, path: &Path, ino: u64) -> Result<(), StartError> {
+    match vfs::mount_id(FSNAME, path) {
+        Ok(Some(id)) => {
+            check.add(id, ino);
+            Ok(())
+        }
+        Ok(None) => Err(StartError::Path {
+            path: path.into(),
+            why: "the mount just made is not in /proc/self/mountinfo".into(),
+        }),
+        Err(e) => Err(StartError::Path {
+            path: path.into(),
+            why: format!("reading /proc/self/mountinfo: {e}"),
+        }),
+    }
+}
+
 impl Daemon {
     /// Loads the state, powers the firmware on, probes the driver and mounts the nodes.
     pub fn start(config: &Config) -> Result<Daemon, StartError> {
@@ -145,6 +173,8 @@ impl Daemon {
         };
         let fw = Firmware::new(chip, Box::new(state.nv_storage()), config.firmware, rng)?;
         let dev = Arc::new(Mutex::new(SevDev::probe(fw, config.init_mode)));
+        let fd_check = Arc::new(ProcFdCheck::default());
+        let kvm = Arc::new(KvmSev::new(dev.clone(), fd_check.clone()));
         let mut daemon = Daemon {
             dev: dev.clone(),
             mounts: vec![],
@@ -155,22 +185,27 @@ impl Daemon {
             allow_other: true,
         };
         let node: Arc<dyn CharDevice> = Arc::new(SevNode::new(dev));
+        let vm_node: Arc<dyn CharDevice> = Arc::new(VmNode::new(kvm));
 
-        // Check the drop-in path before mounting anything.
-        let link = match &config.link {
-            Some(link) => {
-                let stale = detach_stale(link);
-                Some((link.clone(), prepare_placeholder(link, stale)?))
+        // Check the drop-in paths before mounting anything: PATH for `sev`, PATH-vm beside it.
+        let mut links = vec![];
+        if let Some(link) = &config.link {
+            let vm_link = vm_link_path(link);
+            for (path, dev) in [(link, &node), (&vm_link, &vm_node)] {
+                let stale = detach_stale(path);
+                let ours = prepare_placeholder(path, stale)?;
+                links.push((path.clone(), ours, dev.clone()));
             }
-            None => None,
-        };
+        }
 
         detach_stale(&config.mountpoint);
         fs::create_dir_all(&config.mountpoint).map_err(|e| StartError::Path {
             path: config.mountpoint.clone(),
             why: e.to_string(),
         })?;
-        let fs_dir = DeviceFs::dir(vec![("sev".into(), node.clone())], config.mode);
+        // Inode 2 is `sev`, 3 is `sev-vm`.
+        let devices = vec![("sev".into(), node.clone()), ("sev-vm".into(), vm_node)];
+        let fs_dir = DeviceFs::dir(devices, config.mode);
         let mount = vfs::mount(fs_dir, &config.mountpoint, &options).map_err(|source| {
             StartError::Mount {
                 path: config.mountpoint.clone(),
@@ -178,18 +213,23 @@ impl Daemon {
             }
         })?;
         daemon.mounts.push(mount);
+        register_sev_node(&fd_check, &config.mountpoint, 2)?;
 
-        if let Some((link, ours)) = link {
+        for (path, ours, dev) in links {
             if ours {
-                daemon.placeholders.push(link.clone());
+                daemon.placeholders.push(path.clone());
             }
-            let mount = vfs::mount(DeviceFs::file(node, config.mode), &link, &options).map_err(
+            let is_sev = Arc::ptr_eq(&dev, &node);
+            let mount = vfs::mount(DeviceFs::file(dev, config.mode), &path, &options).map_err(
                 |source| StartError::Mount {
-                    path: link.clone(),
+                    path: path.clone(),
                     source,
                 },
             )?;
             daemon.mounts.push(mount);
+            if is_sev {
+                register_sev_node(&fd_check, &path, 1)?;
+            }
         }
         Ok(daemon)
     }

@@ -1,9 +1,10 @@
 //! The device nodes the daemon serves.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use vfs::{Caller, CharDevice, Errno, IoctlReply, IoctlRequest, OpenFile};
 
+use crate::driver::kvm_sev::{KvmSev, SevFdCheck};
 use crate::driver::sev_dev::{sev_ioctl, SevDev};
 
 /// `<mountpoint>/sev`: byte-for-byte `/dev/sev`. No per-file state (sev_fops has no open or
@@ -27,5 +28,76 @@ impl CharDevice for SevNode {
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
         sev_ioctl(&self.dev, file.flags.writable(), &caller.memory(), request)
+    }
+}
+
+/// `<mountpoint>/sev-vm`: each open file is a VM (`KVM_CREATE_VM`), closed = destroyed.
+pub struct VmNode {
+    kvm: Arc<KvmSev>,
+}
+
+impl VmNode {
+    /// A node over the VM side of the driver.
+    pub fn new(kvm: Arc<KvmSev>) -> Self {
+        VmNode { kvm }
+    }
+}
+
+impl CharDevice for VmNode {
+    fn open(&self, _caller: &Caller, file: &OpenFile) -> Result<(), Errno> {
+        self.kvm.create_vm(file.fh, file.opener.0);
+        Ok(())
+    }
+
+    fn release(&self, file: &OpenFile) {
+        self.kvm.destroy_vm(file.fh);
+    }
+
+    fn ioctl(
+        &self,
+        caller: &Caller,
+        file: &OpenFile,
+        request: IoctlRequest<'_>,
+    ) -> Result<IoctlReply, Errno> {
+        self.kvm
+            .ioctl(caller, vfs::tgid(caller.pid.0), file.fh, request)
+    }
+}
+
+/// Recognises our `sev` node among a process's open files by mount id and inode, read from
+/// `/proc/<pid>/fdinfo/<fd>` (procfs, so no request comes back to this daemon).
+#[derive(Debug, Default)]
+pub struct ProcFdCheck {
+    nodes: RwLock<Vec<(u64, u64)>>,
+}
+
+impl ProcFdCheck {
+    /// Adds a mount of the `sev` node: its mount id and the node's inode number.
+    pub fn add(&self, mount_id: u64, ino: u64) {
+        self.nodes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((mount_id, ino));
+    }
+}
+
+impl SevFdCheck for ProcFdCheck {
+    fn is_sev_node(&self, pid: u32, fd: u32) -> bool {
+        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+            return false;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        match (field("mnt_id:"), field("ino:")) {
+            (Some(mnt), Some(ino)) => self
+                .nodes
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(mnt, ino)),
+            _ => false,
+        }
     }
 }

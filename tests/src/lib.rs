@@ -247,16 +247,27 @@ impl Sevd {
         self.wait_ready();
     }
 
+    /// `<mountpoint>/sev-vm`.
+    pub fn vm_node(&self) -> PathBuf {
+        self.mountpoint.join("sev-vm")
+    }
+
+    /// The drop-in paths: `--link` and the VM node beside it.
+    pub fn links(&self) -> Vec<PathBuf> {
+        match &self.link {
+            Some(l) => vec![l.clone(), sevd::daemon::vm_link_path(l)],
+            None => vec![],
+        }
+    }
+
     /// Paths where a mount of ours is (still) present.
     pub fn our_mounts(&self) -> Vec<PathBuf> {
-        let ours: Vec<&Path> = [Some(self.mountpoint.as_path()), self.link.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut ours = vec![self.mountpoint.clone()];
+        ours.extend(self.links());
         vfs::find_mounts("sevd")
             .unwrap_or_default()
             .into_iter()
-            .filter(|p| ours.contains(&p.as_path()))
+            .filter(|p| ours.contains(p))
             .collect()
     }
 }
@@ -284,21 +295,25 @@ impl Drop for Sevd {
 pub fn own_dev_sev() -> Option<MutexGuard<'static, ()>> {
     static LOCK: Mutex<()> = Mutex::new(());
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let path = Path::new("/dev/sev");
-    for p in vfs::find_mounts("sevd").unwrap_or_default() {
-        if p == path {
-            let _ = vfs::detach(&p);
+    for path in [Path::new("/dev/sev"), Path::new("/dev/sev-vm")] {
+        for p in vfs::find_mounts("sevd").unwrap_or_default() {
+            if p == path {
+                let _ = vfs::detach(&p);
+            }
         }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && m.len() == 0 => {
-            let _ = std::fs::remove_file(path);
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(_) => {
+                eprintln!(
+                    "skipped: {} exists and is not ours (real hardware?)",
+                    path.display()
+                );
+                return None;
+            }
+            Err(_) => {}
         }
-        Ok(_) => {
-            eprintln!("skipped: /dev/sev exists and is not ours (real hardware?)");
-            return None;
-        }
-        Err(_) => {}
     }
     Some(guard)
 }

@@ -25,7 +25,7 @@ fn sigterm_exits_zero_and_leaves_no_mount_or_placeholder() {
         link: Some(link.clone()),
         ..Options::default()
     });
-    assert_eq!(sevd.our_mounts().len(), 2);
+    assert_eq!(sevd.our_mounts().len(), 3);
     let held = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -40,6 +40,10 @@ fn sigterm_exits_zero_and_leaves_no_mount_or_placeholder() {
         sevd.our_mounts()
     );
     assert!(!link.exists(), "placeholder left behind");
+    assert!(
+        !dir.path().join("sev-vm").exists(),
+        "VM placeholder left behind"
+    );
     assert_eq!(platform_status(&held).unwrap_err(), libc::ENOTCONN);
 }
 
@@ -56,13 +60,13 @@ fn a_stale_mount_from_a_killed_daemon_is_detached_at_start() {
     sevd.kill();
     assert_eq!(
         sevd.our_mounts().len(),
-        2,
+        3,
         "SIGKILL leaves the mounts stale"
     );
     sevd.restart(&[]);
     assert_eq!(
         sevd.our_mounts().len(),
-        2,
+        3,
         "no mount stacked on a stale one"
     );
     assert_eq!(

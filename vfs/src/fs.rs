@@ -137,8 +137,8 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-/// The thread-group id of a thread, so a handle remembers its process, not its thread.
-fn tgid(tid: u32) -> u32 {
+/// The thread-group id (process id) of a thread, from `/proc/<tid>/status`.
+pub fn tgid(tid: u32) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
     status
         .lines()

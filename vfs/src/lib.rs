@@ -11,9 +11,10 @@ mod fs;
 mod memory;
 mod mount;
 
+pub use fs::tgid;
 pub use fs::{DeviceFs, FileMode};
 pub use memory::{CallerMemory, MemError, ProcessMemory, UserAddr, VecMemory};
-pub use mount::{detach, find_mounts, mount, MountHandle, MountOptions};
+pub use mount::{detach, find_mounts, mount, mount_id, MountHandle, MountOptions};
 pub use nix::errno::Errno;
 
 /// The thread that issued a request (FUSE gives the thread id, which

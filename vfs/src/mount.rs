@@ -97,7 +97,25 @@ pub fn find_mounts(fsname: &str) -> io::Result<Vec<PathBuf>> {
     Ok(parse_mountinfo(&info, fsname))
 }
 
+/// The mount id (mountinfo's first field, `mnt_id` in fdinfo) of the FUSE mount of
+/// `fsname` at `path`.
+pub fn mount_id(fsname: &str, path: &Path) -> io::Result<Option<u64>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mountinfo_ids(&info, fsname)
+        .into_iter()
+        .filter(|(_, p)| p == path)
+        .map(|(id, _)| id)
+        .next_back())
+}
+
 fn parse_mountinfo(info: &str, fsname: &str) -> Vec<PathBuf> {
+    parse_mountinfo_ids(info, fsname)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn parse_mountinfo_ids(info: &str, fsname: &str) -> Vec<(u64, PathBuf)> {
     let mut out = vec![];
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -107,11 +125,15 @@ fn parse_mountinfo(info: &str, fsname: &str) -> Vec<PathBuf> {
         let (Some(fstype), Some(source)) = (right.next(), right.next()) else {
             continue;
         };
-        let Some(mount_point) = left.split(' ').nth(4) else {
+        let fields: Vec<&str> = left.split(' ').collect();
+        let (Some(id), Some(mount_point)) = (fields.first(), fields.get(4)) else {
+            continue;
+        };
+        let Ok(id) = id.parse() else {
             continue;
         };
         if (fstype == "fuse" || fstype.starts_with("fuse.")) && source == fsname {
-            out.push(PathBuf::from(unescape(mount_point)));
+            out.push((id, PathBuf::from(unescape(mount_point))));
         }
     }
     out

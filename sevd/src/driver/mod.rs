@@ -29,3 +29,5 @@ pub(crate) fn write_obj<T: ByteValued>(
 pub(crate) fn write_bytes(mem: &dyn CallerMemory, addr: u64, bytes: &[u8]) -> Result<(), Errno> {
     mem.write(UserAddr(addr), bytes).map_err(|_| Errno::EFAULT)
 }
+pub mod kvm_sev;
+pub mod vm_memory;

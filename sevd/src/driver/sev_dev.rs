@@ -137,7 +137,7 @@ impl SevDev {
 
     /// `__sev_platform_init_locked`: INIT with the TMR, once more on SECURE_DATA_INVALID (the
     /// firmware has reset its store by then), then DF_FLUSH.
-    fn platform_init(&mut self, error: &mut u32) -> Result<(), Errno> {
+    pub(crate) fn platform_init(&mut self, error: &mut u32) -> Result<(), Errno> {
         if self.state == KState::Init {
             return Ok(());
         }
