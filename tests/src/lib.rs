@@ -334,3 +334,142 @@ pub fn pdh_export(file: &File) -> Result<(Vec<u8>, Vec<u8>), (i32, u32)> {
         (Err(errno), error) => Err((errno, error)),
     }
 }
+
+/// A VMM's view of one VM on the `sev-vm` node: the VM file, the `sev` file whose number is
+/// `sev_fd`, and page-aligned guest RAM registered as slot 0 at guest address 0.
+pub struct VmClient {
+    /// The VM (`sev-vm` open file).
+    pub vm: File,
+    /// The `sev` node, passed as `sev_fd`.
+    pub sev: File,
+    ram: *mut u8,
+    ram_len: usize,
+}
+
+/// Failure of a VM ioctl: errno and the firmware status in `error`.
+pub type VmError = (i32, u32);
+
+impl VmClient {
+    /// Opens a VM on `sevd` with `ram_len` bytes of guest RAM (a multiple of 4096).
+    pub fn new(sevd: &Sevd, ram_len: usize) -> VmClient {
+        let vm = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(sevd.vm_node())
+            .expect("open sev-vm");
+        let sev = sevd.open();
+        // SAFETY: an anonymous private mapping; the pointer is checked below and unmapped on drop.
+        let ram = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ram_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ram, libc::MAP_FAILED, "mmap guest RAM");
+        let client = VmClient {
+            vm,
+            sev,
+            ram: ram as *mut u8,
+            ram_len,
+        };
+        let region = uapi::kvm::KvmUserspaceMemoryRegion {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: ram_len as u64,
+            userspace_addr: client.ram as u64,
+        };
+        client
+            .ioctl(
+                uapi::ioctl::KVM_SET_USER_MEMORY_REGION,
+                &region as *const _ as u64,
+            )
+            .expect("set memory region");
+        client
+    }
+
+    /// A raw ioctl on the VM file.
+    pub fn ioctl(&self, request: u32, arg: u64) -> Result<(), i32> {
+        // SAFETY: the caller passes a pointer to a live struct of the request's size.
+        let r = unsafe { libc::ioctl(self.vm.as_raw_fd(), request as _, arg) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `SEVD_VM_ENCRYPT_OP` with KVM's command `id` and its struct at `data`.
+    pub fn encrypt_op_raw(
+        &self,
+        id: uapi::kvm::KvmSevCmdId,
+        data: u64,
+        sev_fd: i32,
+    ) -> Result<(), VmError> {
+        let mut cmd = uapi::kvm::KvmSevCmd {
+            id: id as u32,
+            pad0: 0,
+            data,
+            error: 0,
+            sev_fd: sev_fd as u32,
+        };
+        let r = self.ioctl(uapi::ioctl::SEVD_VM_ENCRYPT_OP, &mut cmd as *mut _ as u64);
+        r.map_err(|errno| (errno, cmd.error))
+    }
+
+    /// `SEVD_VM_ENCRYPT_OP` with the VM's own `sev` file.
+    pub fn encrypt_op<T>(&self, id: uapi::kvm::KvmSevCmdId, data: &mut T) -> Result<(), VmError> {
+        self.encrypt_op_raw(id, data as *mut T as u64, self.sev.as_raw_fd())
+    }
+
+    /// A command without a struct.
+    pub fn encrypt_op_plain(&self, id: uapi::kvm::KvmSevCmdId) -> Result<(), VmError> {
+        self.encrypt_op_raw(id, 0, self.sev.as_raw_fd())
+    }
+
+    /// The VMM's (hypervisor's) view of guest RAM.
+    pub fn ram(&self) -> &mut [u8] {
+        // SAFETY: the mapping lives as long as `self`; tests use one view at a time.
+        unsafe { std::slice::from_raw_parts_mut(self.ram, self.ram_len) }
+    }
+
+    /// The VMM's address of guest address `gpa`.
+    pub fn uaddr(&self, gpa: u64) -> u64 {
+        self.ram as u64 + gpa
+    }
+
+    /// `SEVD_VM_SET_VMSA`.
+    pub fn set_vmsa(&self, vcpu: u32, page: &[u8]) -> Result<(), i32> {
+        assert_eq!(page.len(), 4096);
+        let arg = uapi::kvm::SevdVmsa {
+            vcpu,
+            pad: 0,
+            uaddr: page.as_ptr() as u64,
+        };
+        self.ioctl(uapi::ioctl::SEVD_VM_SET_VMSA, &arg as *const _ as u64)
+    }
+
+    /// `SEVD_VM_GUEST_ACCESS` read: what the guest sees at `gpa`.
+    pub fn guest_read(&self, gpa: u64, len: usize) -> Result<Vec<u8>, i32> {
+        let mut out = vec![0u8; len];
+        let mut arg = uapi::kvm::SevdGuestAccess {
+            gpa,
+            uaddr: out.as_mut_ptr() as u64,
+            len: len as u32,
+            write: 0,
+        };
+        self.ioctl(uapi::ioctl::SEVD_VM_GUEST_ACCESS, &mut arg as *mut _ as u64)?;
+        Ok(out)
+    }
+}
+
+impl Drop for VmClient {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.ram as *mut libc::c_void, self.ram_len) };
+    }
+}
