@@ -432,8 +432,14 @@ impl VmClient {
     }
 
     /// The VMM's (hypervisor's) view of guest RAM.
-    pub fn ram(&self) -> &mut [u8] {
-        // SAFETY: the mapping lives as long as `self`; tests use one view at a time.
+    pub fn ram(&self) -> &[u8] {
+        // SAFETY: the mapping lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ram, self.ram_len) }
+    }
+
+    /// The VMM's view of guest RAM, to load images into.
+    pub fn ram_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping lives as long as `self`, borrowed mutably here.
         unsafe { std::slice::from_raw_parts_mut(self.ram, self.ram_len) }
     }
 

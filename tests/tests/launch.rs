@@ -53,7 +53,7 @@ fn sev_es_launch_with_the_sev_crate_as_guest_owner() {
         return;
     }
     let sevd = Sevd::start();
-    let vm = VmClient::new(&sevd, 4 << 20);
+    let mut vm = VmClient::new(&sevd, 4 << 20);
 
     // Owner: verify the chain, make the session.
     let policy_bits = 0x5; // NODBG | ES
@@ -81,7 +81,7 @@ fn sev_es_launch_with_the_sev_crate_as_guest_owner() {
 
     // OVMF into guest RAM, then LAUNCH_UPDATE_DATA.
     let ovmf = std::fs::read(OVMF_FILE).unwrap();
-    vm.ram()[OVMF_GPA as usize..][..ovmf.len()].copy_from_slice(&ovmf);
+    vm.ram_mut()[OVMF_GPA as usize..][..ovmf.len()].copy_from_slice(&ovmf);
     let mut ud = KvmSevLaunchUpdateData {
         uaddr: vm.uaddr(OVMF_GPA),
         len: ovmf.len() as u32,
