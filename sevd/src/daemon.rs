@@ -70,6 +70,7 @@ pub enum StartError {
 /// A running daemon.
 pub struct Daemon {
     dev: Arc<Mutex<SevDev>>,
+    _state: StateDir,
     mounts: Vec<MountHandle>,
     placeholders: Vec<PathBuf>,
 }
@@ -128,6 +129,31 @@ fn prepare_placeholder(path: &Path, stale: bool) -> Result<bool, StartError> {
     }
 }
 
+/// Opens and locks the state directory, loads (or makes) the chip, powers the firmware on
+/// and probes the driver: what the daemon and the embedded platform both start with.
+pub fn power_on(
+    state_dir: &Path,
+    firmware: FirmwareConfig,
+    nonce_seed: Option<[u8; 32]>,
+    init_mode: InitMode,
+) -> Result<(SevDev, StateDir), StartError> {
+    let version = firmware.version;
+    let state = StateDir::open(state_dir)?;
+    let chip = state.load_or_create_chip((version.api_major, version.api_minor))?;
+    let mut ca = chip.ask.encode();
+    ca.extend_from_slice(&chip.ark.encode());
+    state.write_ca_file(&ca)?;
+    let rng: Box<dyn RandomSource> = match nonce_seed {
+        Some(seed) => {
+            log::warn!("nonces come from a fixed seed: for tests only, never for real guests");
+            Box::new(SeededRandom::new(seed))
+        }
+        None => Box::new(OsRandom),
+    };
+    let fw = Firmware::new(chip, Box::new(state.nv_storage()), firmware, rng)?;
+    Ok((SevDev::probe(fw, init_mode), state))
+}
+
 /// `/dev/sev` → `/dev/sev-vm`: the VM node's drop-in sits beside the `sev` one.
 pub fn vm_link_path(link: &Path) -> PathBuf {
     let name = link
@@ -158,25 +184,18 @@ fn register_sev_node(check: &ProcFdCheck, path: &Path, ino: u64) -> Result<(), S
 impl Daemon {
     /// Loads the state, powers the firmware on, probes the driver and mounts the nodes.
     pub fn start(config: &Config) -> Result<Daemon, StartError> {
-        let version = config.firmware.version;
-        let state = StateDir::open(&config.state_dir)?;
-        let chip = state.load_or_create_chip((version.api_major, version.api_minor))?;
-        let mut ca = chip.ask.encode();
-        ca.extend_from_slice(&chip.ark.encode());
-        state.write_ca_file(&ca)?;
-        let rng: Box<dyn RandomSource> = match config.nonce_seed {
-            Some(seed) => {
-                log::warn!("nonces come from a fixed seed: for tests only, never for real guests");
-                Box::new(SeededRandom::new(seed))
-            }
-            None => Box::new(OsRandom),
-        };
-        let fw = Firmware::new(chip, Box::new(state.nv_storage()), config.firmware, rng)?;
-        let dev = Arc::new(Mutex::new(SevDev::probe(fw, config.init_mode)));
+        let (dev, state) = power_on(
+            &config.state_dir,
+            config.firmware,
+            config.nonce_seed,
+            config.init_mode,
+        )?;
+        let dev = Arc::new(Mutex::new(dev));
         let fd_check = Arc::new(ProcFdCheck::default());
         let kvm = Arc::new(KvmSev::new(dev.clone(), fd_check.clone()));
         let mut daemon = Daemon {
             dev: dev.clone(),
+            _state: state,
             mounts: vec![],
             placeholders: vec![],
         };

@@ -12,4 +12,5 @@ pub mod firmware;
 pub mod memctl;
 pub mod node;
 pub mod owner;
+pub mod platform;
 pub mod state;

@@ -59,8 +59,14 @@ impl CharDevice for VmNode {
         file: &OpenFile,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
-        self.kvm
-            .ioctl(caller, vfs::tgid(caller.pid.0), file.fh, request)
+        let mem = caller.memory();
+        self.kvm.ioctl(
+            caller.pid.0,
+            vfs::tgid(caller.pid.0),
+            &mem,
+            file.fh,
+            request,
+        )
     }
 }
 

@@ -28,6 +28,14 @@ pub enum StateError {
         /// The error.
         source: io::Error,
     },
+    /// Another process uses the directory.
+    #[error("{path}: in use by another sevd or embedded firmware ({source})")]
+    Busy {
+        /// The directory.
+        path: PathBuf,
+        /// The lock error.
+        source: io::Error,
+    },
     /// The chip file is corrupt.
     #[error(
         "{path}: {source}; move it away to make a new chip (its platform keys are lost with it)"
@@ -78,22 +86,41 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// The daemon's state directory.
-#[derive(Debug, Clone)]
+/// The lock file: one firmware per state directory, as one PSP per flash.
+pub const LOCK_FILE: &str = "lock";
+
+/// The daemon's state directory, locked for as long as this value lives.
+#[derive(Debug)]
 pub struct StateDir {
     path: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 impl StateDir {
-    /// Opens (creating with mode 0700) the directory.
+    /// Opens (creating with mode 0700) and locks the directory; refuses one that another
+    /// process (a daemon, or the CLI's embedded firmware) holds.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(path)
             .map_err(io_err(path))?;
+        let lock_path = path.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| StateError::Busy {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })?;
         Ok(StateDir {
             path: path.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -196,6 +223,18 @@ mod tests {
     }
 
     #[test]
+    fn a_state_dir_is_used_by_one_firmware_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::open(dir.path()).unwrap();
+        assert!(matches!(
+            StateDir::open(dir.path()),
+            Err(StateError::Busy { .. })
+        ));
+        drop(first);
+        StateDir::open(dir.path()).unwrap();
+    }
+
+    #[test]
     fn file_storage_erase_and_quarantine() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(&dir.path().join("state")).unwrap();
@@ -209,7 +248,10 @@ mod tests {
         assert_eq!(nv.read().unwrap().as_deref(), Some(&b"sealed"[..]));
         nv.quarantine().unwrap();
         assert_eq!(nv.read().unwrap(), None);
-        let kept: Vec<_> = fs::read_dir(state.path()).unwrap().collect();
+        let kept: Vec<_> = fs::read_dir(state.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != LOCK_FILE)
+            .collect();
         assert_eq!(kept.len(), 1);
         nv.write(b"x").unwrap();
         nv.erase().unwrap();

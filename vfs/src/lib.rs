@@ -7,10 +7,12 @@
 //! about SEV.
 #![deny(missing_docs)]
 
+mod client;
 mod fs;
 mod memory;
 mod mount;
 
+pub use client::{ioctl_bytes, ioctl_value};
 pub use fs::tgid;
 pub use fs::{DeviceFs, FileMode};
 pub use memory::{CallerMemory, MemError, ProcessMemory, UserAddr, VecMemory};

@@ -10,7 +10,7 @@ use uapi::ioctl::{
 use uapi::kvm::*;
 use uapi::psp_sev::SEV_FW_BLOB_MAX_SIZE;
 use uapi::ByteValued;
-use vfs::{Caller, CallerMemory, Errno, IoctlReply, IoctlRequest, UserAddr};
+use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, UserAddr};
 
 use super::read_obj;
 use super::sev_dev::SevDev;
@@ -220,10 +220,12 @@ impl KvmSev {
     }
 
     /// An ioctl on a VM file.
+    /// An ioctl on VM `fh` from thread `pid` of process `owner`, whose memory is `mem`.
     pub fn ioctl(
         &self,
-        caller: &Caller,
+        pid: u32,
         owner: u32,
+        mem: &dyn CallerMemory,
         fh: u64,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
@@ -234,7 +236,6 @@ impl KvmSev {
         if vm.owner != owner {
             return Err(Errno::EIO);
         }
-        let mem = caller.memory();
         match request.cmd {
             KVM_SET_USER_MEMORY_REGION => {
                 let r =
@@ -264,7 +265,7 @@ impl KvmSev {
             }
             SEVD_VM_GUEST_ACCESS => {
                 let arg = SevdGuestAccess::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
-                self.guest_access(vm, &mem, &arg)?;
+                self.guest_access(vm, mem, &arg)?;
                 Ok(IoctlReply::ok(arg.as_bytes().to_vec()))
             }
             SEVD_VM_ENCRYPT_OP => {
@@ -272,8 +273,8 @@ impl KvmSev {
                 let id = KvmSevCmdId::from_id(cmd.id).ok_or(Errno::EINVAL)?;
                 let mut error = cmd.error;
                 let mut ctx = Ctx {
-                    mem: &mem,
-                    pid: caller.pid.0,
+                    mem,
+                    pid,
                     data: cmd.data,
                     sev_fd: cmd.sev_fd,
                     error: &mut error,

@@ -1,0 +1,371 @@
+//! A platform as its users see it: the `sev` node's commands and VMs on the `sev-vm` node,
+//! typed, over either the daemon's device nodes or the embedded firmware in this process
+//! (the trait the CLI is built on). Both speak the same ioctls to the same driver code, so
+//! they give the same answers.
+
+pub mod transport;
+
+use std::path::{Path, PathBuf};
+
+use uapi::ioctl::{
+    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_SET_VMSA,
+    SEV_ISSUE_CMD,
+};
+use uapi::kvm::*;
+use uapi::psp_sev::*;
+use uapi::ByteValued;
+use vfs::Errno;
+
+use crate::daemon::{power_on, StartError};
+use crate::driver::sev_dev::InitMode;
+use crate::firmware::FirmwareConfig;
+use transport::{Device, Embedded, Transport, VmTransport};
+
+/// A command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The firmware returned a status.
+    #[error("{cmd}: the firmware refused it: {}", uapi::status::describe(*.status))]
+    Firmware {
+        /// The command.
+        cmd: &'static str,
+        /// Its status code.
+        status: u32,
+    },
+    /// The driver refused it with an errno.
+    #[error("{cmd}: {errno}")]
+    Os {
+        /// The command.
+        cmd: &'static str,
+        /// The errno.
+        errno: Errno,
+    },
+    /// The device could not be opened.
+    #[error("{path}: {source}")]
+    Open {
+        /// The node.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The embedded firmware could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl PlatformError {
+    /// The firmware status, if the firmware answered.
+    pub fn status(&self) -> Option<u32> {
+        match self {
+            PlatformError::Firmware { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn check(cmd: &'static str, r: Result<(), Errno>, error: u32) -> Result<(), PlatformError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(Errno::EIO) if error != 0 => Err(PlatformError::Firmware { cmd, status: error }),
+        Err(errno) => Err(PlatformError::Os { cmd, errno }),
+    }
+}
+
+fn addr<T>(v: &mut T) -> u64 {
+    v as *mut T as u64
+}
+
+/// An SEV platform.
+pub struct Platform {
+    t: Box<dyn Transport>,
+}
+
+impl Platform {
+    /// The device node at `path` (and `<path>-vm`).
+    pub fn device(path: &Path) -> Result<Platform, PlatformError> {
+        let t = Device::open(path).map_err(|source| PlatformError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Platform { t: Box::new(t) })
+    }
+
+    /// The software firmware in this process, with its state in `state_dir`.
+    pub fn embedded(
+        state_dir: &Path,
+        firmware: FirmwareConfig,
+        nonce_seed: Option<[u8; 32]>,
+    ) -> Result<Platform, PlatformError> {
+        let (dev, state) = power_on(state_dir, firmware, nonce_seed, InitMode::AtProbe)?;
+        Ok(Platform {
+            t: Box::new(Embedded::new(dev, state)),
+        })
+    }
+
+    /// What this platform is.
+    pub fn describe(&self) -> String {
+        self.t.describe()
+    }
+
+    /// `SEV_ISSUE_CMD` with `data` pointing at `arg`.
+    fn issue(&self, cmd: SevCmd, data: u64) -> Result<(), PlatformError> {
+        let mut arg = SevIssueCmd {
+            cmd: cmd as u32,
+            data,
+            error: 0,
+        };
+        let r = self.t.sev_ioctl(SEV_ISSUE_CMD, arg.as_bytes_mut());
+        check(cmd.name(), r, arg.error)
+    }
+
+    /// SEV_PLATFORM_STATUS.
+    pub fn status(&self) -> Result<SevUserDataStatus, PlatformError> {
+        let mut st = SevUserDataStatus::default();
+        self.issue(SevCmd::PlatformStatus, addr(&mut st))?;
+        Ok(st)
+    }
+
+    /// SEV_PDH_CERT_EXPORT: the PDH and PEK ‖ OCA ‖ CEK.
+    pub fn pdh_cert_export(&self) -> Result<(Vec<u8>, Vec<u8>), PlatformError> {
+        let mut pdh = vec![0u8; SEV_CERT_LEN as usize];
+        let mut chain = vec![0u8; SEV_CERT_CHAIN_LEN as usize];
+        let mut arg = SevUserDataPdhCertExport {
+            pdh_cert_address: pdh.as_mut_ptr() as u64,
+            pdh_cert_len: SEV_CERT_LEN,
+            cert_chain_address: chain.as_mut_ptr() as u64,
+            cert_chain_len: SEV_CERT_CHAIN_LEN,
+        };
+        self.issue(SevCmd::PdhCertExport, addr(&mut arg))?;
+        Ok((pdh, chain))
+    }
+
+    /// SEV_GET_ID2.
+    pub fn get_id(&self) -> Result<Vec<u8>, PlatformError> {
+        let mut id = vec![0u8; SEV_ID_LEN as usize];
+        let mut arg = SevUserDataGetId2 {
+            address: id.as_mut_ptr() as u64,
+            length: SEV_ID_LEN,
+        };
+        self.issue(SevCmd::GetId2, addr(&mut arg))?;
+        id.truncate(arg.length as usize);
+        Ok(id)
+    }
+
+    /// SEV_PEK_GEN.
+    pub fn pek_gen(&self) -> Result<(), PlatformError> {
+        self.issue(SevCmd::PekGen, 0)
+    }
+
+    /// SEV_PDH_GEN.
+    pub fn pdh_gen(&self) -> Result<(), PlatformError> {
+        self.issue(SevCmd::PdhGen, 0)
+    }
+
+    /// SEV_FACTORY_RESET.
+    pub fn factory_reset(&self) -> Result<(), PlatformError> {
+        self.issue(SevCmd::FactoryReset, 0)
+    }
+
+    /// SEV_PEK_CSR.
+    pub fn pek_csr(&self) -> Result<Vec<u8>, PlatformError> {
+        let mut csr = vec![0u8; SEV_CERT_LEN as usize];
+        let mut arg = SevUserDataPekCsr {
+            address: csr.as_mut_ptr() as u64,
+            length: SEV_CERT_LEN,
+        };
+        self.issue(SevCmd::PekCsr, addr(&mut arg))?;
+        Ok(csr)
+    }
+
+    /// SEV_PEK_CERT_IMPORT.
+    pub fn pek_cert_import(&self, pek: &[u8], oca: &[u8]) -> Result<(), PlatformError> {
+        let mut arg = SevUserDataPekCertImport {
+            pek_cert_address: pek.as_ptr() as u64,
+            pek_cert_len: pek.len() as u32,
+            oca_cert_address: oca.as_ptr() as u64,
+            oca_cert_len: oca.len() as u32,
+        };
+        self.issue(SevCmd::PekCertImport, addr(&mut arg))
+    }
+
+    /// A VM with `ram_size` bytes (rounded up to pages) of guest RAM at guest address 0.
+    pub fn create_vm(&self, ram_size: usize) -> Result<Vm, PlatformError> {
+        let t = self.t.open_vm().map_err(|errno| PlatformError::Os {
+            cmd: "open sev-vm",
+            errno,
+        })?;
+        let size = ram_size.div_ceil(4096) * 4096;
+        let ram = vec![0u8; size + 4096];
+        let offset = (4096 - ram.as_ptr() as usize % 4096) % 4096;
+        let vm = Vm {
+            t,
+            ram,
+            offset,
+            size,
+        };
+        let mut region = KvmUserspaceMemoryRegion {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: size as u64,
+            userspace_addr: vm.uaddr(0),
+        };
+        let r =
+            vm.t.ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes_mut());
+        check("KVM_SET_USER_MEMORY_REGION", r, 0)?;
+        Ok(vm)
+    }
+}
+
+/// A VM and its guest RAM (the hypervisor's view).
+pub struct Vm {
+    t: Box<dyn VmTransport>,
+    ram: Vec<u8>,
+    offset: usize,
+    size: usize,
+}
+
+impl Vm {
+    /// Guest RAM as the hypervisor sees it.
+    pub fn ram(&self) -> &[u8] {
+        &self.ram[self.offset..self.offset + self.size]
+    }
+
+    /// Guest RAM, to load images into before they are measured.
+    pub fn ram_mut(&mut self) -> &mut [u8] {
+        &mut self.ram[self.offset..self.offset + self.size]
+    }
+
+    /// This process's address of guest address `gpa`.
+    pub fn uaddr(&self, gpa: u64) -> u64 {
+        self.ram.as_ptr() as u64 + self.offset as u64 + gpa
+    }
+
+    fn op(&self, id: KvmSevCmdId, name: &'static str, data: u64) -> Result<(), PlatformError> {
+        let mut cmd = KvmSevCmd {
+            id: id as u32,
+            pad0: 0,
+            data,
+            error: 0,
+            sev_fd: self.t.sev_fd(),
+        };
+        let r = self.t.ioctl(SEVD_VM_ENCRYPT_OP, cmd.as_bytes_mut());
+        check(name, r, cmd.error)
+    }
+
+    /// KVM_SEV_INIT or KVM_SEV_ES_INIT.
+    pub fn sev_init(&self, es: bool) -> Result<(), PlatformError> {
+        if es {
+            self.op(KvmSevCmdId::EsInit, "KVM_SEV_ES_INIT", 0)
+        } else {
+            self.op(KvmSevCmdId::Init, "KVM_SEV_INIT", 0)
+        }
+    }
+
+    /// KVM_SEV_LAUNCH_START, with the owner's (GODH, session) if any; returns the handle.
+    pub fn launch_start(
+        &self,
+        policy: u32,
+        owner: Option<(&[u8], &[u8])>,
+    ) -> Result<u32, PlatformError> {
+        let mut arg = KvmSevLaunchStart {
+            policy,
+            ..Default::default()
+        };
+        if let Some((godh, session)) = owner {
+            arg.dh_uaddr = godh.as_ptr() as u64;
+            arg.dh_len = godh.len() as u32;
+            arg.session_uaddr = session.as_ptr() as u64;
+            arg.session_len = session.len() as u32;
+        }
+        self.op(KvmSevCmdId::LaunchStart, "LAUNCH_START", addr(&mut arg))?;
+        Ok(arg.handle)
+    }
+
+    /// KVM_SEV_LAUNCH_UPDATE_DATA of guest RAM `gpa`+`len`.
+    pub fn launch_update_data(&self, gpa: u64, len: u32) -> Result<(), PlatformError> {
+        let mut arg = KvmSevLaunchUpdateData {
+            uaddr: self.uaddr(gpa),
+            len,
+            pad0: 0,
+        };
+        self.op(
+            KvmSevCmdId::LaunchUpdateData,
+            "LAUNCH_UPDATE_DATA",
+            addr(&mut arg),
+        )
+    }
+
+    /// SEVD_VM_SET_VMSA: vCPU `vcpu`'s initial save area.
+    pub fn set_vmsa(&self, vcpu: u32, page: &[u8; 4096]) -> Result<(), PlatformError> {
+        let mut arg = SevdVmsa {
+            vcpu,
+            pad: 0,
+            uaddr: page.as_ptr() as u64,
+        };
+        let r = self.t.ioctl(SEVD_VM_SET_VMSA, arg.as_bytes_mut());
+        check("SEVD_VM_SET_VMSA", r, 0)
+    }
+
+    /// KVM_SEV_LAUNCH_UPDATE_VMSA: every vCPU's save area, in vCPU order.
+    pub fn launch_update_vmsa(&self) -> Result<(), PlatformError> {
+        self.op(KvmSevCmdId::LaunchUpdateVmsa, "LAUNCH_UPDATE_VMSA", 0)
+    }
+
+    /// KVM_SEV_LAUNCH_MEASURE: MEASURE ‖ MNONCE.
+    pub fn launch_measure(&self) -> Result<[u8; 48], PlatformError> {
+        let mut blob = [0u8; 48];
+        let mut arg = KvmSevLaunchMeasure {
+            uaddr: blob.as_mut_ptr() as u64,
+            len: 48,
+            pad0: 0,
+        };
+        self.op(KvmSevCmdId::LaunchMeasure, "LAUNCH_MEASURE", addr(&mut arg))?;
+        Ok(blob)
+    }
+
+    /// KVM_SEV_LAUNCH_SECRET: the packet `header` and `ciphertext` into guest address `gpa`.
+    pub fn launch_secret(
+        &self,
+        header: &[u8],
+        gpa: u64,
+        ciphertext: &[u8],
+    ) -> Result<(), PlatformError> {
+        let mut arg = KvmSevLaunchSecret {
+            hdr_uaddr: header.as_ptr() as u64,
+            hdr_len: header.len() as u32,
+            guest_uaddr: self.uaddr(gpa),
+            guest_len: ciphertext.len() as u32,
+            trans_uaddr: ciphertext.as_ptr() as u64,
+            trans_len: ciphertext.len() as u32,
+            ..Default::default()
+        };
+        self.op(KvmSevCmdId::LaunchSecret, "LAUNCH_SECRET", addr(&mut arg))
+    }
+
+    /// KVM_SEV_LAUNCH_FINISH.
+    pub fn launch_finish(&self) -> Result<(), PlatformError> {
+        self.op(KvmSevCmdId::LaunchFinish, "LAUNCH_FINISH", 0)
+    }
+
+    /// KVM_SEV_GUEST_STATUS.
+    pub fn guest_status(&self) -> Result<KvmSevGuestStatus, PlatformError> {
+        let mut st = KvmSevGuestStatus::default();
+        self.op(KvmSevCmdId::GuestStatus, "GUEST_STATUS", addr(&mut st))?;
+        Ok(st)
+    }
+
+    /// SEVD_VM_GUEST_ACCESS: guest memory as the guest reads it.
+    pub fn guest_read(&self, gpa: u64, len: usize) -> Result<Vec<u8>, PlatformError> {
+        let mut out = vec![0u8; len];
+        let mut arg = SevdGuestAccess {
+            gpa,
+            uaddr: out.as_mut_ptr() as u64,
+            len: len as u32,
+            write: 0,
+        };
+        let r = self.t.ioctl(SEVD_VM_GUEST_ACCESS, arg.as_bytes_mut());
+        check("SEVD_VM_GUEST_ACCESS", r, 0)?;
+        Ok(out)
+    }
+}

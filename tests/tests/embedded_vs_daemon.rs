@@ -1,0 +1,62 @@
+//! The embedded firmware and the daemon give the same launch digest and measurement for the
+//! same inputs, owner keys and nonce source.
+
+use sevd::crypto::ecc::{EcKeyPair, EcPublic};
+use sevd::firmware::FirmwareConfig;
+use sevd::owner::session::{wrap, TransportKeys};
+use sevd::platform::Platform;
+use tests::{can_mount, Options, Sevd};
+use uapi::cert::{algo, usage, Certificate};
+use zeroize::Zeroizing;
+
+const SEED: [u8; 32] = [0x5e; 32];
+
+/// An SEV-ES launch with a session whose TEK and TIK are fixed; returns MEASURE ‖ MNONCE.
+fn launch(p: &Platform) -> [u8; 48] {
+    let (pdh, _) = p.pdh_cert_export().unwrap();
+    let pdh = EcPublic::from_certificate(&Certificate::decode(&pdh).unwrap()).unwrap();
+    let godh_key = EcKeyPair::generate().unwrap();
+    let godh = godh_key
+        .certificate((0, 0), usage::PDH, algo::ECDH_SHA256)
+        .unwrap()
+        .encode();
+    let keys = TransportKeys {
+        tek: Zeroizing::new([1; 16]),
+        tik: Zeroizing::new([2; 16]),
+    };
+    let session = wrap(&godh_key.ecdh(&pdh).unwrap(), [3; 16], [4; 16], &keys, 0x5).unwrap();
+
+    let mut vm = p.create_vm(2 << 20).unwrap();
+    vm.sev_init(true).unwrap();
+    vm.launch_start(0x5, Some((&godh, &session.encode())))
+        .unwrap();
+    for (i, b) in vm.ram_mut()[..0x10000].iter_mut().enumerate() {
+        *b = (i * 31 % 251) as u8;
+    }
+    vm.launch_update_data(0, 0x10000).unwrap();
+    for vcpu in 0..4 {
+        vm.set_vmsa(vcpu, &[vcpu as u8 + 1; 4096]).unwrap();
+    }
+    vm.launch_update_vmsa().unwrap();
+    vm.launch_measure().unwrap()
+}
+
+#[test]
+fn embedded_and_daemon_measure_alike() {
+    if !can_mount() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let seed_hex: String = SEED.iter().map(|b| format!("{b:02x}")).collect();
+    let sevd = Sevd::start_with(Options {
+        args: vec!["--nonce-seed".into(), seed_hex],
+        ..Options::default()
+    });
+    let through_daemon = launch(&Platform::device(&sevd.node()).unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chip.bin"), tests::shared_chip()).unwrap();
+    let embedded = Platform::embedded(dir.path(), FirmwareConfig::default(), Some(SEED)).unwrap();
+    let in_process = launch(&embedded);
+    assert_eq!(through_daemon, in_process);
+}

@@ -1,0 +1,49 @@
+//! The client side of the same ABI: issuing an ioctl whose argument is a byte buffer of
+//! exactly the request's `_IOC_SIZE`, as the kernel copies it in and out.
+
+use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
+
+use crate::Errno;
+
+/// `_IOC_SIZE(request)`.
+fn ioc_size(request: u32) -> usize {
+    ((request >> 16) & 0x3fff) as usize
+}
+
+/// `ioctl(fd, request, arg)` where `arg` holds the request's argument struct. Refuses
+/// (EINVAL) a buffer whose length is not the request's `_IOC_SIZE`, so the kernel never
+/// reads or writes past it. Addresses inside the struct are the kernel's to check.
+pub fn ioctl_bytes(fd: impl AsFd, request: u32, arg: &mut [u8]) -> Result<i32, Errno> {
+    if arg.len() != ioc_size(request) {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: `arg` is a live, writable buffer of exactly the size the request number
+    // declares, which is all the kernel copies in and out for it.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_fd().as_raw_fd(),
+            request as libc::Ioctl,
+            arg.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `ioctl(fd, request, value)` for `_IO` requests that take an integer, not a pointer.
+pub fn ioctl_value(fd: impl AsFd, request: u32, value: u64) -> Result<i32, Errno> {
+    if ioc_size(request) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: an `_IO` request carries no pointer; the kernel takes `value` as a number.
+    let r = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), request as libc::Ioctl, value) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
