@@ -94,6 +94,7 @@ pub struct Sevd {
     /// `--link`, if any.
     pub link: Option<PathBuf>,
     log: PathBuf,
+    attached: bool,
 }
 
 impl Sevd {
@@ -125,6 +126,7 @@ impl Sevd {
             mountpoint,
             link: opts.link.clone(),
             log,
+            attached: false,
         };
         let child = sevd.spawn(&opts.args);
         sevd.child = Some(child);
@@ -172,6 +174,20 @@ impl Sevd {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A handle on a daemon started by another process, at `mountpoint` (for child
+    /// processes of tests). Dropping it does not stop that daemon.
+    pub fn attach(mountpoint: &Path) -> Sevd {
+        Sevd {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            state_dir: PathBuf::new(),
+            mountpoint: mountpoint.to_path_buf(),
+            link: None,
+            log: PathBuf::new(),
+            attached: true,
         }
     }
 
@@ -274,6 +290,9 @@ impl Sevd {
 
 impl Drop for Sevd {
     fn drop(&mut self) {
+        if self.attached {
+            return;
+        }
         self.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
         // Whatever happened, leave no mount and no placeholder behind.
         for p in self.our_mounts() {
