@@ -238,8 +238,8 @@ fn a_forged_session_leaves_nothing_behind() {
     let sevd = Sevd::start();
     let vm = VmClient::new(&sevd, 1 << 20);
     vm.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
-    let godh = vec![0u8; 0x824];
-    let session = vec![0u8; 128];
+    let godh = [0u8; 0x824];
+    let session = [0u8; 128];
     let mut ls = KvmSevLaunchStart {
         dh_uaddr: godh.as_ptr() as u64,
         dh_len: 0x824,
