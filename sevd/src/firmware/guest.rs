@@ -572,6 +572,24 @@ impl Firmware {
             .map_err(|_| Status::InvalidAddress)
     }
 
+    /// Replaces an LSECRET guest's transport keys and measurement, so published packets made
+    /// for another launch can be fed to LAUNCH_SECRET.
+    #[cfg(test)]
+    pub(super) fn force_launch_keys(
+        &mut self,
+        handle: u32,
+        tek: [u8; 16],
+        tik: [u8; 16],
+        measure: [u8; 32],
+    ) {
+        let guest = self.guests.get_mut(&handle).expect("guest");
+        guest.keys = Some(TransportKeys {
+            tek: Zeroizing::new(tek),
+            tik: Zeroizing::new(tik),
+        });
+        guest.measure = Some(measure);
+    }
+
     /// The state of every ASID, index = ASID (index 0 unused).
     pub fn asid_states(&self) -> &[AsidState] {
         &self.asids

@@ -518,3 +518,79 @@ fn the_same_nonce_source_gives_the_same_measurement() {
     };
     assert_eq!(run(), run());
 }
+
+/// virtee/sevctl tests/secretbuild.rs `secret_build`: `sevctl secret build` with tik1.bin,
+/// tek1.bin, one secret (secret1.txt under GUID 736869e5-84f0-4973-92ec-06879ce3da0b), this
+/// launch measurement and IV, gives this header and payload. Our LAUNCH_SECRET accepts them,
+/// and the guest then holds sevctl's secret table.
+#[test]
+fn sevctl_secret_build_vector_is_accepted() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+    let data = |name: &str| {
+        std::fs::read(format!(
+            "{}/tests/data/sevctl/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let blob = b64("TLeA7607lZQntLjRY1/i+sbtdSZ+75zxpz4Px9hzpBLwItF5Q2o4prA++3ZZv9ZS");
+    let header = b64("AAAAAKxUdO1N0yx9mJ7FI9klWey8FSzeYQ4X8K71VzNKLU/KQsIsQxLjtbhaPUewqshX5Q==");
+    let payload = b64(
+        "0U3e5PcXv0UW+H4tSBFKOdCYfKE1+j38Bc2fuO16mYiyI+sWx7INfn+lgYj56GL12yyinDa+lVfCCwD/2w5cPA==",
+    );
+    let (tik, tek) = (data("tik1.bin"), data("tek1.bin"));
+
+    let (mut fw, mem) = ready();
+    let h = fw.launch_start(0, 0, None).unwrap();
+    fw.activate(h, sev_asid(&fw)).unwrap();
+    fw.launch_measure(h, &mut 48).unwrap();
+    fw.force_launch_keys(
+        h,
+        tek.try_into().unwrap(),
+        tik.try_into().unwrap(),
+        blob[..32].try_into().unwrap(),
+    );
+    let at = GuestAddress(0x3000);
+    let packet = LaunchSecret {
+        header: &header,
+        guest_gpa: at,
+        guest_len: payload.len() as u32,
+        trans: &payload,
+    };
+    fw.launch_secret(h, packet, &mem).unwrap();
+
+    let mut table = vec![0u8; payload.len()];
+    fw.guest_view(h, at, &mut table, &mem).unwrap();
+    // efi_secret table: header GUID 1e74f542-71dd-4d66-963e-ef4287ff173b (bytes_le), length.
+    assert_eq!(
+        hex::encode(&table[..16]),
+        "42f5741edd71664d963eef4287ff173b"
+    );
+    assert_eq!(u32::from_le_bytes(table[16..20].try_into().unwrap()), 0x3a);
+    assert_eq!(
+        hex::encode(&table[20..36]),
+        "e5696873f084734992ec06879ce3da0b"
+    );
+    let secret = data("secret1.txt");
+    assert_eq!(
+        u32::from_le_bytes(table[36..40].try_into().unwrap()) as usize,
+        20 + secret.len()
+    );
+    assert_eq!(&table[40..40 + secret.len()], &secret[..]);
+    assert!(
+        table[40 + secret.len()..].iter().all(|&b| b == 0),
+        "zero padding"
+    );
+
+    let mut forged = header.clone();
+    forged[30] ^= 1;
+    let packet = LaunchSecret {
+        header: &forged,
+        ..packet
+    };
+    assert_eq!(
+        fw.launch_secret(h, packet, &mem),
+        Err(Status::BadMeasurement)
+    );
+}
