@@ -1,0 +1,162 @@
+//! Guest launch speed, each figure a ratio against a baseline measured in the same run.
+//!
+//! 1. LAUNCH_UPDATE_DATA throughput (measure plus encrypt) for 64 MiB and 1 GiB, in-process
+//!    (embedded platform) and through the daemon, against the baseline of SHA-256 plus our
+//!    AES-128-XTS (`MemoryController::encrypt`) over the same bytes with the same crates and
+//!    no I/O. Targets: in-process at least 0.8 of the baseline, daemon at least 0.6. The
+//!    daemon's peak memory is reported to show it holds no copy of the guest.
+//! 2. A complete SEV-ES launch through the daemon (2 MiB image, 4 vCPUs, a session, one
+//!    secret): median wall time.
+//!
+//! Run as root: `cargo bench -p tests --bench launch`.
+
+use std::time::{Duration, Instant};
+
+use sevd::crypto::ecc::{EcKeyPair, EcPublic};
+use sevd::firmware::FirmwareConfig;
+use sevd::memctl::{GuestAddress, MemoryController, Vek};
+use sevd::owner::measurement::{measure, MeasuredPlatform};
+use sevd::owner::secret::package;
+use sevd::owner::session::{wrap, TransportKeys};
+use sevd::platform::Platform;
+use tests::{can_mount, Sevd};
+use uapi::cert::{algo, usage, Certificate};
+
+const MIB: usize = 1 << 20;
+
+fn fill(buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i * 7 % 253) as u8;
+    }
+}
+
+/// The baseline: SHA-256 and AES-128-XTS of `size` bytes, in 256 KiB pieces as the
+/// memory controller works, straight over a buffer.
+fn baseline(size: usize) -> Duration {
+    let mut mc = MemoryController::new();
+    mc.install(1, Vek::generate().unwrap());
+    let mut buf = vec![0u8; size];
+    fill(&mut buf);
+    let t = Instant::now();
+    let mut sha = openssl::sha::Sha256::new();
+    for (i, chunk) in buf.chunks_mut(256 * 1024).enumerate() {
+        sha.update(chunk);
+        mc.encrypt(1, GuestAddress((i * 256 * 1024) as u64), chunk).unwrap();
+    }
+    std::hint::black_box(sha.finish());
+    t.elapsed()
+}
+
+/// LAUNCH_UPDATE_DATA of `size` bytes on `p`.
+fn update(p: &Platform, size: usize) -> Duration {
+    let mut vm = p.create_vm(size).unwrap();
+    fill(vm.ram_mut());
+    vm.sev_init(false).unwrap();
+    vm.launch_start(0, None).unwrap();
+    let t = Instant::now();
+    let mut done = 0;
+    // KVM takes a u32 length; 512 MiB a call.
+    while done < size {
+        let n = (size - done).min(512 * MIB);
+        vm.launch_update_data(done as u64, n as u32).unwrap();
+        done += n;
+    }
+    t.elapsed()
+}
+
+fn gbps(size: usize, d: Duration) -> f64 {
+    size as f64 / d.as_secs_f64() / 1e9
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One whole SEV-ES launch with a session and a secret; returns its wall time.
+fn full_launch(p: &Platform, image: &[u8]) -> Duration {
+    let t = Instant::now();
+    let (pdh, _) = p.pdh_cert_export().unwrap();
+    let pdh = EcPublic::from_certificate(&Certificate::decode(&pdh).unwrap()).unwrap();
+    let godh_key = EcKeyPair::generate().unwrap();
+    let godh = godh_key.certificate((0, 0), usage::PDH, algo::ECDH_SHA256).unwrap().encode();
+    let keys = TransportKeys::generate().unwrap();
+    let session = wrap(&godh_key.ecdh(&pdh).unwrap(), [1; 16], [2; 16], &keys, 0x5).unwrap();
+    let mut vm = p.create_vm(4 * MIB).unwrap();
+    vm.ram_mut()[..image.len()].copy_from_slice(image);
+    vm.sev_init(true).unwrap();
+    vm.launch_start(0x5, Some((&godh, &session.encode()))).unwrap();
+    vm.launch_update_data(0, image.len() as u32).unwrap();
+    let vmsa = [0x11u8; 4096];
+    for vcpu in 0..4 {
+        vm.set_vmsa(vcpu, &vmsa).unwrap();
+    }
+    vm.launch_update_vmsa().unwrap();
+    let blob = vm.launch_measure().unwrap();
+    // The owner checks the measurement before releasing the secret.
+    let mut digest = openssl::sha::Sha256::new();
+    digest.update(image);
+    for _ in 0..4 {
+        digest.update(&vmsa);
+    }
+    let st = p.status().unwrap();
+    let platform = MeasuredPlatform { api_major: st.api_major, api_minor: st.api_minor, build: st.build };
+    let expected = measure(&keys.tik, platform, 0x5, &digest.finish(), blob[32..].try_into().unwrap()).unwrap();
+    assert_eq!(expected, blob[..32]);
+    let (header, ct) = package(&keys.tek, &keys.tik, &expected, [3; 16], &[0x42; 64]).unwrap();
+    vm.launch_secret(&header.encode(), 2 * MIB as u64 + 0x1000, &ct).unwrap();
+    vm.launch_finish().unwrap();
+    drop(vm);
+    t.elapsed()
+}
+
+fn main() {
+    if !can_mount() {
+        eprintln!("launch bench: needs root and /dev/fuse");
+        return;
+    }
+    let sevd = Sevd::start();
+    let daemon = Platform::device(&sevd.node()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chip.bin"), tests::shared_chip()).unwrap();
+    let embedded = Platform::embedded(dir.path(), FirmwareConfig::default(), None).unwrap();
+
+    println!("LAUNCH_UPDATE_DATA throughput (measure + encrypt), best of 3:");
+    for size in [64 * MIB, 1024 * MIB] {
+        let best = |f: &dyn Fn() -> Duration| (0..3).map(|_| f()).min().unwrap();
+        let base = best(&|| baseline(size));
+        let inproc = best(&|| update(&embedded, size));
+        let hwm_before = vm_hwm_kib(sevd.pid());
+        let through = best(&|| update(&daemon, size));
+        let hwm_after = vm_hwm_kib(sevd.pid());
+        println!(
+            "  {:>5} MiB: baseline {:.2} GB/s; in-process {:.2} GB/s = {:.2} of baseline (target 0.8); daemon {:.2} GB/s = {:.2} of baseline (target 0.6); sevd peak RSS {} MiB (+{} MiB)",
+            size / MIB,
+            gbps(size, base),
+            gbps(size, inproc),
+            base.as_secs_f64() / inproc.as_secs_f64(),
+            gbps(size, through),
+            base.as_secs_f64() / through.as_secs_f64(),
+            hwm_after / 1024,
+            hwm_after.saturating_sub(hwm_before) / 1024,
+        );
+    }
+
+    let mut image = vec![0u8; 2 * MIB];
+    fill(&mut image);
+    full_launch(&daemon, &image);
+    let mut times: Vec<Duration> = (0..15).map(|_| full_launch(&daemon, &image)).collect();
+    times.sort();
+    let mut local: Vec<Duration> = (0..15).map(|_| full_launch(&embedded, &image)).collect();
+    local.sort();
+    println!(
+        "complete SEV-ES launch (2 MiB image, 4 vCPUs, session, one secret): median {:.1} ms through the daemon, {:.1} ms in-process (ratio {:.2})",
+        times[7].as_secs_f64() * 1e3,
+        local[7].as_secs_f64() * 1e3,
+        times[7].as_secs_f64() / local[7].as_secs_f64()
+    );
+}
