@@ -41,7 +41,8 @@ fn baseline(size: usize) -> Duration {
     let mut sha = openssl::sha::Sha256::new();
     for (i, chunk) in buf.chunks_mut(256 * 1024).enumerate() {
         sha.update(chunk);
-        mc.encrypt(1, GuestAddress((i * 256 * 1024) as u64), chunk).unwrap();
+        mc.encrypt(1, GuestAddress((i * 256 * 1024) as u64), chunk)
+            .unwrap();
     }
     std::hint::black_box(sha.finish());
     t.elapsed()
@@ -83,13 +84,17 @@ fn full_launch(p: &Platform, image: &[u8]) -> Duration {
     let (pdh, _) = p.pdh_cert_export().unwrap();
     let pdh = EcPublic::from_certificate(&Certificate::decode(&pdh).unwrap()).unwrap();
     let godh_key = EcKeyPair::generate().unwrap();
-    let godh = godh_key.certificate((0, 0), usage::PDH, algo::ECDH_SHA256).unwrap().encode();
+    let godh = godh_key
+        .certificate((0, 0), usage::PDH, algo::ECDH_SHA256)
+        .unwrap()
+        .encode();
     let keys = TransportKeys::generate().unwrap();
     let session = wrap(&godh_key.ecdh(&pdh).unwrap(), [1; 16], [2; 16], &keys, 0x5).unwrap();
     let mut vm = p.create_vm(4 * MIB).unwrap();
     vm.ram_mut()[..image.len()].copy_from_slice(image);
     vm.sev_init(true).unwrap();
-    vm.launch_start(0x5, Some((&godh, &session.encode()))).unwrap();
+    vm.launch_start(0x5, Some((&godh, &session.encode())))
+        .unwrap();
     vm.launch_update_data(0, image.len() as u32).unwrap();
     let vmsa = [0x11u8; 4096];
     for vcpu in 0..4 {
@@ -104,11 +109,23 @@ fn full_launch(p: &Platform, image: &[u8]) -> Duration {
         digest.update(&vmsa);
     }
     let st = p.status().unwrap();
-    let platform = MeasuredPlatform { api_major: st.api_major, api_minor: st.api_minor, build: st.build };
-    let expected = measure(&keys.tik, platform, 0x5, &digest.finish(), blob[32..].try_into().unwrap()).unwrap();
+    let platform = MeasuredPlatform {
+        api_major: st.api_major,
+        api_minor: st.api_minor,
+        build: st.build,
+    };
+    let expected = measure(
+        &keys.tik,
+        platform,
+        0x5,
+        &digest.finish(),
+        blob[32..].try_into().unwrap(),
+    )
+    .unwrap();
     assert_eq!(expected, blob[..32]);
     let (header, ct) = package(&keys.tek, &keys.tik, &expected, [3; 16], &[0x42; 64]).unwrap();
-    vm.launch_secret(&header.encode(), 2 * MIB as u64 + 0x1000, &ct).unwrap();
+    vm.launch_secret(&header.encode(), 2 * MIB as u64 + 0x1000, &ct)
+        .unwrap();
     vm.launch_finish().unwrap();
     drop(vm);
     t.elapsed()

@@ -251,8 +251,9 @@ impl Firmware {
         let digest = guest.digest.as_mut().ok_or(Status::InvalidGuestState)?;
         match self
             .memctl
-            .encrypt_range(asid, mem, gpa, len, |plain| digest.update(plain))
-        {
+            .encrypt_range(asid, mem, gpa, len, &mut |plain: &[u8]| {
+                digest.update(plain)
+            }) {
             Ok(()) => Ok(()),
             Err(MemctlError::Memory(_)) | Err(MemctlError::Unaligned { .. }) => {
                 Err(Status::InvalidAddress)

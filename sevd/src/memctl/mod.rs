@@ -12,6 +12,7 @@ mod xts;
 pub use memory::{GuestAddress, GuestMemory, GuestMemoryError, VecGuestMemory};
 
 use std::collections::HashMap;
+use std::sync::mpsc;
 
 use zeroize::Zeroizing;
 
@@ -137,32 +138,78 @@ impl MemoryController {
         Ok(())
     }
 
-    /// Encrypts guest memory in place, chunk by chunk, handing each chunk's plaintext to
-    /// `inspect` first (LAUNCH_UPDATE_DATA measures it). Never holds more than one chunk.
+    /// Encrypts guest memory in place, chunk by chunk, handing the plaintext to `inspect`
+    /// first, in order (LAUNCH_UPDATE_DATA measures it). Holds a few chunks at most, never
+    /// the range. Above one chunk, `inspect` runs on a second thread while this one copies
+    /// and encrypts, as the PSP's hash and AES engines work side by side.
     pub fn encrypt_range(
         &self,
         asid: u32,
         mem: &dyn GuestMemory,
         gpa: GuestAddress,
         len: u64,
-        mut inspect: impl FnMut(&[u8]),
+        inspect: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<(), MemctlError> {
         check_aligned(gpa, len as usize)?;
         let key = self.key(asid)?;
         mem.check_range(gpa, len)?;
-        let mut buf = vec![0u8; CHUNK.min(len as usize)];
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            let at = GuestAddress(gpa.0 + done);
-            let chunk = &mut buf[..n];
-            mem.read(at, chunk)?;
-            inspect(chunk);
-            xts::apply(&key.0, at.0, chunk, true)?;
-            mem.write(at, chunk)?;
-            done += n as u64;
+        if len <= CHUNK as u64 {
+            let mut buf = vec![0u8; len as usize];
+            mem.read(gpa, &mut buf)?;
+            xts::apply_inspecting(&key.0, gpa.0, &mut buf, true, inspect)?;
+            mem.write(gpa, &buf)?;
+            return Ok(());
         }
-        Ok(())
+        std::thread::scope(|s| {
+            // Plaintext copies go to the hasher and come back for reuse: three in flight.
+            let (to_hasher, from_main) = mpsc::sync_channel::<Vec<u8>>(2);
+            let (to_main, returned) = mpsc::sync_channel::<Vec<u8>>(3);
+            let hasher = s.spawn(move || {
+                for plain in from_main {
+                    inspect(&plain);
+                    if to_main.send(plain).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut work = vec![0u8; CHUNK];
+            let mut spare: Vec<Vec<u8>> = (0..3).map(|_| Vec::with_capacity(CHUNK)).collect();
+            let mut done = 0u64;
+            let result = loop {
+                if done >= len {
+                    break Ok(());
+                }
+                let n = (len - done).min(CHUNK as u64) as usize;
+                let at = GuestAddress(gpa.0 + done);
+                let chunk = &mut work[..n];
+                if let Err(e) = mem.read(at, chunk) {
+                    break Err(MemctlError::from(e));
+                }
+                let mut plain = match spare.pop() {
+                    Some(p) => p,
+                    None => match returned.recv() {
+                        Ok(p) => p,
+                        Err(_) => break Ok(()),
+                    },
+                };
+                plain.clear();
+                plain.extend_from_slice(chunk);
+                if to_hasher.send(plain).is_err() {
+                    break Ok(());
+                }
+                if let Err(e) = xts::apply(&key.0, at.0, chunk, true) {
+                    break Err(e.into());
+                }
+                if let Err(e) = mem.write(at, chunk) {
+                    break Err(e.into());
+                }
+                done += n as u64;
+            };
+            drop(to_hasher);
+            // The hasher only ends when its channel does; a panic in it is a bug here.
+            let _ = hasher.join();
+            result
+        })
     }
 
     /// Reads guest memory as the guest sees it under `asid` (any alignment).

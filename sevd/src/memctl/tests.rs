@@ -67,7 +67,7 @@ fn encrypt_range_crosses_regions_and_hides_plaintext() {
     let plain: Vec<u8> = (0..0x2000u32).map(|i| (i % 251) as u8).collect();
     mem.write(GuestAddress(0), &plain).unwrap();
     let mut seen = vec![];
-    mc.encrypt_range(1, &mem, GuestAddress(0x800), 0x1000, |c| {
+    mc.encrypt_range(1, &mem, GuestAddress(0x800), 0x1000, &mut |c: &[u8]| {
         seen.extend_from_slice(c)
     })
     .unwrap();
@@ -109,9 +109,28 @@ fn encrypt_range_crosses_regions_and_hides_plaintext() {
     );
     // Outside guest memory: an error, nothing written.
     assert!(mc
-        .encrypt_range(1, &mem, GuestAddress(0x1800), 0x1000, |_| {})
+        .encrypt_range(1, &mem, GuestAddress(0x1800), 0x1000, &mut |_: &[u8]| {})
         .is_err());
     let mut after = vec![0u8; 0x800];
     mem.read(GuestAddress(0x1800), &mut after).unwrap();
     assert_eq!(after, plain[0x1800..]);
+}
+
+#[test]
+fn long_ranges_are_hashed_in_order_on_the_side() {
+    let (mc, _) = controller(1);
+    let mem = VecGuestMemory::new();
+    let len = 3 * CHUNK + 4096;
+    mem.add_region(GuestAddress(0), len);
+    let plain: Vec<u8> = (0..len).map(|i| (i * 13 % 256) as u8).collect();
+    mem.write(GuestAddress(0), &plain).unwrap();
+    let mut sha = openssl::sha::Sha256::new();
+    mc.encrypt_range(1, &mem, GuestAddress(0), len as u64, &mut |c: &[u8]| {
+        sha.update(c)
+    })
+    .unwrap();
+    assert_eq!(sha.finish(), crate::crypto::sha256(&plain));
+    let mut guest = vec![0u8; len];
+    mc.guest_read(1, &mem, GuestAddress(0), &mut guest).unwrap();
+    assert_eq!(guest, plain);
 }

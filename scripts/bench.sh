@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the benchmarks against a freshly built release sevd (cargo bench does not build
+# another package's binaries). Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --quiet -p sevd -p tests --bins
+cargo bench -p tests --bench roundtrip
+cargo bench -p tests --bench launch
