@@ -139,16 +139,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn fw<T>(&mut self, r: FwResult<T>) -> Result<T, Errno> {
-        match r {
-            Ok(v) => {
-                *self.error = 0;
-                Ok(v)
-            }
-            Err(s) => {
-                *self.error = s as u32;
-                Err(Errno::EIO)
-            }
-        }
+        super::fw_result(self.error, r)
     }
 }
 

@@ -4,8 +4,25 @@
 
 pub mod sev_dev;
 
-use uapi::ByteValued;
+use uapi::{ByteValued, Status};
 use vfs::{CallerMemory, Errno, UserAddr};
+
+use crate::firmware::FwResult;
+
+/// `__sev_do_cmd_locked`'s result: `error` gets the firmware status (0 on success), and a
+/// failure is EIO.
+pub(crate) fn fw_result<T>(error: &mut u32, r: FwResult<T>) -> Result<T, Errno> {
+    match r {
+        Ok(v) => {
+            *error = Status::Success as u32;
+            Ok(v)
+        }
+        Err(status) => {
+            *error = status as u32;
+            Err(Errno::EIO)
+        }
+    }
+}
 
 /// `copy_from_user` of a struct: EFAULT when the caller's memory is not there.
 pub(crate) fn read_obj<T: ByteValued>(mem: &dyn CallerMemory, addr: u64) -> Result<T, Errno> {

@@ -84,16 +84,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// `__sev_do_cmd_locked`'s result: `error` gets the status, a failure is EIO.
     fn fw<T>(&mut self, r: FwResult<T>) -> Result<T, Errno> {
-        match r {
-            Ok(v) => {
-                *self.error = Status::Success as u32;
-                Ok(v)
-            }
-            Err(status) => {
-                *self.error = status as u32;
-                Err(Errno::EIO)
-            }
-        }
+        super::fw_result(self.error, r)
     }
 }
 

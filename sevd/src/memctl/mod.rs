@@ -212,6 +212,22 @@ impl MemoryController {
         })
     }
 
+    /// The plaintext of the 16-byte blocks covering `gpa`+`len`, and where they start.
+    fn plain_span(
+        &self,
+        asid: u32,
+        mem: &dyn GuestMemory,
+        gpa: GuestAddress,
+        len: usize,
+    ) -> Result<(u64, Vec<u8>), MemctlError> {
+        let (start, end) = block_span(gpa, len)?;
+        let key = self.key(asid)?;
+        let mut buf = vec![0u8; (end - start) as usize];
+        mem.read(GuestAddress(start), &mut buf)?;
+        xts::apply(&key.0, start, &mut buf, false)?;
+        Ok((start, buf))
+    }
+
     /// Reads guest memory as the guest sees it under `asid` (any alignment).
     pub fn guest_read(
         &self,
@@ -220,11 +236,7 @@ impl MemoryController {
         gpa: GuestAddress,
         out: &mut [u8],
     ) -> Result<(), MemctlError> {
-        let (start, end) = block_span(gpa, out.len())?;
-        let key = self.key(asid)?;
-        let mut buf = vec![0u8; (end - start) as usize];
-        mem.read(GuestAddress(start), &mut buf)?;
-        xts::apply(&key.0, start, &mut buf, false)?;
+        let (start, buf) = self.plain_span(asid, mem, gpa, out.len())?;
         let off = (gpa.0 - start) as usize;
         out.copy_from_slice(&buf[off..off + out.len()]);
         Ok(())
@@ -239,14 +251,10 @@ impl MemoryController {
         gpa: GuestAddress,
         data: &[u8],
     ) -> Result<(), MemctlError> {
-        let (start, end) = block_span(gpa, data.len())?;
-        let key = self.key(asid)?;
-        let mut buf = vec![0u8; (end - start) as usize];
-        mem.read(GuestAddress(start), &mut buf)?;
-        xts::apply(&key.0, start, &mut buf, false)?;
+        let (start, mut buf) = self.plain_span(asid, mem, gpa, data.len())?;
         let off = (gpa.0 - start) as usize;
         buf[off..off + data.len()].copy_from_slice(data);
-        xts::apply(&key.0, start, &mut buf, true)?;
+        xts::apply(&self.key(asid)?.0, start, &mut buf, true)?;
         mem.write(GuestAddress(start), &buf)?;
         Ok(())
     }
