@@ -150,13 +150,27 @@ impl Sevd {
         cmd.spawn().expect("spawn sevd")
     }
 
+    /// Whether every node answers: `sev` (and its drop-in) a PLATFORM_STATUS, and every
+    /// mount is in place.
+    fn ready(&self) -> bool {
+        let mut nodes = vec![self.node()];
+        nodes.extend(self.link.clone());
+        let answers = nodes.iter().all(|n| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(n)
+                .map(|f| platform_status(&f).is_ok())
+                .unwrap_or(false)
+        });
+        answers && self.our_mounts().len() == 1 + self.links().len()
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(f) = OpenOptions::new().read(true).write(true).open(self.node()) {
-                if platform_status(&f).is_ok() {
-                    return;
-                }
+            if self.ready() {
+                return;
             }
             if let Some(status) = self
                 .child
