@@ -194,51 +194,94 @@ impl Platform {
             cmd: "open sev-vm",
             errno,
         })?;
-        let size = ram_size.div_ceil(4096) * 4096;
-        let ram = vec![0u8; size + 4096];
-        let offset = (4096 - ram.as_ptr() as usize % 4096) % 4096;
-        let vm = Vm {
-            t,
-            ram,
-            offset,
-            size,
-        };
-        let mut region = KvmUserspaceMemoryRegion {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: size as u64,
-            userspace_addr: vm.uaddr(0),
-        };
-        let r =
-            vm.t.ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes_mut());
-        check("KVM_SET_USER_MEMORY_REGION", r, 0)?;
+        let mut vm = Vm { t, regions: vec![] };
+        vm.map(0, ram_size)?;
         Ok(vm)
     }
 }
 
-/// A VM and its guest RAM (the hypervisor's view).
-pub struct Vm {
-    t: Box<dyn VmTransport>,
-    ram: Vec<u8>,
+/// One memory slot's backing: a page-aligned span of a buffer of this process.
+struct RamRegion {
+    gpa: u64,
+    buf: Vec<u8>,
     offset: usize,
     size: usize,
 }
 
+/// A VM and its guest memory (the hypervisor's view).
+pub struct Vm {
+    t: Box<dyn VmTransport>,
+    regions: Vec<RamRegion>,
+}
+
 impl Vm {
-    /// Guest RAM as the hypervisor sees it.
+    /// Adds `size` bytes (rounded up to pages) of memory at guest address `gpa` as the next
+    /// memory slot (`KVM_SET_USER_MEMORY_REGION`), e.g. a firmware image below 4 GiB.
+    pub fn map(&mut self, gpa: u64, size: usize) -> Result<(), PlatformError> {
+        let size = size.div_ceil(4096) * 4096;
+        let buf = vec![0u8; size + 4096];
+        let offset = (4096 - buf.as_ptr() as usize % 4096) % 4096;
+        let mut region = KvmUserspaceMemoryRegion {
+            slot: self.regions.len() as u32,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size as u64,
+            userspace_addr: buf.as_ptr() as u64 + offset as u64,
+        };
+        let r = self
+            .t
+            .ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes_mut());
+        check("KVM_SET_USER_MEMORY_REGION", r, 0)?;
+        self.regions.push(RamRegion {
+            gpa,
+            buf,
+            offset,
+            size,
+        });
+        Ok(())
+    }
+
+    fn region_of(&self, gpa: u64, len: usize) -> Option<(usize, usize)> {
+        self.regions.iter().enumerate().find_map(|(i, r)| {
+            let off = gpa.checked_sub(r.gpa)? as usize;
+            (off.checked_add(len)? <= r.size).then_some((i, r.offset + off))
+        })
+    }
+
+    /// Guest RAM (slot 0, at guest address 0) as the hypervisor sees it.
     pub fn ram(&self) -> &[u8] {
-        &self.ram[self.offset..self.offset + self.size]
+        let r = &self.regions[0];
+        &r.buf[r.offset..r.offset + r.size]
     }
 
     /// Guest RAM, to load images into before they are measured.
     pub fn ram_mut(&mut self) -> &mut [u8] {
-        &mut self.ram[self.offset..self.offset + self.size]
+        let r = &mut self.regions[0];
+        &mut r.buf[r.offset..r.offset + r.size]
     }
 
-    /// This process's address of guest address `gpa`.
+    /// The hypervisor's view of `gpa`+`len`, in whichever slot holds it.
+    pub fn memory(&self, gpa: u64, len: usize) -> Option<&[u8]> {
+        let (i, at) = self.region_of(gpa, len)?;
+        Some(&self.regions[i].buf[at..at + len])
+    }
+
+    /// The same, to write images into.
+    pub fn memory_mut(&mut self, gpa: u64, len: usize) -> Option<&mut [u8]> {
+        let (i, at) = self.region_of(gpa, len)?;
+        Some(&mut self.regions[i].buf[at..at + len])
+    }
+
+    /// This process's address of guest address `gpa` (slot 0's span extended when no slot
+    /// holds it, so the driver, not this process, judges it).
     pub fn uaddr(&self, gpa: u64) -> u64 {
-        self.ram.as_ptr() as u64 + self.offset as u64 + gpa
+        match self.region_of(gpa, 0) {
+            Some((i, at)) => self.regions[i].buf.as_ptr() as u64 + at as u64,
+            None => {
+                let r = &self.regions[0];
+                (r.buf.as_ptr() as u64 + r.offset as u64).wrapping_add(gpa)
+            }
+        }
     }
 
     fn op(&self, id: KvmSevCmdId, name: &'static str, data: u64) -> Result<(), PlatformError> {

@@ -1,0 +1,282 @@
+//! sevctl: manage an SEV platform, act as a guest owner, and launch guests from YAML
+//! manifests, on a device (`/dev/sev` of sevd or of the kernel) or on the embedded firmware.
+
+mod error;
+mod launch;
+mod manifest;
+mod ovmf;
+mod owner_cmds;
+mod platform_cmds;
+mod select;
+mod tables;
+mod util;
+mod vmsa;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use error::Result;
+use owner_cmds::{MeasurementArgs, SecretArgs, VmsaBuildArgs};
+use platform_cmds::Show;
+use select::Target;
+
+/// Manage AMD SEV platforms and launch SEV guests.
+#[derive(Debug, Parser)]
+#[command(name = "sevctl", version)]
+struct Cli {
+    /// The SEV device node; the VM node is `<PATH>-vm`.
+    #[arg(long, global = true, default_value = "/dev/sev")]
+    device: PathBuf,
+    /// Use the firmware embedded in this program instead of a device.
+    #[arg(long, global = true)]
+    emulated: bool,
+    /// State of the embedded firmware (default: $XDG_STATE_HOME/sevctl or ~/.local/state/sevctl).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Show platform information.
+    Show {
+        #[command(subcommand)]
+        what: Show,
+    },
+    /// Everything the platform reports.
+    Status,
+    /// Export the platform's certificate chain (PDH, PEK, OCA, CEK; --full adds ASK, ARK).
+    Export {
+        /// Add AMD's part of the chain.
+        #[arg(short, long)]
+        full: bool,
+        /// ASK ‖ ARK file (for --full).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Output file.
+        destination: PathBuf,
+    },
+    /// Verify a certificate chain.
+    Verify {
+        /// Chain file (PDH ‖ PEK ‖ OCA ‖ CEK [‖ ASK ‖ ARK]); the platform's when absent.
+        #[arg(long)]
+        sev: Option<PathBuf>,
+        /// Use this OCA instead of the chain's.
+        #[arg(long)]
+        oca: Option<PathBuf>,
+        /// ASK ‖ ARK file.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Print nothing; the exit code tells.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Generate an owner certificate authority (OCA) and its key.
+    Generate {
+        /// OCA certificate output.
+        cert: PathBuf,
+        /// OCA private key output (DER, mode 0600).
+        key: PathBuf,
+    },
+    /// Take ownership of the platform with an OCA.
+    Provision {
+        /// OCA certificate.
+        cert: PathBuf,
+        /// OCA private key.
+        key: PathBuf,
+    },
+    /// Reset the platform (new keys, self-owned).
+    Reset,
+    /// Rotate the platform's PDH.
+    Rotate,
+    /// Make a launch session for a PDH: NAME_godh.b64, NAME_session.b64, NAME_tek.bin, NAME_tik.bin.
+    Session {
+        /// File name prefix (default "vm").
+        #[arg(short, long)]
+        name: Option<String>,
+        /// The platform's PDH certificate.
+        pdh: PathBuf,
+        /// Guest policy.
+        policy: u32,
+    },
+    /// Launch measurements.
+    Measurement {
+        #[command(subcommand)]
+        cmd: MeasurementCmd,
+    },
+    /// Launch secrets.
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+    },
+    /// SEV-ES save areas.
+    Vmsa {
+        #[command(subcommand)]
+        cmd: VmsaCmd,
+    },
+    /// Launch the guest a manifest describes, as owner and host, and inject its secrets.
+    Launch {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Keep the guest until interrupted.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Manifests.
+    Manifest {
+        #[command(subcommand)]
+        cmd: ManifestCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MeasurementCmd {
+    /// Compute the measurement a launch should report.
+    Build(MeasurementArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCmd {
+    /// Build a LAUNCH_SECRET packet.
+    Build(SecretArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum VmsaCmd {
+    /// Build a vCPU's initial save area.
+    Build(VmsaBuildArgs),
+    /// Show a save area.
+    Show {
+        /// The VMSA file.
+        filename: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ManifestCmd {
+    /// Check a manifest without launching.
+    Check {
+        /// The manifest.
+        manifest: PathBuf,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let target = Target {
+        device: cli.device.clone(),
+        emulated: cli.emulated,
+        state_dir: cli.state_dir.clone(),
+    };
+    match cli.cmd {
+        Cmd::Show { what } => platform_cmds::show(&target.open()?, what, cli.json),
+        Cmd::Status => platform_cmds::status(&target.open()?, cli.json),
+        Cmd::Export {
+            full,
+            ca,
+            destination,
+        } => platform_cmds::export(&target.open()?, &target, full, ca.as_deref(), &destination),
+        Cmd::Verify {
+            sev,
+            oca,
+            ca,
+            quiet,
+        } => {
+            let platform = if sev.is_none() {
+                Some(target.open()?)
+            } else {
+                None
+            };
+            platform_cmds::verify(
+                platform.as_ref(),
+                &target,
+                sev.as_deref(),
+                oca.as_deref(),
+                ca.as_deref(),
+                quiet,
+            )
+        }
+        Cmd::Generate { cert, key } => platform_cmds::generate(&cert, &key),
+        Cmd::Provision { cert, key } => platform_cmds::provision(&target.open()?, &cert, &key),
+        Cmd::Reset => Ok(target.open()?.factory_reset()?),
+        Cmd::Rotate => Ok(target.open()?.pdh_gen()?),
+        Cmd::Session { name, pdh, policy } => owner_cmds::session(name.as_deref(), &pdh, policy),
+        Cmd::Measurement {
+            cmd: MeasurementCmd::Build(args),
+        } => owner_cmds::measurement_build(&args),
+        Cmd::Secret {
+            cmd: SecretCmd::Build(args),
+        } => owner_cmds::secret_build(&args),
+        Cmd::Vmsa {
+            cmd: VmsaCmd::Build(args),
+        } => owner_cmds::vmsa_build(&args),
+        Cmd::Vmsa {
+            cmd: VmsaCmd::Show { filename },
+        } => owner_cmds::vmsa_show(&filename),
+        Cmd::Manifest {
+            cmd: ManifestCmd::Check { manifest },
+        } => {
+            let m = manifest::Manifest::load(&manifest)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "manifest": manifest, "valid": true, "guest": m.name, "policy": m.policy })
+                );
+            } else {
+                println!(
+                    "{}: valid ({} guest {:?}, {} MiB, {} vCPUs, policy {:#x}, {} secrets)",
+                    manifest.display(),
+                    if m.mode == manifest::Mode::SevEs {
+                        "SEV-ES"
+                    } else {
+                        "SEV"
+                    },
+                    m.name,
+                    m.memory >> 20,
+                    m.vcpus,
+                    m.policy,
+                    m.secrets.len()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Launch { manifest, keep } => {
+            let m = manifest::Manifest::load(&manifest)?;
+            let platform = target.open()?;
+            let vm = launch::launch(&m, &target, &platform, cli.json)?;
+            if keep {
+                eprintln!("sevctl: guest kept; interrupt (Ctrl-C) to end it");
+                wait_for_interrupt();
+            }
+            drop(vm);
+            Ok(())
+        }
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_interrupt() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_ok() {
+        let _ = set.wait();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sevctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Which platform a command talks to: the device node, or the embedded firmware when asked
+//! (`--emulated`) or when there is no device.
+
+use std::path::{Path, PathBuf};
+
+use sevd::firmware::FirmwareConfig;
+use sevd::platform::Platform;
+
+use crate::error::Result;
+
+/// The global options that choose the platform.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `--device`.
+    pub device: PathBuf,
+    /// `--emulated`.
+    pub emulated: bool,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The embedded firmware's default state: `$XDG_STATE_HOME/sevctl` or
+/// `~/.local/state/sevctl`, so it works without root.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("sevctl");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    Path::new(&home).join(".local/state/sevctl")
+}
+
+impl Target {
+    /// Whether commands go to the embedded firmware.
+    pub fn is_embedded(&self) -> bool {
+        self.emulated || !self.device.exists()
+    }
+
+    /// The state directory of the embedded firmware.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(default_state_dir)
+    }
+
+    /// Opens the platform, saying on stderr which one when it was not asked for.
+    pub fn open(&self) -> Result<Platform> {
+        if self.is_embedded() {
+            let dir = self.state_dir();
+            if !self.emulated {
+                eprintln!(
+                    "sevctl: no SEV device at {}; using the embedded firmware (state in {})",
+                    self.device.display(),
+                    dir.display()
+                );
+            }
+            Ok(Platform::embedded(&dir, FirmwareConfig::default(), None)?)
+        } else {
+            Ok(Platform::device(&self.device)?)
+        }
+    }
+
+    /// AMD's part of the chain (ASK ‖ ARK) for this platform: given with `--ca`, the
+    /// embedded firmware's own, or the one sevd publishes in its state directory.
+    pub fn ca_file(&self, given: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = given {
+            return Some(p.to_path_buf());
+        }
+        let published = if self.is_embedded() {
+            self.state_dir().join(sevd::state::CA_FILE)
+        } else {
+            Path::new("/var/lib/sevd").join(sevd::state::CA_FILE)
+        };
+        published.exists().then_some(published)
+    }
+}

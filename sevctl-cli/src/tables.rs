@@ -1,0 +1,77 @@
+//! The GUIDed tables owners build, byte for byte as sevctl builds them: the kernel hashes
+//! table QEMU puts in the guest (measured with OVMF) and the efi_secret table a launch
+//! secret carries (firmware-semantics.md §6, §8.3).
+
+use crate::error::Result;
+use crate::util::guid_le;
+
+/// The hashes table and its entries (QEMU's `SEV_HASH_TABLE_*` GUIDs).
+const HASH_TABLE: &str = "9438d606-4f22-4cc9-b479-a793d411fd21";
+const HASH_KERNEL: &str = "4de79437-abd2-427f-b835-d5b172d2045b";
+const HASH_INITRD: &str = "44baf731-3a2f-4bd7-9af1-41e29169781d";
+const HASH_CMDLINE: &str = "97d02dd8-bd20-4c94-aa78-e7714d36ab2a";
+/// Linux's efi_secret table header GUID.
+const SECRET_TABLE: &str = "1e74f542-71dd-4d66-963e-ef4287ff173b";
+
+/// `GUID ‖ length ‖ payload`, the length (GUID + length field + payload) in `len_size` bytes.
+fn entry(guid: &str, payload: &[u8], len_size: usize) -> Result<Vec<u8>> {
+    let mut out = guid_le(guid)?.to_vec();
+    let len = 16 + len_size + payload.len();
+    out.extend_from_slice(&len.to_le_bytes()[..len_size]);
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+/// A table: an entry of the table GUID around `payload`, zero-padded to 16 bytes.
+fn table(guid: &str, payload: &[u8], len_size: usize) -> Result<Vec<u8>> {
+    let mut t = entry(guid, payload, len_size)?;
+    t.resize(t.len().div_ceil(16) * 16, 0);
+    Ok(t)
+}
+
+/// The kernel hashes table for a kernel, initrd and command line (the command line is
+/// hashed with its terminating NUL).
+pub fn kernel_hashes(kernel: &[u8], initrd: &[u8], cmdline: &str) -> Result<Vec<u8>> {
+    let sha = sevd::crypto::sha256;
+    let mut cmdline = cmdline.as_bytes().to_vec();
+    cmdline.push(0);
+    let mut payload = entry(HASH_CMDLINE, &sha(&cmdline), 2)?;
+    payload.extend(entry(HASH_INITRD, &sha(initrd), 2)?);
+    payload.extend(entry(HASH_KERNEL, &sha(kernel), 2)?);
+    table(HASH_TABLE, &payload, 2)
+}
+
+/// The efi_secret table of `(GUID, secret)` pairs.
+pub fn secret_table(secrets: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+    let mut payload = vec![];
+    for (guid, data) in secrets {
+        payload.extend(entry(guid, data, 4)?);
+    }
+    table(SECRET_TABLE, &payload, 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_table_layout() {
+        // One 18-byte secret gives a 64-byte table with header length 0x3a (sevctl).
+        let t = secret_table(&[(
+            "736869e5-84f0-4973-92ec-06879ce3da0b".into(),
+            b"MY-LUKS-PASSPHRASE".to_vec(),
+        )])
+        .unwrap();
+        assert_eq!(t.len(), 64);
+        assert_eq!(u32::from_le_bytes(t[16..20].try_into().unwrap()), 0x3a);
+        assert_eq!(u32::from_le_bytes(t[36..40].try_into().unwrap()), 38);
+    }
+
+    #[test]
+    fn hashes_table_layout() {
+        // 16 + 2 + 3 × 50 = 168, padded to 176 (QEMU's layout).
+        let t = kernel_hashes(b"k", b"i", "c").unwrap();
+        assert_eq!(t.len(), 176);
+        assert_eq!(u16::from_le_bytes(t[16..18].try_into().unwrap()), 168);
+    }
+}

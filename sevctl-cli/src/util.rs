@@ -1,0 +1,109 @@
+//! Small parsers and file helpers shared by the commands, with sevctl's conventions.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use base64::Engine;
+
+use crate::error::{input, Result};
+
+/// Standard base64.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes standard base64.
+pub fn unb64(what: &str, s: &str) -> Result<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| input(format!("{what}: not base64: {e}")))
+}
+
+/// sevctl's `parse_base64_or_path`: a path if one exists, else base64.
+pub fn base64_or_path(what: &str, val: &str) -> Result<Vec<u8>> {
+    if Path::new(val).exists() {
+        std::fs::read(val).map_err(|e| input(format!("{what}: {val}: {e}")))
+    } else {
+        unb64(what, val)
+    }
+}
+
+/// sevctl's `parse_hex_or_int`: `0x…` hex or decimal.
+pub fn hex_or_int(what: &str, val: &str) -> Result<u32> {
+    let r = match val.to_ascii_lowercase().strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => val.parse(),
+    };
+    r.map_err(|_| input(format!("{what}={val}: value must be int or hex")))
+}
+
+/// Reads a file the user named.
+pub fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| input(format!("{what}: {}: {e}", path.display())))
+}
+
+/// Writes an output file; secrets (keys) get mode 0600.
+pub fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
+    let mode = if secret { 0o600 } else { 0o644 };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| input(format!("{}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(|e| input(format!("{}: {e}", path.display())))
+}
+
+/// A 16-byte value from a file, or base64.
+pub fn key16(what: &str, val: &str) -> Result<[u8; 16]> {
+    let bytes = base64_or_path(what, val)?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| input(format!("{what}: {} bytes, expected 16", b.len())))
+}
+
+/// Parses a GUID `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` into its EFI byte order
+/// (`bytes_le`: the first three fields little-endian).
+pub fn guid_le(s: &str) -> Result<[u8; 16]> {
+    let err = || {
+        input(format!(
+            "{s:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+        ))
+    };
+    let parts: Vec<&str> = s.split('-').collect();
+    if parts.iter().map(|p| p.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+        return Err(err());
+    }
+    let hex: String = parts.concat();
+    let raw = hex::decode(&hex).map_err(|_| err())?;
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&raw);
+    out[..4].reverse();
+    out[4..6].reverse();
+    out[6..8].reverse();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_in_efi_order() {
+        // The efi_secret table's GUID and its bytes as the table stores them.
+        let g = guid_le("1e74f542-71dd-4d66-963e-ef4287ff173b").unwrap();
+        assert_eq!(hex::encode(g), "42f5741edd71664d963eef4287ff173b");
+        assert!(guid_le("1e74f542-71dd-4d66-963e").is_err());
+        assert!(guid_le("1e74f542-71dd-4d66-963e-ef4287ff17zz").is_err());
+    }
+
+    #[test]
+    fn numbers_as_sevctl_reads_them() {
+        assert_eq!(hex_or_int("--policy", "0x05").unwrap(), 5);
+        assert_eq!(hex_or_int("--policy", "40").unwrap(), 40);
+        assert!(hex_or_int("--policy", "five").is_err());
+    }
+}
