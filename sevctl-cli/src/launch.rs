@@ -17,7 +17,7 @@ use sevd::platform::{Platform, Vm};
 use crate::error::{input, CliError, Result};
 use crate::manifest::{Manifest, Mode, Placement};
 use crate::ovmf::Ovmf;
-use crate::owner_cmds::{new_session, secret_packet};
+use crate::owner_cmds::{new_session, secret_packet, OwnerSession};
 use crate::select::Target;
 use crate::tables;
 use crate::util;
@@ -112,6 +112,11 @@ fn show_secret_views(
         entries.push(
             json!({ "guid": s.guid, "length": data.len(), "matches": data == s.data.as_slice() }),
         );
+        let shown = match std::str::from_utf8(data) {
+            Ok(t) if t.chars().all(|c| !c.is_control()) => format!("{t:?}"),
+            _ => hex::encode(data),
+        };
+        log.step("guest", "secret entry", format!("{} = {shown}", s.guid));
         at += len.max(20);
     }
     let show = |b: &[u8]| hex::encode(&b[..b.len().min(32)]);
@@ -140,8 +145,37 @@ fn show_secret_views(
     )
 }
 
+/// A session made beforehand by `sevctl session` (ours or virtee's).
+fn session_from_files(f: &crate::manifest::SessionFiles) -> Result<OwnerSession> {
+    let text = |p: &std::path::Path| -> Result<Vec<u8>> {
+        let t = std::fs::read_to_string(p).map_err(|e| input(format!("{}: {e}", p.display())))?;
+        util::unb64(&p.display().to_string(), &t)
+    };
+    let key = |p: &std::path::Path| -> Result<zeroize::Zeroizing<[u8; 16]>> {
+        let b = util::read("session key", p)?;
+        let k: [u8; 16] = b
+            .try_into()
+            .map_err(|_| input(format!("{}: not 16 bytes", p.display())))?;
+        Ok(zeroize::Zeroizing::new(k))
+    };
+    Ok(OwnerSession {
+        godh: text(&f.godh)?,
+        session: text(&f.session)?,
+        keys: sevd::owner::session::TransportKeys {
+            tek: key(&f.tek)?,
+            tik: key(&f.tik)?,
+        },
+    })
+}
+
 /// Runs the launch described by `m` on `p`. Returns the running VM (for `--keep`).
-pub fn launch(m: &Manifest, target: &Target, p: &Platform, json_out: bool) -> Result<Vm> {
+pub fn launch(
+    m: &Manifest,
+    target: &Target,
+    p: &Platform,
+    ca: Option<&std::path::Path>,
+    json_out: bool,
+) -> Result<Vm> {
     let mut log = Log {
         json: json_out,
         steps: vec![],
@@ -164,7 +198,7 @@ pub fn launch(m: &Manifest, target: &Target, p: &Platform, json_out: bool) -> Re
     let (pdh_bytes, chain) = p.pdh_cert_export()?;
     let certs = decode_chain(&chain, 3).map_err(|e| CliError::Attestation(e.to_string()))?;
     let pdh = Certificate::decode(&pdh_bytes).map_err(|e| CliError::Attestation(e.to_string()))?;
-    let ca_file = target.ca_file(None).ok_or_else(|| {
+    let ca_file = target.ca_file(ca.or(m.ca.as_deref())).ok_or_else(|| {
         CliError::Attestation(
             "no ASK ‖ ARK to verify the platform with (sevd publishes <state-dir>/ask_ark.cert)"
                 .into(),
@@ -194,12 +228,24 @@ pub fn launch(m: &Manifest, target: &Target, p: &Platform, json_out: bool) -> Re
         ),
     );
 
-    let owner = new_session(&pdh, m.policy)?;
-    log.step(
-        "owner",
-        "session",
-        format!("policy {:#x}, fresh TEK/TIK wrapped for the PDH", m.policy),
-    );
+    let owner = match &m.session {
+        Some(files) => {
+            let s = session_from_files(files)?;
+            let from = files.session.display().to_string();
+            log.step(
+                "owner",
+                "session",
+                format!("policy {:#x}, from {from}", m.policy),
+            );
+            s
+        }
+        None => {
+            let s = new_session(&pdh, m.policy)?;
+            let what = format!("policy {:#x}, fresh TEK/TIK wrapped for the PDH", m.policy);
+            log.step("owner", "session", what);
+            s
+        }
+    };
 
     // Host: the VM, its memory, LAUNCH_START.
     let es = m.mode == Mode::SevEs;

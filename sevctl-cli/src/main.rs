@@ -127,6 +127,10 @@ enum Cmd {
         /// Keep the guest until interrupted.
         #[arg(long)]
         keep: bool,
+        /// ASK ‖ ARK to verify the platform with (default: the manifest's, or the platform's
+        /// published one).
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     /// Manifests.
     Manifest {
@@ -245,10 +249,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Launch { manifest, keep } => {
+        Cmd::Launch { manifest, keep, ca } => {
             let m = manifest::Manifest::load(&manifest)?;
             let platform = target.open()?;
-            let vm = launch::launch(&m, &target, &platform, cli.json)?;
+            let vm = launch::launch(&m, &target, &platform, ca.as_deref(), cli.json)?;
             if keep {
                 eprintln!("sevctl: guest kept; interrupt (Ctrl-C) to end it");
                 wait_for_interrupt();

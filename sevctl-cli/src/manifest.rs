@@ -40,6 +40,26 @@ struct Raw {
     measurement: Option<String>,
     #[serde(default)]
     secrets: Option<RawSecrets>,
+    #[serde(default)]
+    owner: Option<RawOwner>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawOwner {
+    #[serde(default)]
+    session: Option<RawSession>,
+    #[serde(default)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSession {
+    godh: PathBuf,
+    session: PathBuf,
+    tek: PathBuf,
+    tik: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +164,20 @@ pub struct Secret {
     pub data: Vec<u8>,
 }
 
+/// Session files made beforehand (`sevctl session`): the GODH and session as base64, TEK and
+/// TIK raw.
+#[derive(Debug, Clone)]
+pub struct SessionFiles {
+    /// `NAME_godh.b64`.
+    pub godh: PathBuf,
+    /// `NAME_session.b64`.
+    pub session: PathBuf,
+    /// `NAME_tek.bin`.
+    pub tek: PathBuf,
+    /// `NAME_tik.bin`.
+    pub tik: PathBuf,
+}
+
 /// A checked manifest.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -171,6 +205,10 @@ pub struct Manifest {
     pub secrets: Vec<Secret>,
     /// Where the secret table goes.
     pub placement: Placement,
+    /// The owner's session, when made beforehand.
+    pub session: Option<SessionFiles>,
+    /// ASK ‖ ARK to verify the platform with.
+    pub ca: Option<PathBuf>,
 }
 
 /// The 1-based line of the first line of `text` containing `needle`, for messages about
@@ -442,7 +480,21 @@ impl Manifest {
                 });
             }
         }
+        let (mut session, mut ca) = (None, None);
+        if let Some(o) = &raw.owner {
+            if let Some(sf) = &o.session {
+                session = Some(SessionFiles {
+                    godh: file(&sf.godh)?,
+                    session: file(&sf.session)?,
+                    tek: file(&sf.tek)?,
+                    tik: file(&sf.tik)?,
+                });
+            }
+            ca = o.ca.as_ref().map(file).transpose()?;
+        }
         Ok(Manifest {
+            session,
+            ca,
             name: raw.name.unwrap_or_else(|| "guest".into()),
             memory,
             vcpus,
