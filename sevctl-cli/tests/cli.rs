@@ -1,0 +1,349 @@
+//! sevctl end to end on the embedded firmware (no root, no daemon): platform commands,
+//! launches of the examples, refused attestations, bad manifests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn chip() -> &'static [u8] {
+    static CHIP: OnceLock<Vec<u8>> = OnceLock::new();
+    CHIP.get_or_init(|| {
+        sevd::firmware::chip::Chip::generate((1, 55))
+            .unwrap()
+            .encode()
+            .to_vec()
+    })
+}
+
+/// A state directory with a ready chip, so tests need not make RSA keys.
+fn state() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chip.bin"), chip()).unwrap();
+    dir
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+}
+
+fn sevctl(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sevctl"))
+        .arg("--emulated")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("run sevctl")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn ok(state: &Path, args: &[&str]) -> String {
+    let o = sevctl(state, args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "sevctl {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+#[test]
+fn launches_the_examples_and_the_secrets_arrive() {
+    let st = state();
+    let out = ok(
+        st.path(),
+        &["launch", examples().join("sev-es.yaml").to_str().unwrap()],
+    );
+    assert!(
+        out.contains("verify measurement") && out.contains("matches"),
+        "{out}"
+    );
+    assert!(out.contains("\"correct horse battery staple\""), "{out}");
+    assert!(out.contains("\"api-token-0123456789\""), "{out}");
+    assert!(out.contains("state RUNNING"));
+    let out = ok(
+        st.path(),
+        &["launch", examples().join("sev.yaml").to_str().unwrap()],
+    );
+    assert!(out.contains("kernel hashes table"), "{out}");
+
+    let json = ok(
+        st.path(),
+        &[
+            "--json",
+            "launch",
+            examples().join("sev-es.yaml").to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["state"], 3);
+    assert_eq!(v["policy"], 0x7);
+    let entries = v["secret"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e["matches"] == true));
+    assert_ne!(v["secret"]["guest_view"], v["secret"]["hypervisor_view"]);
+}
+
+/// Copies the example tree so a test can change files in it.
+fn example_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["firmware", "secrets", "kernel"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(examples().join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn a_changed_image_is_refused_and_no_secret_is_released() {
+    let st = state();
+    let ex = example_copy();
+    let manifest = ex.path().join("guest.yaml");
+    let base = std::fs::read_to_string(examples().join("sev-es.yaml")).unwrap();
+    std::fs::write(&manifest, &base).unwrap();
+    let json = ok(st.path(), &["--json", "launch", manifest.to_str().unwrap()]);
+    let digest = serde_json::from_str::<serde_json::Value>(&json).unwrap()["launch_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The owner fixes the expected digest; the same image launches.
+    std::fs::write(
+        &manifest,
+        base.replace("measurement: auto", &format!("measurement: {digest}")),
+    )
+    .unwrap();
+    ok(st.path(), &["launch", manifest.to_str().unwrap()]);
+
+    // Then the image changes: refused, exit code 3, no LAUNCH_SECRET.
+    let fw = ex.path().join("firmware/OVMF.amdsev.suffix.fd");
+    let mut image = std::fs::read(&fw).unwrap();
+    image[100] ^= 1;
+    std::fs::write(&fw, image).unwrap();
+    let o = sevctl(st.path(), &["launch", manifest.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}\n{err}");
+    assert!(
+        err.contains("does not match") && err.contains("no secret was released"),
+        "{err}"
+    );
+    assert!(err.contains(&digest), "the expected digest is shown: {err}");
+    assert!(!out.contains("LAUNCH_SECRET"), "{out}");
+}
+
+fn check(manifest: &str) -> (Option<i32>, String) {
+    let ex = example_copy();
+    let path = ex.path().join("m.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sevctl"))
+        .args(["manifest", "check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (o.status.code(), text(&o).1)
+}
+
+const GOOD: &str = "apiVersion: sevctl/v1
+guest:
+  memory: 64M
+  vcpus: 2
+  mode: sev-es
+images:
+  ovmf: firmware/OVMF.amdsev.suffix.fd
+secrets:
+  entries:
+    - guid: 736869e5-84f0-4973-92ec-06879ce3da0b
+      file: secrets/disk-passphrase.txt
+";
+
+#[test]
+fn bad_manifests_are_refused_with_the_line() {
+    assert_eq!(check(GOOD).0, Some(0));
+    let cases = [
+        (
+            "unknown key",
+            GOOD.replace("  vcpus: 2", "  vcpus: 2\n  cpus: 4"),
+            ":5:",
+            "unknown field `cpus`",
+        ),
+        (
+            "wrong type",
+            GOOD.replace("vcpus: 2", "vcpus: two"),
+            ":4:",
+            "invalid",
+        ),
+        (
+            "missing file",
+            GOOD.replace("OVMF.amdsev.suffix.fd", "missing.fd"),
+            ":7:",
+            "no such file",
+        ),
+        (
+            "api version",
+            GOOD.replace("sevctl/v1", "sevctl/v9"),
+            ":1:",
+            "apiVersion",
+        ),
+        (
+            "bad guid",
+            GOOD.replace("736869e5-84f0", "736869e5-84fz"),
+            ":10:",
+            "not a GUID",
+        ),
+        (
+            "bad mode",
+            GOOD.replace("sev-es", "snp"),
+            ":5:",
+            "sev or sev-es",
+        ),
+        ("bad memory", GOOD.replace("64M", "lots"), ":3:", "memory"),
+        (
+            "kernel alone",
+            GOOD.replace(
+                "  ovmf: firmware/OVMF.amdsev.suffix.fd",
+                "  ovmf: firmware/OVMF.amdsev.suffix.fd\n  kernel: kernel/vmlinuz-demo",
+            ),
+            ":8:",
+            "go together",
+        ),
+        (
+            "raw and flags",
+            GOOD.replace(
+                "  mode: sev-es",
+                "  mode: sev-es\n  policy:\n    raw: 5\n    flags: [nodbg]",
+            ),
+            ":7:",
+            "either raw or flags",
+        ),
+        (
+            "bad digest",
+            GOOD.replace("secrets:", "measurement: 1234\nsecrets:"),
+            ":8:",
+            "64 hex digits",
+        ),
+        ("not yaml", "apiVersion: [".to_string(), ":1:", ""),
+        (
+            "missing section",
+            "apiVersion: sevctl/v1\n".to_string(),
+            ":1:",
+            "missing field",
+        ),
+    ];
+    for (name, text, line, what) in cases {
+        let (code, err) = check(&text);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(err.contains(line) && err.contains(what), "{name}: {err}");
+    }
+}
+
+#[test]
+fn platform_commands_on_the_embedded_firmware() {
+    let st = state();
+    let s = st.path();
+    assert_eq!(ok(s, &["show", "flags"]).trim(), "es");
+    assert_eq!(ok(s, &["show", "guests"]).trim(), "0");
+    assert_eq!(ok(s, &["show", "identifier"]).trim().len(), 128);
+    assert!(ok(s, &["status"]).contains("embedded firmware"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    ok(s, &["export", "--full", &p("full.cert")]);
+    assert_eq!(
+        std::fs::read(p("full.cert")).unwrap().len(),
+        4 * 0x824 + 2 * 1600
+    );
+    ok(s, &["verify", "--sev", &p("full.cert")]);
+    ok(s, &["export", &p("chain.cert")]);
+    ok(
+        s,
+        &[
+            "verify",
+            "--sev",
+            &p("chain.cert"),
+            "--ca",
+            s.join("ask_ark.cert").to_str().unwrap(),
+        ],
+    );
+    // A forged chain fails verification with exit code 3.
+    let mut forged = std::fs::read(p("chain.cert")).unwrap();
+    forged[0x41C + 10] ^= 1; // the PEK's signature on the PDH
+    std::fs::write(p("forged.cert"), forged).unwrap();
+    let o = sevctl(s, &["verify", "--sev", &p("forged.cert")]);
+    assert_eq!(o.status.code(), Some(3));
+    // Ownership.
+    ok(s, &["generate", &p("oca.cert"), &p("oca.key")]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(p("oca.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    ok(s, &["provision", &p("oca.cert"), &p("oca.key")]);
+    assert_eq!(
+        ok(s, &["show", "flags"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["owned", "es"]
+    );
+    ok(s, &["export", &p("owned.cert")]);
+    assert_eq!(
+        std::fs::read(p("owned.cert")).unwrap()[0x824 * 2..0x824 * 3],
+        std::fs::read(p("oca.cert")).unwrap()[..]
+    );
+    ok(
+        s,
+        &["verify", "--sev", &p("owned.cert"), "--oca", &p("oca.cert")],
+    );
+    ok(s, &["rotate"]);
+    ok(s, &["reset"]);
+    assert!(!ok(s, &["show", "flags"]).contains("owned"));
+    // A key that is not the OCA's is refused with exit code 2.
+    ok(s, &["generate", &p("other.cert"), &p("other.key")]);
+    assert_eq!(
+        sevctl(s, &["provision", &p("oca.cert"), &p("other.key")])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn session_files_drive_a_launch() {
+    let st = state();
+    let s = st.path();
+    let ex = example_copy();
+    let d = ex.path();
+    // The platform's PDH, as sevctl export writes it first in the chain.
+    ok(s, &["export", d.join("chain.cert").to_str().unwrap()]);
+    let chain = std::fs::read(d.join("chain.cert")).unwrap();
+    std::fs::write(d.join("pdh.cert"), &chain[..0x824]).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sevctl"))
+        .current_dir(d)
+        .args(["session", "--name", "guest", "pdh.cert", "7"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    for f in [
+        "guest_godh.b64",
+        "guest_session.b64",
+        "guest_tek.bin",
+        "guest_tik.bin",
+    ] {
+        assert!(d.join(f).exists(), "{f}");
+    }
+    let manifest = std::fs::read_to_string(examples().join("sev-es.yaml")).unwrap()
+        + "owner:\n  session:\n    godh: guest_godh.b64\n    session: guest_session.b64\n    tek: guest_tek.bin\n    tik: guest_tik.bin\n";
+    std::fs::write(d.join("m.yaml"), manifest).unwrap();
+    let out = ok(s, &["launch", d.join("m.yaml").to_str().unwrap()]);
+    assert!(
+        out.contains("from") && out.contains("guest_session.b64") && out.contains("matches"),
+        "{out}"
+    );
+}
