@@ -1,0 +1,264 @@
+//! Our sevctl through the daemon, and its file formats against virtee's sevctl 0.6.2
+//! (SEVCTL_BIN, installed by scripts/test.sh): virtee's session files drive our launch, our
+//! session and measurement agree with virtee's `measurement build`, and a packet from
+//! virtee's `secret build` is accepted by LAUNCH_SECRET.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine;
+use sevd::platform::Platform;
+use tests::{can_mount, pdh_export, Sevd};
+
+fn ours() -> PathBuf {
+    tests::sevd_bin().with_file_name("sevctl")
+}
+
+fn virtee() -> Option<PathBuf> {
+    std::env::var_os("SEVCTL_BIN").map(PathBuf::from)
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+}
+
+fn run(bin: &Path, dir: &Path, args: &[&str]) -> Output {
+    let o = Command::new(bin)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run");
+    eprintln!(
+        "$ {} {}\n{}{}",
+        bin.display(),
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn ok(bin: &Path, dir: &Path, args: &[&str]) -> String {
+    let o = run(bin, dir, args);
+    assert!(o.status.success(), "{} {args:?} failed", bin.display());
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A copy of the examples with the daemon's PDH, and a manifest using session files.
+fn workdir(sevd: &Sevd) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["firmware", "secrets"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(examples().join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    let (pdh, _) = pdh_export(&sevd.open()).unwrap();
+    std::fs::write(dir.path().join("pdh.cert"), pdh).unwrap();
+    let manifest = std::fs::read_to_string(examples().join("sev-es.yaml")).unwrap()
+        + "owner:\n  session:\n    godh: s_godh.b64\n    session: s_session.b64\n    tek: s_tek.bin\n    tik: s_tik.bin\n";
+    std::fs::write(dir.path().join("m.yaml"), manifest).unwrap();
+    dir
+}
+
+macro_rules! require_mount {
+    () => {
+        if !can_mount() {
+            eprintln!("skipped: needs root and /dev/fuse");
+            return;
+        }
+    };
+}
+
+#[test]
+fn sevctl_launches_through_the_daemon() {
+    require_mount!();
+    let sevd = Sevd::start();
+    let node = sevd.node();
+    let ca = sevd.state_dir.join("ask_ark.cert");
+    let out = ok(
+        &ours(),
+        Path::new("."),
+        &[
+            "--device",
+            node.to_str().unwrap(),
+            "launch",
+            examples().join("sev-es.yaml").to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains(&format!("device {}", node.display())), "{out}");
+    assert!(out.contains("\"correct horse battery staple\""), "{out}");
+    let flags = ok(
+        &ours(),
+        Path::new("."),
+        &["--device", node.to_str().unwrap(), "show", "flags"],
+    );
+    assert_eq!(flags.trim(), "es");
+}
+
+#[test]
+fn virtee_session_files_drive_our_launch() {
+    require_mount!();
+    let Some(virtee) = virtee() else {
+        eprintln!("skipped: SEVCTL_BIN is not set");
+        return;
+    };
+    let sevd = Sevd::start();
+    let dir = workdir(&sevd);
+    ok(
+        &virtee,
+        dir.path(),
+        &["session", "--name", "s", "pdh.cert", "7"],
+    );
+    let ca = sevd.state_dir.join("ask_ark.cert");
+    let out = ok(
+        &ours(),
+        dir.path(),
+        &[
+            "--device",
+            sevd.node().to_str().unwrap(),
+            "launch",
+            "m.yaml",
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("s_session.b64") && out.contains("matches"),
+        "{out}"
+    );
+}
+
+#[test]
+fn our_session_and_measurement_agree_with_virtee_measurement_build() {
+    require_mount!();
+    let Some(virtee) = virtee() else {
+        eprintln!("skipped: SEVCTL_BIN is not set");
+        return;
+    };
+    let sevd = Sevd::start();
+    let dir = workdir(&sevd);
+    ok(
+        &ours(),
+        dir.path(),
+        &["session", "--name", "s", "pdh.cert", "7"],
+    );
+    let ca = sevd.state_dir.join("ask_ark.cert");
+    let json = ok(
+        &ours(),
+        dir.path(),
+        &[
+            "--json",
+            "--device",
+            sevd.node().to_str().unwrap(),
+            "launch",
+            "m.yaml",
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let blob = hex::decode(report["measurement"].as_str().unwrap()).unwrap();
+    let digest = hex::decode(report["launch_digest"].as_str().unwrap()).unwrap();
+    let theirs = ok(
+        &virtee,
+        dir.path(),
+        &[
+            "measurement",
+            "build",
+            "--api-major",
+            "1",
+            "--api-minor",
+            "55",
+            "--build-id",
+            "25",
+            "--policy",
+            "7",
+            "--tik",
+            "s_tik.bin",
+            "--launch-digest",
+            &b64(&digest),
+            "--launch-measure-blob",
+            &b64(&blob),
+        ],
+    );
+    assert_eq!(
+        theirs.trim(),
+        b64(&blob),
+        "virtee's sevctl computes the measurement the platform reported"
+    );
+}
+
+#[test]
+fn a_virtee_secret_build_packet_is_accepted() {
+    require_mount!();
+    let Some(virtee) = virtee() else {
+        eprintln!("skipped: SEVCTL_BIN is not set");
+        return;
+    };
+    let sevd = Sevd::start();
+    let dir = workdir(&sevd);
+    ok(
+        &ours(),
+        dir.path(),
+        &["session", "--name", "s", "pdh.cert", "7"],
+    );
+    let read_b64 = |f: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(std::fs::read_to_string(dir.path().join(f)).unwrap().trim())
+            .unwrap()
+    };
+    let (godh, session) = (read_b64("s_godh.b64"), read_b64("s_session.b64"));
+
+    // Host side by hand, up to LAUNCH_MEASURE.
+    let p = Platform::device(&sevd.node()).unwrap();
+    let mut vm = p.create_vm(16 << 20).unwrap();
+    vm.sev_init(true).unwrap();
+    vm.launch_start(7, Some((&godh, &session))).unwrap();
+    vm.ram_mut()[..4096].fill(0x90);
+    vm.launch_update_data(0, 4096).unwrap();
+    vm.set_vmsa(0, &[0u8; 4096]).unwrap();
+    vm.launch_update_vmsa().unwrap();
+    let blob = vm.launch_measure().unwrap();
+
+    // Owner side with virtee's sevctl, then LAUNCH_SECRET with its packet.
+    let secret = dir.path().join("secrets/disk-passphrase.txt");
+    let arg = format!("736869e5-84f0-4973-92ec-06879ce3da0b:{}", secret.display());
+    ok(
+        &virtee,
+        dir.path(),
+        &[
+            "secret",
+            "build",
+            "--tik",
+            "s_tik.bin",
+            "--tek",
+            "s_tek.bin",
+            "--launch-measure-blob",
+            &b64(&blob),
+            "--secret",
+            &arg,
+            "header.bin",
+            "payload.bin",
+        ],
+    );
+    let header = std::fs::read(dir.path().join("header.bin")).unwrap();
+    let payload = std::fs::read(dir.path().join("payload.bin")).unwrap();
+    vm.launch_secret(&header, 0x10000, &payload).unwrap();
+    let table = vm.guest_read(0x10000, payload.len()).unwrap();
+    assert_eq!(
+        hex::encode(&table[..16]),
+        "42f5741edd71664d963eef4287ff173b",
+        "efi_secret table GUID"
+    );
+    let passphrase = std::fs::read(secret).unwrap();
+    assert_eq!(&table[40..40 + passphrase.len()], passphrase.as_slice());
+    vm.launch_finish().unwrap();
+}
