@@ -86,6 +86,41 @@ fn load_and_update(vm: &mut Vm, label: &str, gpa: u64, data: &[u8]) -> Result<()
     Ok(())
 }
 
+/// Reads a region file straight into guest memory (no copy of it is held), hashing it as it
+/// goes, then measures and encrypts it. Returns its size.
+fn stream_region(
+    vm: &mut Vm,
+    file: &std::path::Path,
+    gpa: u64,
+    measured: &mut openssl::sha::Sha256,
+) -> Result<usize> {
+    use std::io::Read;
+    let what = |e: std::io::Error| input(format!("{}: {e}", file.display()));
+    let mut f = std::fs::File::open(file).map_err(what)?;
+    let size = f.metadata().map_err(what)?.len() as usize;
+    let len = size.div_ceil(16) * 16;
+    let mem = vm.memory_mut(gpa, len).ok_or_else(|| {
+        input(format!(
+            "{}: {len:#x} bytes at {gpa:#x} are outside guest memory",
+            file.display()
+        ))
+    })?;
+    for chunk in mem[..size].chunks_mut(1 << 20) {
+        f.read_exact(chunk).map_err(what)?;
+        measured.update(chunk);
+    }
+    mem[size..].fill(0);
+    measured.update(&mem[size..]);
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(PIECE);
+        vm.launch_update_data(gpa + done as u64, n as u32)?;
+        done += n;
+        progress("LAUNCH_UPDATE_DATA", done, len);
+    }
+    Ok(size)
+}
+
 /// What the secrets look like to the guest and to the hypervisor.
 fn show_secret_views(
     log: &mut Log,
@@ -308,21 +343,11 @@ pub fn launch(
         }
     }
     for r in &m.regions {
-        let data = util::read("region", &r.file)?;
-        let padded = data.len().div_ceil(16) * 16;
-        load_and_update(&mut vm, "LAUNCH_UPDATE_DATA", r.address, &data)?;
-        let mut bytes = data.clone();
-        bytes.resize(padded, 0);
-        measured.update(&bytes);
+        let size = stream_region(&mut vm, &r.file, r.address, &mut measured)?;
         log.step(
             "host",
             "LAUNCH_UPDATE_DATA",
-            format!(
-                "{}, {} bytes at {:#x}",
-                r.file.display(),
-                data.len(),
-                r.address
-            ),
+            format!("{}, {} bytes at {:#x}", r.file.display(), size, r.address),
         );
     }
     if es {
