@@ -10,6 +10,7 @@ packages=(
   libssl-dev       # OpenSSL, for the firmware's crypto and the sev crate in tests
   pkg-config       # finds OpenSSL
   fuse3            # fusermount3, to clean up FUSE mounts by hand (sevd itself needs no helper)
+  ovmf             # Debian's OVMF, for examples/debian-ovmf.yaml and its test
 )
 
 missing=()

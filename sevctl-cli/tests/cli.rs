@@ -347,3 +347,58 @@ fn session_files_drive_a_launch() {
         "{out}"
     );
 }
+
+#[test]
+fn launches_on_debians_ovmf_when_installed() {
+    if !Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists() {
+        eprintln!("skipped: Debian's ovmf package is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let st = state();
+    let out = ok(
+        st.path(),
+        &[
+            "launch",
+            examples().join("debian-ovmf.yaml").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("matches") && out.contains("\"correct horse battery staple\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn raw_regions_are_loaded_measured_and_encrypted() {
+    let st = state();
+    let dir = tempfile::tempdir().unwrap();
+    let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.path().join("blob.bin"), &blob).unwrap();
+    let manifest = "apiVersion: sevctl/v1\nguest:\n  memory: 4M\n  mode: sev\nimages:\n  regions:\n    - address: 0x100000\n      file: blob.bin\nsecrets:\n  placement: 0x10000\n  entries:\n    - guid: 736869e5-84f0-4973-92ec-06879ce3da0b\n      value: hello\n";
+    std::fs::write(dir.path().join("m.yaml"), manifest).unwrap();
+    let json = ok(
+        st.path(),
+        &[
+            "--json",
+            "launch",
+            dir.path().join("m.yaml").to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut padded = blob.clone();
+    padded.resize(blob.len().div_ceil(16) * 16, 0);
+    assert_eq!(
+        v["launch_digest"],
+        hex::encode(openssl::sha::sha256(&padded)),
+        "the digest covers the region, padded to 16 bytes"
+    );
+    // A region outside guest memory is refused.
+    let outside = manifest.replace("0x100000", "0x400000");
+    std::fs::write(dir.path().join("m2.yaml"), outside).unwrap();
+    let o = sevctl(
+        st.path(),
+        &["launch", dir.path().join("m2.yaml").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("outside guest memory"));
+}
