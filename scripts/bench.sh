@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --quiet -p sevd -p tests --bins
+cargo build --release --quiet -p sevd -p sevctl-cli -p tests --bins
 cargo bench -p tests --bench roundtrip
 cargo bench -p tests --bench launch
+cargo bench -p tests --bench cli

@@ -402,3 +402,34 @@ fn raw_regions_are_loaded_measured_and_encrypted() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("outside guest memory"));
 }
+
+#[test]
+fn keep_holds_the_guest_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    let st = state();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sevctl"))
+        .args(["--emulated", "--state-dir"])
+        .arg(st.path())
+        .args(["launch", "--keep"])
+        .arg(examples().join("sev-es.yaml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("guest kept") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "sevctl ended before keeping the guest"
+        );
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
