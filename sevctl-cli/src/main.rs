@@ -254,8 +254,12 @@ fn run(cli: Cli) -> Result<()> {
             let platform = target.open()?;
             let vm = launch::launch(&m, &target, &platform, ca.as_deref(), cli.json)?;
             if keep {
+                // Block the signals before saying so, so an early Ctrl-C is not lost.
+                let signals = interrupt_signals();
                 eprintln!("sevctl: guest kept; interrupt (Ctrl-C) to end it");
-                wait_for_interrupt();
+                if let Some(set) = signals {
+                    let _ = set.wait();
+                }
             }
             drop(vm);
             Ok(())
@@ -263,15 +267,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_interrupt() {
+/// SIGINT and SIGTERM, blocked in this thread so they can be waited for.
+fn interrupt_signals() -> Option<nix::sys::signal::SigSet> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
-    if set.thread_block().is_ok() {
-        let _ = set.wait();
-    }
+    set.thread_block().ok().map(|()| set)
 }
 
 fn main() -> ExitCode {
