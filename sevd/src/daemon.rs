@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use vfs::{CharDevice, DeviceFs, FileMode, MountHandle, MountOptions};
 
+use crate::access::Gate;
 use crate::driver::kvm_sev::KvmSev;
+use crate::driver::passthrough::Passthrough;
+use crate::driver::sev_dev::SevBackend;
 use crate::driver::sev_dev::{InitMode, SevDev};
 use crate::firmware::random::{OsRandom, RandomSource, SeededRandom};
 use crate::firmware::{Firmware, FirmwareConfig};
@@ -18,9 +21,24 @@ use crate::state::{StateDir, StateError};
 /// The source name of every mount this daemon makes, which finds stale ones.
 pub const FSNAME: &str = "sevd";
 
+/// What answers the commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The software firmware, with its state in `Config::state_dir`.
+    Software,
+    /// A real SEV device node (or another sevd's), passed through.
+    Hardware(PathBuf),
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What answers the commands.
+    pub backend: Backend,
+    /// `--policy`: who may issue which commands.
+    pub policy: Option<PathBuf>,
+    /// `--audit-log`: one JSON line per command.
+    pub audit_log: Option<PathBuf>,
     /// State directory.
     pub state_dir: PathBuf,
     /// Directory that gets the `sev` node.
@@ -65,12 +83,32 @@ pub enum StartError {
     /// The crypto library failed.
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// The policy file.
+    #[error(transparent)]
+    Policy(#[from] crate::access::PolicyError),
+    /// The audit log could not be opened.
+    #[error("--audit-log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The hardware device.
+    #[error("--hw-device {path}: {why}")]
+    HwDevice {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// A running daemon.
 pub struct Daemon {
-    dev: Arc<Mutex<SevDev>>,
-    _state: StateDir,
+    backend: Arc<dyn SevBackend>,
+    gate: Arc<Gate>,
+    _state: Option<StateDir>,
     mounts: Vec<MountHandle>,
     placeholders: Vec<PathBuf>,
 }
@@ -181,20 +219,81 @@ fn register_sev_node(check: &ProcFdCheck, path: &Path, ino: u64) -> Result<(), S
     }
 }
 
+/// Checks that `--hw-device` is a real device node or another sevd's `sev` node, and not
+/// one this daemon is about to serve (it would forward to itself).
+fn check_hw_device(path: &Path, config: &Config) -> Result<(), StartError> {
+    let bad = |why: &str| StartError::HwDevice {
+        path: path.into(),
+        why: why.into(),
+    };
+    let meta = fs::metadata(path).map_err(|e| bad(&e.to_string()))?;
+    let own = [Some(config.mountpoint.join("sev")), config.link.clone()];
+    if own.iter().flatten().any(|p| p == path) {
+        return Err(bad("is this daemon's own node; it would forward to itself"));
+    }
+    if meta.file_type().is_char_device() {
+        return Ok(());
+    }
+    let another_sevd = vfs::find_mounts(FSNAME)
+        .unwrap_or_default()
+        .iter()
+        .any(|m| m == path || m.join("sev") == path);
+    if meta.is_file() && another_sevd {
+        return Ok(());
+    }
+    Err(bad(
+        "is neither a character device nor another sevd's sev node",
+    ))
+}
+
 impl Daemon {
-    /// Loads the state, powers the firmware on, probes the driver and mounts the nodes.
+    /// Starts the backend (the software firmware from its state, or the device), and mounts
+    /// the nodes: `sev`, and `sev-vm` with the software firmware.
     pub fn start(config: &Config) -> Result<Daemon, StartError> {
-        let (dev, state) = power_on(
-            &config.state_dir,
-            config.firmware,
-            config.nonce_seed,
-            config.init_mode,
-        )?;
-        let dev = Arc::new(Mutex::new(dev));
+        let policy = match &config.policy {
+            Some(p) => Some((crate::access::Policy::load(p)?, p.clone())),
+            None => None,
+        };
+        let audit = match &config.audit_log {
+            Some(p) => {
+                Some(
+                    crate::access::AuditLog::open(p).map_err(|source| StartError::Audit {
+                        path: p.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let gate = Arc::new(Gate::new(policy, audit));
         let fd_check = Arc::new(ProcFdCheck::default());
-        let kvm = Arc::new(KvmSev::new(dev.clone(), fd_check.clone()));
+        let (backend, vm_node, state): (Arc<dyn SevBackend>, Option<Arc<dyn CharDevice>>, _) =
+            match &config.backend {
+                Backend::Software => {
+                    let (dev, state) = power_on(
+                        &config.state_dir,
+                        config.firmware,
+                        config.nonce_seed,
+                        config.init_mode,
+                    )?;
+                    let dev = Arc::new(Mutex::new(dev));
+                    let kvm = Arc::new(KvmSev::new(dev.clone(), fd_check.clone()));
+                    let vm: Arc<dyn CharDevice> = Arc::new(VmNode::new(kvm));
+                    (dev, Some(vm), Some(state))
+                }
+                Backend::Hardware(path) => {
+                    check_hw_device(path, config)?;
+                    let dev = Passthrough::open(path).map_err(|e| StartError::HwDevice {
+                        path: path.clone(),
+                        why: e.to_string(),
+                    })?;
+                    log::info!("forwarding every command to {}", path.display());
+                    (Arc::new(dev), None, None)
+                }
+            };
         let mut daemon = Daemon {
-            dev: dev.clone(),
+            backend: backend.clone(),
+            gate: gate.clone(),
             _state: state,
             mounts: vec![],
             placeholders: vec![],
@@ -203,17 +302,19 @@ impl Daemon {
             fsname: FSNAME.into(),
             allow_other: true,
         };
-        let node: Arc<dyn CharDevice> = Arc::new(SevNode::new(dev));
-        let vm_node: Arc<dyn CharDevice> = Arc::new(VmNode::new(kvm));
+        let node: Arc<dyn CharDevice> = Arc::new(SevNode::new(backend, gate));
 
         // Check the drop-in paths before mounting anything: PATH for `sev`, PATH-vm beside it.
         let mut links = vec![];
         if let Some(link) = &config.link {
-            let vm_link = vm_link_path(link);
-            for (path, dev) in [(link, &node), (&vm_link, &vm_node)] {
-                let stale = detach_stale(path);
-                let ours = prepare_placeholder(path, stale)?;
-                links.push((path.clone(), ours, dev.clone()));
+            let mut nodes = vec![(link.clone(), node.clone())];
+            if let Some(vm) = &vm_node {
+                nodes.push((vm_link_path(link), vm.clone()));
+            }
+            for (path, dev) in nodes {
+                let stale = detach_stale(&path);
+                let ours = prepare_placeholder(&path, stale)?;
+                links.push((path, ours, dev));
             }
         }
 
@@ -223,7 +324,10 @@ impl Daemon {
             why: e.to_string(),
         })?;
         // Inode 2 is `sev`, 3 is `sev-vm`.
-        let devices = vec![("sev".into(), node.clone()), ("sev-vm".into(), vm_node)];
+        let mut devices = vec![("sev".into(), node.clone())];
+        if let Some(vm) = vm_node {
+            devices.push(("sev-vm".into(), vm));
+        }
         let fs_dir = DeviceFs::dir(devices, config.mode);
         let mount = vfs::mount(fs_dir, &config.mountpoint, &options).map_err(|source| {
             StartError::Mount {
@@ -253,6 +357,15 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// Rereads the policy file (SIGHUP); a bad file keeps the policy in force.
+    pub fn reload(&self) {
+        match self.gate.reload() {
+            Ok(()) if self.gate.policy_path.is_some() => log::info!("policy reloaded"),
+            Ok(()) => log::info!("SIGHUP: no policy file to reload"),
+            Err(e) => log::error!("policy not reloaded, the old one stays: {e}"),
+        }
+    }
+
     /// Where the nodes are mounted.
     pub fn mount_points(&self) -> Vec<PathBuf> {
         self.mounts.iter().map(|m| m.path().to_path_buf()).collect()
@@ -261,7 +374,8 @@ impl Daemon {
     /// Waits for the command in flight, detaches every mount and removes the placeholders it
     /// made. The firmware has already persisted every change.
     pub fn shutdown(self) {
-        let _in_flight = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        self.backend.barrier();
+        self.gate.close();
         for mount in self.mounts {
             let path = mount.path().to_path_buf();
             if let Err(e) = mount.detach() {

@@ -4,6 +4,7 @@
 //! - [`crypto`] and [`certs`]: the primitives and chain checks the firmware and guest owners share.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod certs;
 pub mod crypto;
 pub mod daemon;

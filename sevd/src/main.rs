@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use nix::sys::signal::{SigSet, Signal};
 
-use sevd::daemon::{Config, Daemon};
+use sevd::daemon::{Backend as DaemonBackend, Config, Daemon};
 use sevd::driver::sev_dev::InitMode;
 use sevd::firmware::FirmwareConfig;
 use vfs::FileMode;
@@ -48,6 +48,9 @@ struct Args {
     /// Append one JSON line per command to this file.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Who may issue which commands (YAML; see the README). Reloaded on SIGHUP.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Mirror kernels from 6.16: the platform stays UNINIT and state-changing commands
     /// initialise it only for their duration.
     #[arg(long)]
@@ -148,16 +151,14 @@ fn main() -> ExitCode {
         _ => log::LevelFilter::Info,
     });
 
-    if args.backend == Backend::Hardware || args.hw_device.is_some() {
-        return fail(
-            "the hardware backend is not available yet in this version; use --backend software",
-        );
-    }
+    let backend = match (args.backend, &args.hw_device) {
+        (Backend::Hardware, Some(dev)) => DaemonBackend::Hardware(dev.clone()),
+        (Backend::Hardware, None) => return fail("--backend hardware needs --hw-device PATH"),
+        (Backend::Software, Some(_)) => return fail("--hw-device goes with --backend hardware"),
+        (Backend::Software, None) => DaemonBackend::Software,
+    };
     if args.min_sev_asid == 0 || args.min_sev_asid > args.max_asid + 1 || args.max_asid > 1024 {
         return fail("need 1 <= --min-sev-asid <= --max-asid + 1 and --max-asid <= 1024");
-    }
-    if args.audit_log.is_some() {
-        return fail("--audit-log is not available yet in this version");
     }
     let mut mode = FileMode::default();
     if let Some(name) = &args.group {
@@ -184,6 +185,9 @@ fn main() -> ExitCode {
     }
 
     let config = Config {
+        backend,
+        policy: args.policy,
+        audit_log: args.audit_log,
         state_dir: args.state_dir,
         mountpoint: args.mountpoint,
         link: args.link,
@@ -211,7 +215,7 @@ fn main() -> ExitCode {
 
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => log::info!("SIGHUP: nothing to reload"),
+            Ok(Signal::SIGHUP) => daemon.reload(),
             Ok(sig) => {
                 log::info!("{sig}: shutting down");
                 break;

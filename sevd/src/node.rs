@@ -1,22 +1,25 @@
 //! The device nodes the daemon serves.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use vfs::{Caller, CharDevice, Errno, IoctlReply, IoctlRequest, OpenFile};
 
+use crate::access::Gate;
 use crate::driver::kvm_sev::{KvmSev, SevFdCheck};
-use crate::driver::sev_dev::{sev_ioctl, SevDev};
+use crate::driver::sev_dev::{issue_reply, parse_issue, SevBackend};
 
 /// `<mountpoint>/sev`: byte-for-byte `/dev/sev`. No per-file state (sev_fops has no open or
-/// release); the open mode decides what a file may do.
+/// release); the open mode decides what a file may do, and the gate (policy, audit) what a
+/// caller may.
 pub struct SevNode {
-    dev: Arc<Mutex<SevDev>>,
+    backend: Arc<dyn SevBackend>,
+    gate: Arc<Gate>,
 }
 
 impl SevNode {
-    /// A node over the shared driver.
-    pub fn new(dev: Arc<Mutex<SevDev>>) -> Self {
-        SevNode { dev }
+    /// A node over a backend, behind a gate.
+    pub fn new(backend: Arc<dyn SevBackend>, gate: Arc<Gate>) -> Self {
+        SevNode { backend, gate }
     }
 }
 
@@ -27,7 +30,20 @@ impl CharDevice for SevNode {
         file: &OpenFile,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
-        sev_ioctl(&self.dev, file.flags.writable(), &caller.memory(), request)
+        let (arg, cmd) = parse_issue(&request)?;
+        let started = std::time::Instant::now();
+        let mut error = arg.error;
+        let result = if self.gate.allows(cmd, caller.pid.0) {
+            let mem = caller.memory();
+            self.backend
+                .issue(cmd, file.flags.writable(), &mem, arg.data, &mut error)
+        } else {
+            // Denied by policy: the backend never sees it.
+            Err(Errno::EPERM)
+        };
+        let errno = result.err().map(|e| e as i32).unwrap_or(0);
+        self.gate.audit(caller.pid.0, cmd, error, errno, started);
+        Ok(issue_reply(arg, error, result))
     }
 }
 

@@ -95,6 +95,7 @@ pub struct Sevd {
     pub link: Option<PathBuf>,
     log: PathBuf,
     attached: bool,
+    hardware: bool,
 }
 
 impl Sevd {
@@ -127,6 +128,7 @@ impl Sevd {
             link: opts.link.clone(),
             log,
             attached: false,
+            hardware: opts.args.iter().any(|a| a == "hardware"),
         };
         let child = sevd.spawn(&opts.args);
         sevd.child = Some(child);
@@ -163,7 +165,7 @@ impl Sevd {
                 .map(|f| platform_status(&f).is_ok())
                 .unwrap_or(false)
         });
-        answers && self.our_mounts().len() == 1 + self.links().len()
+        answers && self.our_mounts().len() == 1 + self.expected_links()
     }
 
     fn wait_ready(&mut self) {
@@ -202,6 +204,7 @@ impl Sevd {
             link: None,
             log: PathBuf::new(),
             attached: true,
+            hardware: false,
         }
     }
 
@@ -287,6 +290,16 @@ impl Sevd {
         match &self.link {
             Some(l) => vec![l.clone(), sevd::daemon::vm_link_path(l)],
             None => vec![],
+        }
+    }
+
+    /// How many drop-in mounts the daemon makes: none without --link, `sev` alone in front
+    /// of hardware, `sev` and `sev-vm` with the software firmware.
+    fn expected_links(&self) -> usize {
+        match (&self.link, self.hardware) {
+            (None, _) => 0,
+            (Some(_), true) => 1,
+            (Some(_), false) => 2,
         }
     }
 

@@ -47,4 +47,5 @@ pub(crate) fn write_bytes(mem: &dyn CallerMemory, addr: u64, bytes: &[u8]) -> Re
     mem.write(UserAddr(addr), bytes).map_err(|_| Errno::EFAULT)
 }
 pub mod kvm_sev;
+pub mod passthrough;
 pub mod vm_memory;

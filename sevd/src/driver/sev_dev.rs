@@ -390,14 +390,45 @@ impl SevDev {
     }
 }
 
-/// `sev_ioctl`: the request number, the 16-byte header, the command id, the lock, the
-/// handler, and the header copied back (with `error`) for every known command.
-pub fn sev_ioctl(
-    dev: &Mutex<SevDev>,
-    writable: bool,
-    mem: &dyn CallerMemory,
-    request: IoctlRequest<'_>,
-) -> Result<IoctlReply, Errno> {
+/// What answers a `/dev/sev` command once its header is read: the software driver here, or
+/// a real device behind [`super::passthrough::Passthrough`]. Calls are serialised inside, as
+/// the kernel's `sev_cmd_mutex` does.
+pub trait SevBackend: Send + Sync {
+    /// Runs command `cmd` whose struct is at `data` in `mem`; `error` is the header's.
+    fn issue(
+        &self,
+        cmd: SevCmd,
+        writable: bool,
+        mem: &dyn CallerMemory,
+        data: u64,
+        error: &mut u32,
+    ) -> Result<(), Errno>;
+
+    /// Waits for the command in flight, if any (shutdown).
+    fn barrier(&self);
+}
+
+impl SevBackend for Mutex<SevDev> {
+    fn issue(
+        &self,
+        cmd: SevCmd,
+        writable: bool,
+        mem: &dyn CallerMemory,
+        data: u64,
+        error: &mut u32,
+    ) -> Result<(), Errno> {
+        let mut dev = self.lock().unwrap_or_else(|e| e.into_inner());
+        dev.issue(cmd, writable, mem, data, error)
+    }
+
+    fn barrier(&self) {
+        drop(self.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// `sev_ioctl`'s first steps: the request number, the 16-byte header, the command id.
+/// Errors here are returned without copying the header back.
+pub fn parse_issue(request: &IoctlRequest<'_>) -> Result<(SevIssueCmd, SevCmd), Errno> {
     // sev_fops has no compat_ioctl: 32-bit callers get ENOTTY from the VFS.
     if request.compat {
         return Err(Errno::ENOTTY);
@@ -405,18 +436,31 @@ pub fn sev_ioctl(
     if request.cmd != SEV_ISSUE_CMD {
         return Err(Errno::EINVAL);
     }
-    let mut arg = SevIssueCmd::from_slice(request.in_data).ok_or(Errno::EFAULT)?;
-    let Some(cmd) = SevCmd::from_id(arg.cmd) else {
-        return Err(Errno::EINVAL);
-    };
-    let mut dev = dev.lock().unwrap_or_else(|e| e.into_inner());
-    let mut error = arg.error;
-    let result = dev.issue(cmd, writable, mem, arg.data, &mut error);
+    let arg = SevIssueCmd::from_slice(request.in_data).ok_or(Errno::EFAULT)?;
+    let cmd = SevCmd::from_id(arg.cmd).ok_or(Errno::EINVAL)?;
+    Ok((arg, cmd))
+}
+
+/// The reply for a handled command: the header (with `error`) always goes back.
+pub fn issue_reply(mut arg: SevIssueCmd, error: u32, result: Result<(), Errno>) -> IoctlReply {
     arg.error = error;
-    Ok(match result {
+    match result {
         Ok(()) => IoctlReply::ok(arg.as_bytes().to_vec()),
         Err(e) => IoctlReply::failed(e, arg.as_bytes().to_vec()),
-    })
+    }
+}
+
+/// `sev_ioctl`: the header in, the command on `backend`, the header back out.
+pub fn sev_ioctl(
+    backend: &dyn SevBackend,
+    writable: bool,
+    mem: &dyn CallerMemory,
+    request: IoctlRequest<'_>,
+) -> Result<IoctlReply, Errno> {
+    let (arg, cmd) = parse_issue(&request)?;
+    let mut error = arg.error;
+    let result = backend.issue(cmd, writable, mem, arg.data, &mut error);
+    Ok(issue_reply(arg, error, result))
 }
 
 #[cfg(test)]

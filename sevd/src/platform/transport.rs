@@ -158,7 +158,7 @@ impl Transport for Embedded {
         complete(
             arg,
             sev_ioctl(
-                &self.dev,
+                &*self.dev,
                 true,
                 &mem as &dyn CallerMemory,
                 request(cmd, &input),

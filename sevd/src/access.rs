@@ -1,0 +1,432 @@
+//! Who may issue which `/dev/sev` command (`--policy FILE`), and the record of every command
+//! (`--audit-log FILE`). Neither exists in the kernel's driver, whose only check is the
+//! file's open mode; without a policy file sevd behaves as the kernel does.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use serde::Deserialize;
+use uapi::psp_sev::SevCmd;
+
+/// Command classes a policy grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// PLATFORM_STATUS, PDH_CERT_EXPORT, GET_ID, GET_ID2, SNP_PLATFORM_STATUS.
+    Read,
+    /// PEK_GEN, PDH_GEN, PEK_CSR, PEK_CERT_IMPORT, SNP_COMMIT, SNP_SET_CONFIG, SNP_VLEK_LOAD.
+    Manage,
+    /// FACTORY_RESET.
+    Reset,
+}
+
+/// The class a command belongs to.
+pub fn class_of(cmd: SevCmd) -> Class {
+    use SevCmd::*;
+    match cmd {
+        PlatformStatus | PdhCertExport | GetId | GetId2 | SnpPlatformStatus => Class::Read,
+        PekGen | PdhGen | PekCsr | PekCertImport | SnpCommit | SnpSetConfig | SnpVlekLoad => {
+            Class::Manage
+        }
+        FactoryReset => Class::Reset,
+    }
+}
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Unreadable.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a policy document, or a wrong value.
+    #[error("{path}: {why}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    rules: Vec<RuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    classes: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    classes: Vec<Class>,
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+}
+
+/// A loaded policy: a command is allowed when a rule grants its class to the caller's
+/// user or to one of its groups.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+/// A caller's credentials: effective uid, effective gid and supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    /// Effective uid.
+    pub uid: u32,
+    /// Effective gid and supplementary groups.
+    pub gids: Vec<u32>,
+}
+
+impl Creds {
+    /// The credentials of thread `tid`, from `/proc/<tid>/status`.
+    pub fn of(tid: u32) -> Option<Creds> {
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+        let field = |name: &str| -> Vec<u32> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| {
+                    v.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let uid = *field("Uid:").get(1)?;
+        let mut gids = vec![*field("Gid:").get(1)?];
+        gids.extend(field("Groups:"));
+        Some(Creds { uid, gids })
+    }
+}
+
+fn resolve(path: &Path, kind: &str, name: &str) -> Result<u32, PolicyError> {
+    let invalid = |why: String| PolicyError::Invalid {
+        path: path.into(),
+        why,
+    };
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    let found = match kind {
+        "user" => nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw()),
+        _ => nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
+    };
+    found.ok_or_else(|| invalid(format!("unknown {kind} {name:?}")))
+}
+
+impl Policy {
+    /// Reads and checks a policy file: every class known, every user and group existing.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses policy text (`path` is for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+        let invalid = |why: String| PolicyError::Invalid {
+            path: path.into(),
+            why,
+        };
+        let file: PolicyFile = serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut rules = vec![];
+        for (i, r) in file.rules.iter().enumerate() {
+            let classes = r
+                .classes
+                .iter()
+                .map(|c| match c.as_str() {
+                    "read" => Ok(Class::Read),
+                    "manage" => Ok(Class::Manage),
+                    "reset" => Ok(Class::Reset),
+                    other => Err(invalid(format!(
+                        "rule {}: unknown class {other:?} (read, manage, reset)",
+                        i + 1
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if r.users.is_empty() && r.groups.is_empty() {
+                return Err(invalid(format!(
+                    "rule {}: names no user and no group",
+                    i + 1
+                )));
+            }
+            let uids = r
+                .users
+                .iter()
+                .map(|u| resolve(path, "user", u))
+                .collect::<Result<_, _>>()?;
+            let gids = r
+                .groups
+                .iter()
+                .map(|g| resolve(path, "group", g))
+                .collect::<Result<_, _>>()?;
+            rules.push(Rule {
+                classes,
+                uids,
+                gids,
+            });
+        }
+        Ok(Policy { rules })
+    }
+
+    /// Whether `creds` may issue `cmd`.
+    pub fn allows(&self, cmd: SevCmd, creds: &Creds) -> bool {
+        let class = class_of(cmd);
+        self.rules.iter().any(|r| {
+            r.classes.contains(&class)
+                && (r.uids.contains(&creds.uid) || creds.gids.iter().any(|g| r.gids.contains(g)))
+        })
+    }
+}
+
+/// One audit line: who issued what, and how it ended. Never key material or buffers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRecord {
+    /// Seconds since the epoch.
+    pub time: f64,
+    /// Process id of the caller.
+    pub pid: u32,
+    /// Its effective uid.
+    pub uid: u32,
+    /// Its executable.
+    pub exe: String,
+    /// The command's header name.
+    pub command: &'static str,
+    /// The firmware status in `error` afterwards.
+    pub status: u32,
+    /// The errno returned (0 for success).
+    pub errno: i32,
+    /// How long the command took, in microseconds.
+    pub duration_us: u64,
+}
+
+/// An append-only JSON-lines log written by its own thread, so a slow or full disk delays
+/// no command: a failed write is a warning in the daemon's log, not a failed command.
+pub struct AuditLog {
+    tx: Mutex<Option<mpsc::Sender<String>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+impl AuditLog {
+    /// Opens `path` for appending (creating it with mode 0640).
+    pub fn open(path: &Path) -> std::io::Result<AuditLog> {
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(path)?;
+        let (tx, rx) = mpsc::channel::<String>();
+        let shown = path.display().to_string();
+        let writer = std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || {
+                let mut failing = false;
+                for line in rx {
+                    match file.write_all(line.as_bytes()) {
+                        Ok(()) if failing => {
+                            log::warn!("audit log {shown}: writing again");
+                            failing = false;
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            log::warn!(
+                                "audit log {shown}: {e}; lines are lost until writes succeed again"
+                            );
+                            failing = true;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                let _ = file.sync_all();
+            })?;
+        Ok(AuditLog {
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Queues a record.
+    pub fn record(&self, rec: &AuditRecord) {
+        if let Ok(mut line) = serde_json::to_string(rec) {
+            line.push('\n');
+            if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = tx.send(line);
+            }
+        }
+    }
+
+    /// Writes what is queued and closes the log.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The checks around every command of a `sev` node: the policy (reloadable) and the audit log.
+#[derive(Debug, Default)]
+pub struct Gate {
+    policy: RwLock<Option<Policy>>,
+    /// The policy file, for reloads.
+    pub policy_path: Option<PathBuf>,
+    audit: Option<AuditLog>,
+}
+
+impl Gate {
+    /// A gate with an optional policy and audit log.
+    pub fn new(policy: Option<(Policy, PathBuf)>, audit: Option<AuditLog>) -> Gate {
+        let (policy, policy_path) = match policy {
+            Some((p, path)) => (Some(p), Some(path)),
+            None => (None, None),
+        };
+        Gate {
+            policy: RwLock::new(policy),
+            policy_path,
+            audit,
+        }
+    }
+
+    /// Whether the caller (thread `tid`) may issue `cmd`; with no policy, anyone may.
+    pub fn allows(&self, cmd: SevCmd, tid: u32) -> bool {
+        let policy = self.policy.read().unwrap_or_else(|e| e.into_inner());
+        match policy.as_ref() {
+            None => true,
+            Some(p) => Creds::of(tid).is_some_and(|c| p.allows(cmd, &c)),
+        }
+    }
+
+    /// Reloads the policy file (SIGHUP); a bad file keeps the old policy.
+    pub fn reload(&self) -> Result<(), PolicyError> {
+        let Some(path) = &self.policy_path else {
+            return Ok(());
+        };
+        let p = Policy::load(path)?;
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        Ok(())
+    }
+
+    /// Records a finished command, if there is an audit log.
+    pub fn audit(
+        &self,
+        tid: u32,
+        cmd: SevCmd,
+        status: u32,
+        errno: i32,
+        started: std::time::Instant,
+    ) {
+        let Some(log) = &self.audit else { return };
+        let pid = vfs::tgid(tid);
+        let uid = Creds::of(tid).map(|c| c.uid).unwrap_or(u32::MAX);
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        log.record(&AuditRecord {
+            time,
+            pid,
+            uid,
+            exe,
+            command: cmd.name(),
+            status,
+            errno,
+            duration_us: started.elapsed().as_micros() as u64,
+        });
+    }
+
+    /// Closes the audit log (at shutdown).
+    pub fn close(&self) {
+        if let Some(log) = &self.audit {
+            log.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_users_and_groups() {
+        let p = Policy::parse("rules:\n  - classes: [read]\n    groups: ['100']\n  - classes: [manage, reset]\n    users: [root]\n", Path::new("p")).unwrap();
+        let reader = Creds {
+            uid: 1000,
+            gids: vec![1000, 100],
+        };
+        let root = Creds {
+            uid: 0,
+            gids: vec![0],
+        };
+        let other = Creds {
+            uid: 1001,
+            gids: vec![1001],
+        };
+        assert!(p.allows(SevCmd::PlatformStatus, &reader));
+        assert!(!p.allows(SevCmd::PekGen, &reader));
+        assert!(p.allows(SevCmd::FactoryReset, &root));
+        assert!(
+            !p.allows(SevCmd::PlatformStatus, &root),
+            "root gets only what a rule grants"
+        );
+        assert!(!p.allows(SevCmd::GetId2, &other));
+    }
+
+    #[test]
+    fn bad_files_are_refused_clearly() {
+        let bad = |t: &str| Policy::parse(t, Path::new("p")).unwrap_err().to_string();
+        assert!(bad("rules:\n  - classes: [write]\n    users: [root]\n")
+            .contains("unknown class \"write\""));
+        assert!(
+            bad("rules:\n  - classes: [read]\n    users: [no-such-user-xyz]\n")
+                .contains("unknown user")
+        );
+        assert!(
+            bad("rules:\n  - classes: [read]\n    groups: [no-such-group-xyz]\n")
+                .contains("unknown group")
+        );
+        assert!(bad("rules:\n  - classes: [read]\n").contains("names no user"));
+        assert!(bad("rulez: []\n").contains("unknown field"));
+    }
+
+    #[test]
+    fn credentials_of_this_thread() {
+        let c = Creds::of(std::process::id()).unwrap();
+        assert_eq!(c.uid, nix::unistd::geteuid().as_raw());
+        assert!(c.gids.contains(&nix::unistd::getegid().as_raw()));
+    }
+}
