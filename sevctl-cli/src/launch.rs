@@ -129,7 +129,14 @@ fn show_secret_views(
     table: &[u8],
     secrets: &[crate::manifest::Secret],
 ) -> Result<serde_json::Value> {
-    let guest = vm.guest_read(gpa, table.len())?;
+    let guest = match vm.guest_read(gpa, table.len()) {
+        Ok(g) => g,
+        Err(sevd::platform::PlatformError::Kvm { why, .. }) => {
+            log.step("guest", "reads secret", format!("not shown: {why}"));
+            return Ok(json!({ "gpa": gpa, "guest_view": null }));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let host = vm
         .memory(gpa, table.len())
         .map(|m| m.to_vec())

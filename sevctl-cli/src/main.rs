@@ -131,6 +131,10 @@ enum Cmd {
         /// published one).
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// Where the guest runs: sevd (the device or the embedded firmware) or kvm (/dev/kvm
+        /// with the kernel's /dev/sev, on real hardware).
+        #[arg(long)]
+        platform: Option<String>,
     },
     /// Manifests.
     Manifest {
@@ -249,9 +253,28 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Launch { manifest, keep, ca } => {
+        Cmd::Launch {
+            manifest,
+            keep,
+            ca,
+            platform,
+        } => {
             let m = manifest::Manifest::load(&manifest)?;
-            let platform = target.open()?;
+            let kvm = match platform.as_deref() {
+                None => m.kvm,
+                Some("kvm") => true,
+                Some("sevd") => false,
+                Some(other) => {
+                    return Err(error::input(format!(
+                        "--platform {other}: expected sevd or kvm"
+                    )))
+                }
+            };
+            let platform = if kvm {
+                sevd::platform::Platform::kvm(std::path::Path::new("/dev/kvm"), &target.device)?
+            } else {
+                target.open()?
+            };
             let vm = launch::launch(&m, &target, &platform, ca.as_deref(), cli.json)?;
             if keep {
                 // Block the signals before saying so, so an early Ctrl-C is not lost.

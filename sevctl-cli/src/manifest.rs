@@ -42,6 +42,8 @@ struct Raw {
     secrets: Option<RawSecrets>,
     #[serde(default)]
     owner: Option<RawOwner>,
+    #[serde(default)]
+    platform: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +211,8 @@ pub struct Manifest {
     pub session: Option<SessionFiles>,
     /// ASK ‖ ARK to verify the platform with.
     pub ca: Option<PathBuf>,
+    /// Launch through KVM on real hardware (`platform: kvm`).
+    pub kvm: bool,
 }
 
 /// The 1-based line of the first line of `text` containing `needle`, for messages about
@@ -492,7 +496,18 @@ impl Manifest {
             }
             ca = o.ca.as_ref().map(file).transpose()?;
         }
+        let kvm = match raw.platform.as_deref() {
+            None | Some("sevd") => false,
+            Some("kvm") => true,
+            Some(other) => {
+                return Err(at(
+                    "platform",
+                    format!("platform: expected sevd or kvm, got {other:?}"),
+                ))
+            }
+        };
         Ok(Manifest {
+            kvm,
             session,
             ca,
             name: raw.name.unwrap_or_else(|| "guest".into()),

@@ -3,7 +3,9 @@
 //! Built as `include/uapi/asm-generic/ioctl.h` builds them (x86 uses the generic layout):
 //! `dir << 30 | size << 16 | type << 8 | nr`.
 
-use crate::kvm::{KvmSevCmd, KvmUserspaceMemoryRegion, SevdGuestAccess, SevdVmsa};
+use crate::kvm::{
+    KvmRegs, KvmSevCmd, KvmSregs, KvmUserspaceMemoryRegion, SevdGuestAccess, SevdVmsa,
+};
 use crate::psp_sev::SevIssueCmd;
 
 /// `_IOC_NONE`.
@@ -61,6 +63,16 @@ pub const SEV_ISSUE_CMD: u32 = iowr(SEV_IOC_TYPE, 0, size_of::<SevIssueCmd>());
 pub const KVM_CREATE_VM: u32 = io(KVMIO, 0x01);
 /// `KVM_CHECK_EXTENSION = _IO(KVMIO, 0x03)`.
 pub const KVM_CHECK_EXTENSION: u32 = io(KVMIO, 0x03);
+/// `KVM_GET_API_VERSION = _IO(KVMIO, 0x00)`.
+pub const KVM_GET_API_VERSION: u32 = io(KVMIO, 0x00);
+/// `KVM_GET_REGS = _IOR(KVMIO, 0x81, struct kvm_regs)`.
+pub const KVM_GET_REGS: u32 = ior(KVMIO, 0x81, size_of::<KvmRegs>());
+/// `KVM_SET_REGS = _IOW(KVMIO, 0x82, struct kvm_regs)`.
+pub const KVM_SET_REGS: u32 = iow(KVMIO, 0x82, size_of::<KvmRegs>());
+/// `KVM_GET_SREGS = _IOR(KVMIO, 0x83, struct kvm_sregs)`.
+pub const KVM_GET_SREGS: u32 = ior(KVMIO, 0x83, size_of::<KvmSregs>());
+/// `KVM_SET_SREGS = _IOW(KVMIO, 0x84, struct kvm_sregs)`.
+pub const KVM_SET_SREGS: u32 = iow(KVMIO, 0x84, size_of::<KvmSregs>());
 /// `KVM_CREATE_VCPU = _IO(KVMIO, 0x41)`.
 pub const KVM_CREATE_VCPU: u32 = io(KVMIO, 0x41);
 /// `KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.

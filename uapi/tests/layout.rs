@@ -67,6 +67,14 @@ fn layouts() -> Vec<Layout> {
             "slot" => slot, "flags" => flags, "guest_phys_addr" => guest_phys_addr,
             "memory_size" => memory_size, "userspace_addr" => userspace_addr }),
         layout!("linux/kvm.h", "kvm_enc_region", KvmEncRegion { "addr" => addr, "size" => size }),
+        layout!("linux/kvm.h", "kvm_regs", KvmRegs { "rax" => rax, "rdx" => rdx, "rip" => rip, "rflags" => rflags }),
+        layout!("linux/kvm.h", "kvm_segment", KvmSegment {
+            "base" => base, "limit" => limit, "selector" => selector, "type" => type_, "present" => present,
+            "unusable" => unusable, "padding" => padding }),
+        layout!("linux/kvm.h", "kvm_dtable", KvmDtable { "base" => base, "limit" => limit, "padding" => padding }),
+        layout!("linux/kvm.h", "kvm_sregs", KvmSregs {
+            "cs" => cs, "ldt" => ldt, "gdt" => gdt, "idt" => idt, "cr0" => cr0, "efer" => efer,
+            "apic_base" => apic_base, "interrupt_bitmap" => interrupt_bitmap }),
     ]
     .into_iter()
     .map(|(c, h, s, f)| (c, if h == PSP { PSP } else { KVM }, s, f))

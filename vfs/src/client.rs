@@ -47,3 +47,31 @@ pub fn ioctl_value(fd: impl AsFd, request: u32, value: u64) -> Result<i32, Errno
         Ok(r)
     }
 }
+
+/// `ioctl(fd, request, arg)` for requests whose size field does not describe their argument,
+/// such as KVM's `KVM_MEMORY_ENCRYPT_OP` (size 8, argument a 24-byte `struct kvm_sev_cmd`).
+/// `kernel_len` is how many bytes the kernel reads and writes; `arg` must hold at least that.
+pub fn ioctl_bytes_sized(
+    fd: impl AsFd,
+    request: u32,
+    arg: &mut [u8],
+    kernel_len: usize,
+) -> Result<i32, Errno> {
+    if arg.len() < kernel_len {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: `arg` is a live, writable buffer of at least `kernel_len` bytes, which the
+    // caller states is all the kernel copies in and out for this request.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_fd().as_raw_fd(),
+            request as libc::Ioctl,
+            arg.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}

@@ -3,6 +3,7 @@
 //! (the trait the CLI is built on). Both speak the same ioctls to the same driver code, so
 //! they give the same answers.
 
+pub mod kvm;
 pub mod transport;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,14 @@ pub enum PlatformError {
     /// The embedded firmware could not start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The KVM path cannot be used, or KVM refused a step; the text says what is missing.
+    #[error("{cmd}: {why}")]
+    Kvm {
+        /// The step.
+        cmd: &'static str,
+        /// What KVM said, and what it lacks.
+        why: String,
+    },
 }
 
 impl PlatformError {
@@ -86,6 +95,16 @@ impl Platform {
         let t = Device::open(path).map_err(|source| PlatformError::Open {
             path: path.to_path_buf(),
             source,
+        })?;
+        Ok(Platform { t: Box::new(t) })
+    }
+
+    /// Real SEV hardware through KVM: `kvm` (normally `/dev/kvm`) and the kernel's `sev`
+    /// device.
+    pub fn kvm(kvm: &Path, sev: &Path) -> Result<Platform, PlatformError> {
+        let t = kvm::Kvm::open(kvm, sev).map_err(|e| PlatformError::Kvm {
+            cmd: "KVM",
+            why: e.0,
         })?;
         Ok(Platform { t: Box::new(t) })
     }
@@ -293,7 +312,22 @@ impl Vm {
             sev_fd: self.t.sev_fd(),
         };
         let r = self.t.ioctl(SEVD_VM_ENCRYPT_OP, cmd.as_bytes_mut());
-        check(name, r, cmd.error)
+        self.explained(name, check(name, r, cmd.error))
+    }
+
+    /// Replaces a bare errno with the transport's explanation, when it has one.
+    fn explained(
+        &self,
+        cmd: &'static str,
+        r: Result<(), PlatformError>,
+    ) -> Result<(), PlatformError> {
+        match r {
+            Err(PlatformError::Os { .. }) => match self.t.explain() {
+                Some(why) => Err(PlatformError::Kvm { cmd, why }),
+                None => r,
+            },
+            other => other,
+        }
     }
 
     /// KVM_SEV_INIT or KVM_SEV_ES_INIT.
@@ -347,7 +381,7 @@ impl Vm {
             uaddr: page.as_ptr() as u64,
         };
         let r = self.t.ioctl(SEVD_VM_SET_VMSA, arg.as_bytes_mut());
-        check("SEVD_VM_SET_VMSA", r, 0)
+        self.explained("SEVD_VM_SET_VMSA", check("SEVD_VM_SET_VMSA", r, 0))
     }
 
     /// KVM_SEV_LAUNCH_UPDATE_VMSA: every vCPU's save area, in vCPU order.
@@ -408,7 +442,7 @@ impl Vm {
             write: 0,
         };
         let r = self.t.ioctl(SEVD_VM_GUEST_ACCESS, arg.as_bytes_mut());
-        check("SEVD_VM_GUEST_ACCESS", r, 0)?;
+        self.explained("SEVD_VM_GUEST_ACCESS", check("SEVD_VM_GUEST_ACCESS", r, 0))?;
         Ok(out)
     }
 }

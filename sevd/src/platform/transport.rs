@@ -31,6 +31,11 @@ pub trait VmTransport: Send {
     fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno>;
     /// The `sev_fd` to pass with encryption commands.
     fn sev_fd(&self) -> u32;
+
+    /// Why the last ioctl failed, in words, when the transport knows more than the errno.
+    fn explain(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Device nodes: `sev` and `sev-vm` beside it (the daemon's, or on hardware the kernel's).
