@@ -265,22 +265,25 @@ fn tells_systemd_it_is_ready() {
 }
 
 #[test]
-fn the_systemd_unit_is_valid() {
+fn the_systemd_units_are_valid() {
+    for unit in ["sevd.service", "sevd-hardware.service"] {
+        check_unit(unit);
+    }
+}
+
+fn check_unit(name: &str) {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
         eprintln!("skipped: systemd-analyze is not installed");
         return;
     };
     assert!(out.status.success());
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/sevd.service"
-    ))
-    .unwrap();
+    let unit = std::fs::read_to_string(format!("{}/../systemd/{name}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("Restart=on-failure"));
     // Point ExecStart at the binary just built, so verify can check it exists.
     let unit = unit.replace("/usr/local/bin/sevd", tests::sevd_bin().to_str().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sevd.service");
+    let path = dir.path().join(name);
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
@@ -290,10 +293,7 @@ fn the_systemd_unit_is_valid() {
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     // Only complaints about this unit count (the host's own units may have their own).
-    let ours: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("sevd.service"))
-        .collect();
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(name)).collect();
     assert!(
         ours.is_empty() && out.status.success(),
         "systemd-analyze verify:\n{text}"

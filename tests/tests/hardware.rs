@@ -358,3 +358,92 @@ fn a_bad_policy_stops_the_start_and_a_full_disk_only_warns() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(sevd.log().contains("audit log /dev/full"), "{}", sevd.log());
 }
+
+#[test]
+fn the_example_policy_is_valid_here() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/policy.example.yaml"
+    ));
+    match sevd::access::Policy::load(path) {
+        Ok(_) => {}
+        // The kvm group comes with Debian's udev; a machine without it refuses the file, clearly.
+        Err(e) => assert!(e.to_string().contains("unknown group \"kvm\""), "{e}"),
+    }
+}
+
+/// Not a test of its own: the child of `a_caller_killed_mid_stream_loses_no_audit_line`.
+#[test]
+fn audit_child_helper() {
+    let Ok(node) = std::env::var("SEVD_TEST_AUDIT_NODE") else {
+        return;
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(node)
+        .unwrap();
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    loop {
+        // Every returned ioctl counts, whatever it returned.
+        let _ = platform_status(&f);
+        let _ = writeln!(out, "done");
+        let _ = out.flush();
+    }
+}
+
+#[test]
+fn a_caller_killed_mid_stream_loses_no_audit_line() {
+    require_mount!();
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let sevd = Sevd::start_with(Options {
+        args: vec!["--audit-log".into(), audit.to_str().unwrap().into()],
+        ..Options::default()
+    });
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "audit_child_helper",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("SEVD_TEST_AUDIT_NODE", sevd.node())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    let pid = child.id();
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child.wait().unwrap();
+    let completed = text.lines().filter(|l| *l == "done").count();
+    assert!(completed > 10, "the child ran: {completed}");
+    // The daemon still serves; then count the child's lines.
+    let f = sevd.open();
+    assert!(platform_status(&f).is_ok());
+    drop(f);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let mine = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole JSON lines only"))
+        .filter(|l| l["pid"] == pid)
+        .count();
+    // None lost; the child's last commands may have been done but unprinted, or in flight,
+    // when it was killed.
+    assert!(
+        (completed..=completed + 2).contains(&mine),
+        "{mine} audit lines for {completed} completed commands"
+    );
+}
