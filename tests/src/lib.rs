@@ -13,6 +13,34 @@ use uapi::psp_sev::{SevIssueCmd, SevUserDataStatus};
 
 pub use tempfile::TempDir;
 
+/// Skips a test (with a message) where FUSE cannot be mounted.
+#[macro_export]
+macro_rules! require_mount {
+    () => {
+        if !$crate::can_mount() {
+            eprintln!("skipped: needs root and /dev/fuse");
+            return;
+        }
+    };
+}
+
+/// Compiles tests/c/sevclient.c (a client of the system's <linux/psp-sev.h>) into `dir`.
+pub fn build_c_client(dir: &Path) -> PathBuf {
+    let bin = dir.join("sevclient");
+    let out = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/c/sevclient.c"))
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
 /// The `sevd` binary next to the test executables.
 pub fn sevd_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");

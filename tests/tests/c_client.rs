@@ -5,23 +5,6 @@ use std::process::Command;
 
 use tests::{can_mount, Sevd};
 
-fn build_client(dir: &std::path::Path) -> std::path::PathBuf {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/c/sevclient.c");
-    let bin = dir.join("sevclient");
-    let out = Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&bin)
-        .arg(src)
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
-}
-
 #[test]
 fn c_client_conformance_checks_pass() {
     if !can_mount() {
@@ -29,7 +12,7 @@ fn c_client_conformance_checks_pass() {
         return;
     }
     let sevd = Sevd::start();
-    let client = build_client(sevd.dir.path());
+    let client = tests::build_c_client(sevd.dir.path());
     let out = Command::new(&client)
         .arg("check")
         .arg(sevd.node())

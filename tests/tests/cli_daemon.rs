@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use base64::Engine;
 use sevd::platform::Platform;
-use tests::{can_mount, pdh_export, Sevd};
+use tests::{pdh_export, Sevd};
 
 fn ours() -> PathBuf {
     tests::sevd_bin().with_file_name("sevctl")
@@ -66,14 +66,7 @@ fn workdir(sevd: &Sevd) -> tempfile::TempDir {
     dir
 }
 
-macro_rules! require_mount {
-    () => {
-        if !can_mount() {
-            eprintln!("skipped: needs root and /dev/fuse");
-            return;
-        }
-    };
-}
+use tests::require_mount;
 
 #[test]
 fn sevctl_launches_through_the_daemon() {

@@ -5,16 +5,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use tests::{can_mount, pdh_export, platform_status, sev_issue, shared_chip, Options, Sevd};
+use tests::{pdh_export, platform_status, sev_issue, shared_chip, Options, Sevd};
 
-macro_rules! require_mount {
-    () => {
-        if !can_mount() {
-            eprintln!("skipped: needs root and /dev/fuse");
-            return;
-        }
-    };
-}
+use tests::require_mount;
 
 #[test]
 fn sigterm_exits_zero_and_leaves_no_mount_or_placeholder() {

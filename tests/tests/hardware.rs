@@ -6,16 +6,9 @@
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use tests::{can_mount, pdh_export, platform_status, sev_issue, Options, Sevd};
+use tests::{pdh_export, platform_status, sev_issue, Options, Sevd};
 
-macro_rules! require_mount {
-    () => {
-        if !can_mount() {
-            eprintln!("skipped: needs root and /dev/fuse");
-            return;
-        }
-    };
-}
+use tests::require_mount;
 
 fn chained(first: &Sevd, extra: &[&str]) -> Sevd {
     let mut args: Vec<String> = vec![
@@ -29,22 +22,6 @@ fn chained(first: &Sevd, extra: &[&str]) -> Sevd {
         args,
         ..Options::default()
     })
-}
-
-fn c_client(dir: &std::path::Path) -> std::path::PathBuf {
-    let bin = dir.join("sevclient");
-    let out = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&bin)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/c/sevclient.c"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
 }
 
 #[test]
@@ -65,7 +42,7 @@ fn the_chain_answers_as_the_device_does() {
     assert_eq!(pdh_export(&direct).unwrap(), pdh_export(&via).unwrap());
     // The unmodified C client's checks, through the chain (they change the platform, so
     // each daemon gets a fresh pair).
-    let client = c_client(second.dir.path());
+    let client = tests::build_c_client(second.dir.path());
     let out = Command::new(&client)
         .arg("check")
         .arg(second.node())
@@ -231,7 +208,7 @@ fn policy_decides_who_may_do_what_and_reloads_on_sighup() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let client = c_client(dir.path());
+    let client = tests::build_c_client(dir.path());
     let as_nobody = |mode: &str| {
         Command::new(&client)
             .arg(mode)

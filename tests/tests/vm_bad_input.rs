@@ -5,17 +5,10 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 
-use tests::{can_mount, platform_status, Options, Sevd, VmClient};
+use tests::{platform_status, Options, Sevd, VmClient};
 use uapi::kvm::*;
 
-macro_rules! require_mount {
-    () => {
-        if !can_mount() {
-            eprintln!("skipped: needs root and /dev/fuse");
-            return;
-        }
-    };
-}
+use tests::require_mount;
 
 fn guest_count(sevd: &Sevd) -> u32 {
     platform_status(&sevd.open()).unwrap().guest_count

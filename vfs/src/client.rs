@@ -18,20 +18,7 @@ pub fn ioctl_bytes(fd: impl AsFd, request: u32, arg: &mut [u8]) -> Result<i32, E
     if arg.len() != ioc_size(request) {
         return Err(Errno::EINVAL);
     }
-    // SAFETY: `arg` is a live, writable buffer of exactly the size the request number
-    // declares, which is all the kernel copies in and out for it.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_fd().as_raw_fd(),
-            request as libc::Ioctl,
-            arg.as_mut_ptr(),
-        )
-    };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(r)
-    }
+    ioctl_bytes_sized(fd, request, arg, arg.len())
 }
 
 /// `ioctl(fd, request, value)` for `_IO` requests that take an integer, not a pointer.

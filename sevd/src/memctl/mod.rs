@@ -121,9 +121,7 @@ impl MemoryController {
         gpa: GuestAddress,
         data: &mut [u8],
     ) -> Result<(), MemctlError> {
-        check_aligned(gpa, data.len())?;
-        xts::apply(&self.key(asid)?.0, gpa.0, data, true)?;
-        Ok(())
+        self.crypt(asid, gpa, data, true)
     }
 
     /// Decrypts `data`, which lives at `gpa`, in place under `asid`'s key.
@@ -133,8 +131,18 @@ impl MemoryController {
         gpa: GuestAddress,
         data: &mut [u8],
     ) -> Result<(), MemctlError> {
+        self.crypt(asid, gpa, data, false)
+    }
+
+    fn crypt(
+        &self,
+        asid: u32,
+        gpa: GuestAddress,
+        data: &mut [u8],
+        encrypt: bool,
+    ) -> Result<(), MemctlError> {
         check_aligned(gpa, data.len())?;
-        xts::apply(&self.key(asid)?.0, gpa.0, data, false)?;
+        xts::apply(&self.key(asid)?.0, gpa.0, data, encrypt)?;
         Ok(())
     }
 
