@@ -574,7 +574,7 @@ impl KvmSev {
                     &mem,
                 ))?;
                 let inner = (at - start) as usize..(at - start + n) as usize;
-                let user = UserAddr(plain_uaddr + off + done);
+                let user = UserAddr(plain_uaddr.wrapping_add(off + done));
                 if decrypt {
                     ctx.mem
                         .write(user, &span[inner])
@@ -610,7 +610,7 @@ impl KvmSev {
         while done < arg.len as u64 {
             let n = (arg.len as u64 - done).min(64 * 1024) as usize;
             let gpa = GuestAddress(arg.gpa.checked_add(done).ok_or(Errno::EFAULT)?);
-            let user = UserAddr(arg.uaddr + done);
+            let user = UserAddr(arg.uaddr.wrapping_add(done));
             let mut buf = vec![0u8; n];
             if arg.write != 0 {
                 mem.read(user, &mut buf).map_err(|_| Errno::EFAULT)?;
