@@ -62,3 +62,13 @@ pub fn ioctl_bytes_sized(
         Ok(r)
     }
 }
+
+/// An `_IO` request that returns a new file descriptor (KVM_CREATE_VM, KVM_CREATE_VCPU),
+/// which the returned `File` then owns.
+pub fn ioctl_new_fd(fd: impl AsFd, request: u32, value: u64) -> Result<std::fs::File, Errno> {
+    let new = ioctl_value(fd, request, value)?;
+    // SAFETY: these requests return a new descriptor on success, which nothing else owns.
+    Ok(std::fs::File::from(unsafe {
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new)
+    }))
+}

@@ -12,7 +12,7 @@ mod fs;
 mod memory;
 mod mount;
 
-pub use client::{ioctl_bytes, ioctl_bytes_sized, ioctl_value};
+pub use client::{ioctl_bytes, ioctl_bytes_sized, ioctl_new_fd, ioctl_value};
 pub use fs::tgid;
 pub use fs::{DeviceFs, FileMode};
 pub use memory::{CallerMemory, MemError, ProcessMemory, UserAddr, VecMemory};

@@ -5,7 +5,7 @@
 //! `sev-vm` node takes. vCPU save areas are KVM's own, built from each vCPU's reset state.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -70,16 +70,12 @@ impl Kvm {
             .unwrap_or(0) as u32;
         if types & (1 << KVM_X86_SEV_VM) == 0 {
             // Ask anyway, so the message carries the kernel's own refusal.
-            let refusal = match vfs::ioctl_value(&kvm, KVM_CREATE_VM, KVM_X86_SEV_VM as u64) {
+            let refusal = match vfs::ioctl_new_fd(&kvm, KVM_CREATE_VM, KVM_X86_SEV_VM as u64) {
                 Err(e) => format!(
                     "KVM_CREATE_VM({}) refused: {e}",
                     vm_type_name(KVM_X86_SEV_VM)
                 ),
-                Ok(fd) => {
-                    // SAFETY: a successful KVM_CREATE_VM returns a new fd that nothing else owns.
-                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
-                    "KVM_CREATE_VM accepted the SEV type anyway".into()
-                }
+                Ok(_) => "KVM_CREATE_VM accepted the SEV type anyway".into(),
             };
             return Err(why(format!(
                 "this host's KVM has no SEV: KVM_CAP_VM_TYPES offers {types:#x}, without KVM_X86_SEV_VM ({}) or KVM_X86_SEV_ES_VM ({}); {refusal}. SEV guests need an AMD CPU with SEV enabled in firmware and kvm_amd loaded with sev=1 (and sev_es=1)",
@@ -151,12 +147,6 @@ struct KvmVm {
     state: Mutex<VmState>,
 }
 
-fn fd_file(fd: i32) -> File {
-    // SAFETY: `fd` was just returned by a successful ioctl that creates a new fd, which
-    // nothing else owns.
-    File::from(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 impl KvmVm {
     fn fail(&self, st: &mut VmState, what: String, e: Errno) -> Errno {
         st.why = Some(format!("{what}: {e}"));
@@ -190,9 +180,8 @@ impl KvmVm {
         } else {
             KVM_X86_SEV_VM
         };
-        let fd = vfs::ioctl_value(&self.kvm, KVM_CREATE_VM, ty as u64)
+        let vm = vfs::ioctl_new_fd(&self.kvm, KVM_CREATE_VM, ty as u64)
             .map_err(|e| self.fail(st, format!("KVM_CREATE_VM({})", vm_type_name(ty)), e))?;
-        let vm = fd_file(fd);
         for mut r in std::mem::take(&mut st.slots) {
             Self::set_slot(&vm, &mut r)
                 .map_err(|e| self.fail(st, "KVM_SET_USER_MEMORY_REGION".into(), e))?;
@@ -216,9 +205,8 @@ impl KvmVm {
     fn create_vcpu(&self, st: &mut VmState, page: &[u8]) -> Result<(), Errno> {
         let vm = st.vm.as_ref().ok_or(Errno::EINVAL)?;
         let id = st.vcpus.len() as u64;
-        let fd = vfs::ioctl_value(vm, KVM_CREATE_VCPU, id)
+        let vcpu = vfs::ioctl_new_fd(vm, KVM_CREATE_VCPU, id)
             .map_err(|e| self.fail(st, "KVM_CREATE_VCPU".into(), e))?;
-        let vcpu = fd_file(fd);
         let q = |off: usize| u64::from_le_bytes(page[off..off + 8].try_into().unwrap_or_default());
         let (cs_base, cs_selector, rip) = (
             q(0x18),
