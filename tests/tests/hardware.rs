@@ -108,6 +108,22 @@ fn the_sev_crate_through_the_chain() {
         "owned, as seen directly"
     );
     fw.platform_reset().unwrap();
+    drop(fw);
+    // virtee's sevctl through the chain too.
+    if let Some(sevctl) = std::env::var_os("SEVCTL_BIN") {
+        let run = |args: &[&str]| Command::new(&sevctl).args(args).output().unwrap();
+        let o = run(&["rotate"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = run(&["show", "flags"]);
+        assert!(o.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "es",
+            "re-initialised by rotate, self-owned"
+        );
+        let o = run(&["show", "identifier"]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim().len(), 128);
+    }
 }
 
 #[test]
