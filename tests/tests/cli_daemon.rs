@@ -255,3 +255,16 @@ fn a_virtee_secret_build_packet_is_accepted() {
     assert_eq!(&table[40..40 + passphrase.len()], passphrase.as_slice());
     vm.launch_finish().unwrap();
 }
+
+#[test]
+fn a_symlinked_device_finds_its_vm_node_beside_the_target() {
+    require_mount!();
+    let sevd = Sevd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("mysev");
+    std::os::unix::fs::symlink(sevd.node(), &link).unwrap();
+    let p = Platform::device(&link).unwrap();
+    let vm = p.create_vm(1 << 20).unwrap();
+    vm.sev_init(false).unwrap();
+    assert_eq!(p.status().unwrap().state, 1);
+}

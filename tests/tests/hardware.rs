@@ -440,3 +440,29 @@ fn a_caller_killed_mid_stream_loses_no_audit_line() {
         "{mine} audit lines for {completed} completed commands"
     );
 }
+
+#[test]
+fn the_policy_applies_to_the_software_backend_too() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "rules:\n  - classes: [read]\n    users: [root]\n").unwrap();
+    let sevd = Sevd::start_with(Options {
+        args: vec!["--policy".into(), policy.to_str().unwrap().into()],
+        ..Options::default()
+    });
+    let f = sevd.open();
+    assert!(platform_status(&f).is_ok());
+    let before = pdh_export(&f).unwrap();
+    assert_eq!(
+        sev_issue(&f, 4, 0, 7),
+        (Err(libc::EPERM), 7),
+        "PDH_GEN denied"
+    );
+    assert_eq!(
+        sev_issue(&f, 0, 0, 7),
+        (Err(libc::EPERM), 7),
+        "FACTORY_RESET denied"
+    );
+    assert_eq!(pdh_export(&f).unwrap(), before, "nothing changed");
+}

@@ -46,12 +46,15 @@ pub struct Device {
 }
 
 impl Device {
-    /// Opens `path` read-write (as QEMU and sevctl do); the VM node is `<path>-vm`.
+    /// Opens `path` read-write (as QEMU and sevctl do); the VM node is beside the node it
+    /// resolves to (`/dev/sev` → `/dev/sev-vm`; a symlink to `/run/sevd/sev` →
+    /// `/run/sevd/sev-vm`).
     pub fn open(path: &Path) -> std::io::Result<Device> {
         let sev = OpenOptions::new().read(true).write(true).open(path)?;
+        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Device {
             path: path.to_path_buf(),
-            vm_path: crate::daemon::vm_link_path(path),
+            vm_path: crate::daemon::vm_link_path(&resolved),
             sev,
         })
     }
