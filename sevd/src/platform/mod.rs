@@ -110,6 +110,22 @@ impl Platform {
     }
 
     /// The software firmware in this process, with its state in `state_dir`.
+    ///
+    /// ```
+    /// use sevd::firmware::FirmwareConfig;
+    /// use sevd::platform::Platform;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// // The first start makes the chip's keys (a second or two).
+    /// let platform = Platform::embedded(dir.path(), FirmwareConfig::default(), None)?;
+    /// let status = platform.status()?;
+    /// assert_eq!((status.api_major, status.api_minor, status.state), (1, 55, 1));
+    /// let vm = platform.create_vm(1 << 20)?;
+    /// vm.sev_init(false)?;
+    /// let handle = vm.launch_start(0x1, None)?; // NODBG, no session
+    /// assert_eq!(handle, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn embedded(
         state_dir: &Path,
         firmware: FirmwareConfig,
