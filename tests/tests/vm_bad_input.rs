@@ -365,3 +365,59 @@ fn a_killed_client_s_vm_is_torn_down() {
     let mut ls = KvmSevLaunchStart::default();
     vm.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
 }
+
+#[test]
+fn random_garbage_on_the_vm_node_leaves_the_daemon_serving() {
+    require_mount!();
+    let sevd = Sevd::start();
+    let vm = VmClient::new(&sevd, 1 << 20);
+    let mut scratch = vec![0u8; 0x4000];
+    let base = scratch.as_mut_ptr() as u64;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..3000 {
+        if i % 5 == 0 {
+            for chunk in scratch.chunks_mut(8).take(64) {
+                chunk.copy_from_slice(&next().to_le_bytes());
+            }
+        }
+        let id = match next() % 3 {
+            0 => next() % 24,
+            1 => next() % 200,
+            _ => next() % 8,
+        };
+        let data = match next() % 4 {
+            0 => 0,
+            1 => next(),
+            _ => base + next() % 0x3000,
+        };
+        let sev_fd = if next() % 4 == 0 {
+            next() as i32
+        } else {
+            vm.sev.as_raw_fd()
+        };
+        let mut cmd = KvmSevCmd {
+            id: id as u32,
+            pad0: 0,
+            data,
+            error: 0,
+            sev_fd: sev_fd as u32,
+        };
+        // Memory slots stay the VM's own RAM, so nothing can map this process's stack.
+        let request = match next() % 6 {
+            0 => uapi::ioctl::SEVD_VM_GUEST_ACCESS,
+            _ => uapi::ioctl::SEVD_VM_ENCRYPT_OP,
+        };
+        let _ = vm.ioctl(request, &mut cmd as *mut _ as u64);
+    }
+    assert!(platform_status(&sevd.open()).is_ok(), "still serving");
+    let other = VmClient::new(&sevd, 1 << 20);
+    other.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
+    let mut ls = KvmSevLaunchStart::default();
+    other.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
+}
