@@ -248,6 +248,7 @@ impl Passthrough {
                     len: capped(len, cap, over),
                     out: true,
                 };
+                // GET_ID2's struct has PEK_CSR's layout: address, then length.
                 fwd!(SevUserDataPekCsr, true, vec![blob])
             }
             PdhCertExport => {
