@@ -320,18 +320,14 @@ pub fn vmsa_build(args: &VmsaBuildArgs) -> Result<()> {
     )
 }
 
-/// `vmsa show FILE`: the fields as JSON.
+/// `vmsa show FILE`: every field as JSON, as sevctl prints it.
 pub fn vmsa_show(file: &Path) -> Result<()> {
     let page = util::read("VMSA", file)?;
-    let (v, other) = Vmsa::decode(&page)
+    let area = crate::vmsa::SaveArea::decode(&page)
         .ok_or_else(|| input(format!("Expected VMSA length 4096, was {}", page.len())))?;
-    let mut value = serde_json::to_value(&v).map_err(|e| input(e.to_string()))?;
-    if !other.is_empty() {
-        value["other_nonzero_offsets"] = serde_json::json!(other);
-    }
     println!(
         "{}",
-        serde_json::to_string_pretty(&value).map_err(|e| input(e.to_string()))?
+        serde_json::to_string_pretty(&area).map_err(|e| input(e.to_string()))?
     );
     Ok(())
 }
