@@ -1,7 +1,6 @@
 //! Small parsers and file helpers shared by the commands, with sevctl's conventions.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use base64::Engine;
@@ -43,18 +42,20 @@ pub fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| input(format!("{what}: {}: {e}", path.display())))
 }
 
-/// Writes an output file; secrets (keys) get mode 0600.
+/// Writes an output file; secrets (keys) get mode 0600. A regular file is replaced atomically,
+/// so an existing file never holds half an output nor keeps a laxer mode; a device or pipe
+/// (`/dev/stdout`) is written in place.
 pub fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     let mode = if secret { 0o600 } else { 0o644 };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| input(format!("{}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .map_err(|e| input(format!("{}: {e}", path.display())))
+    let fail = |e: std::io::Error| input(format!("{}: {e}", path.display()));
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(fail),
+        _ => sevd::state::write_atomic(path, bytes, mode).map_err(fail),
+    }
 }
 
 /// A 16-byte value from a file, or base64.
@@ -105,5 +106,25 @@ mod tests {
         assert_eq!(hex_or_int("--policy", "0x05").unwrap(), 5);
         assert_eq!(hex_or_int("--policy", "40").unwrap(), 40);
         assert!(hex_or_int("--policy", "five").is_err());
+    }
+
+    #[test]
+    fn a_key_written_over_an_open_file_gets_mode_0600() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("tek.bin");
+        std::fs::write(&key, b"old contents, longer than the key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&key, &[7; 16], true).unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), [7; 16]);
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A device is written in place, never replaced.
+        write(Path::new("/dev/null"), b"x", false).unwrap();
+        assert!(std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 }

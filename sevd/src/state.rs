@@ -58,7 +58,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 /// Replaces `path` with `data` all at once: a crash leaves either the old or the new file.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
@@ -84,6 +84,14 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The directory holding `path`; a bare name's parent is "" to `Path`, which cannot be opened.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// The lock file: one firmware per state directory, as one PSP per flash.
@@ -189,7 +197,7 @@ impl NvStorage for FileStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()
+        File::open(parent_dir(&self.path))?.sync_all()
     }
 
     fn quarantine(&mut self) -> io::Result<()> {
@@ -200,7 +208,7 @@ impl NvStorage for FileStorage {
         let aside = self.path.with_extension(format!("bin.corrupt-{secs}"));
         fs::rename(&self.path, &aside)?;
         log::error!("the corrupt store was kept as {}", aside.display());
-        File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()
+        File::open(parent_dir(&self.path))?.sync_all()
     }
 }
 
@@ -220,6 +228,13 @@ mod tests {
             0o600
         );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_takes_a_bare_file_name() {
+        assert_eq!(parent_dir(Path::new("nv.bin")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/nv.bin")), Path::new("/"));
+        assert_eq!(parent_dir(Path::new("a/nv.bin")), Path::new("a"));
     }
 
     #[test]
