@@ -6,11 +6,17 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use serde::Deserialize;
+use uapi::ioctl::{
+    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_SET_VMSA,
+};
+use uapi::kvm::{KvmSevCmd, KvmSevCmdId};
 use uapi::psp_sev::SevCmd;
+use uapi::ByteValued;
 
 /// Command classes a policy grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +27,27 @@ pub enum Class {
     Manage,
     /// FACTORY_RESET.
     Reset,
+    /// The `sev-vm` node's life cycle: memory slots, save areas, INIT, ES_INIT, INIT2, the
+    /// launch commands, GUEST_STATUS, and later migration and attestation.
+    Launch,
+    /// Reading or writing a guest's plaintext: DBG_DECRYPT, DBG_ENCRYPT,
+    /// SEVD_VM_GUEST_ACCESS.
+    Debug,
+}
+
+impl Class {
+    const NAMES: [(&'static str, Class); 5] = [
+        ("read", Class::Read),
+        ("manage", Class::Manage),
+        ("reset", Class::Reset),
+        ("launch", Class::Launch),
+        ("debug", Class::Debug),
+    ];
+
+    /// Classes that reach the `sev` node's commands.
+    pub const SEV_NODE: [Class; 3] = [Class::Read, Class::Manage, Class::Reset];
+    /// Classes that reach the `sev-vm` node's commands.
+    pub const VM_NODE: [Class; 2] = [Class::Launch, Class::Debug];
 }
 
 /// The class a command belongs to.
@@ -32,6 +59,25 @@ pub fn class_of(cmd: SevCmd) -> Class {
             Class::Manage
         }
         FactoryReset => Class::Reset,
+    }
+}
+
+/// A `sev-vm` request's name (KVM's, or this node's) and class; `None` for requests the
+/// node does not know (they fail on their own, unlogged, as unknown ids on `sev` do).
+pub fn vm_command(cmd: u32, in_data: &[u8]) -> Option<(&'static str, Class)> {
+    match cmd {
+        KVM_SET_USER_MEMORY_REGION => Some(("KVM_SET_USER_MEMORY_REGION", Class::Launch)),
+        SEVD_VM_SET_VMSA => Some(("SEVD_VM_SET_VMSA", Class::Launch)),
+        SEVD_VM_GUEST_ACCESS => Some(("SEVD_VM_GUEST_ACCESS", Class::Debug)),
+        SEVD_VM_ENCRYPT_OP => {
+            let id = KvmSevCmdId::from_id(KvmSevCmd::from_slice(in_data)?.id)?;
+            let class = match id {
+                KvmSevCmdId::DbgDecrypt | KvmSevCmdId::DbgEncrypt => Class::Debug,
+                _ => Class::Launch,
+            };
+            Some((id.name(), class))
+        }
+        _ => None,
     }
 }
 
@@ -160,14 +206,17 @@ impl Policy {
             let classes = r
                 .classes
                 .iter()
-                .map(|c| match c.as_str() {
-                    "read" => Ok(Class::Read),
-                    "manage" => Ok(Class::Manage),
-                    "reset" => Ok(Class::Reset),
-                    other => Err(invalid(format!(
-                        "rule {}: unknown class {other:?} (read, manage, reset)",
-                        i + 1
-                    ))),
+                .map(|c| {
+                    Class::NAMES
+                        .iter()
+                        .find(|(n, _)| n == c)
+                        .map(|&(_, class)| class)
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "rule {}: unknown class {c:?} (read, manage, reset, launch, debug)",
+                                i + 1
+                            ))
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if r.users.is_empty() && r.groups.is_empty() {
@@ -195,9 +244,8 @@ impl Policy {
         Ok(Policy { rules })
     }
 
-    /// Whether `creds` may issue `cmd`.
-    pub fn allows(&self, cmd: SevCmd, creds: &Creds) -> bool {
-        let class = class_of(cmd);
+    /// Whether `creds` may issue commands of `class`.
+    pub fn allows(&self, class: Class, creds: &Creds) -> bool {
         self.rules.iter().any(|r| {
             r.classes.contains(&class)
                 && (r.uids.contains(&creds.uid) || creds.gids.iter().any(|g| r.gids.contains(g)))
@@ -216,10 +264,10 @@ pub struct AuditRecord {
     pub uid: u32,
     /// Its executable.
     pub exe: String,
-    /// The command's header name.
+    /// The command's name (psp-sev.h's, KVM's, or the node's own request).
     pub command: &'static str,
-    /// The firmware status in `error` afterwards.
-    pub status: u32,
+    /// The firmware's status, `null` when the command never reached the firmware.
+    pub status: Option<u32>,
     /// The errno returned (0 for success).
     pub errno: i32,
     /// How long the command took, in microseconds.
@@ -229,9 +277,14 @@ pub struct AuditRecord {
 /// An append-only JSON-lines log written by its own thread, so a slow or full disk delays
 /// no command: a failed write is a warning in the daemon's log, not a failed command.
 pub struct AuditLog {
-    tx: Mutex<Option<mpsc::Sender<String>>>,
+    tx: Mutex<Option<mpsc::SyncSender<String>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Lines dropped because the queue was full, not yet reported in the log.
+    dropped: AtomicU64,
 }
+
+/// Lines the audit queue holds before it drops (a stuck disk must not grow the daemon).
+pub const AUDIT_QUEUE: usize = 4096;
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,7 +300,7 @@ impl AuditLog {
             .create(true)
             .mode(0o640)
             .open(path)?;
-        let (tx, rx) = mpsc::channel::<String>();
+        let (tx, rx) = mpsc::sync_channel::<String>(AUDIT_QUEUE);
         let shown = path.display().to_string();
         let writer = std::thread::Builder::new()
             .name("audit".into())
@@ -274,17 +327,35 @@ impl AuditLog {
         Ok(AuditLog {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            dropped: AtomicU64::new(0),
         })
     }
 
-    /// Queues a record.
+    /// Queues a record; when the queue is full the line is dropped and counted, and the count
+    /// goes into the log as `{"time": .., "dropped": N}` once there is room again.
     pub fn record(&self, rec: &AuditRecord) {
-        if let Ok(mut line) = serde_json::to_string(rec) {
-            line.push('\n');
-            if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                let _ = tx.send(line);
+        let Ok(mut line) = serde_json::to_string(rec) else {
+            return;
+        };
+        line.push('\n');
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = tx.as_ref() else { return };
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            let notice = format!("{{\"time\":{},\"dropped\":{dropped}}}\n", now());
+            if tx.try_send(notice).is_ok() {
+                self.dropped.fetch_sub(dropped, Ordering::Relaxed);
+                log::warn!("audit log: {dropped} lines were dropped while its queue was full");
             }
         }
+        if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped and not yet reported.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Writes what is queued and closes the log.
@@ -319,12 +390,13 @@ impl Gate {
         }
     }
 
-    /// Whether the caller (thread `tid`) may issue `cmd`; with no policy, anyone may.
-    pub fn allows(&self, cmd: SevCmd, tid: u32) -> bool {
+    /// Whether the caller (thread `tid`) holds one of `classes`; with no policy, anyone
+    /// does.
+    pub fn allows(&self, classes: &[Class], tid: u32) -> bool {
         let policy = self.policy.read().unwrap_or_else(|e| e.into_inner());
         match policy.as_ref() {
             None => true,
-            Some(p) => Creds::of(tid).is_some_and(|c| p.allows(cmd, &c)),
+            Some(p) => Creds::of(tid).is_some_and(|c| classes.iter().any(|&k| p.allows(k, &c))),
         }
     }
 
@@ -342,8 +414,8 @@ impl Gate {
     pub fn audit(
         &self,
         tid: u32,
-        cmd: SevCmd,
-        status: u32,
+        command: &'static str,
+        status: Option<u32>,
         errno: i32,
         started: std::time::Instant,
     ) {
@@ -353,16 +425,12 @@ impl Gate {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
         log.record(&AuditRecord {
-            time,
+            time: now(),
             pid,
             uid,
             exe,
-            command: cmd.name(),
+            command,
             status,
             errno,
             duration_us: started.elapsed().as_micros() as u64,
@@ -375,6 +443,14 @@ impl Gate {
             log.close();
         }
     }
+}
+
+/// Seconds since the epoch.
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
@@ -396,14 +472,16 @@ mod tests {
             uid: 1001,
             gids: vec![1001],
         };
-        assert!(p.allows(SevCmd::PlatformStatus, &reader));
-        assert!(!p.allows(SevCmd::PekGen, &reader));
-        assert!(p.allows(SevCmd::FactoryReset, &root));
+        let allows = |cmd: SevCmd, c: &Creds| p.allows(class_of(cmd), c);
+        assert!(allows(SevCmd::PlatformStatus, &reader));
+        assert!(!allows(SevCmd::PekGen, &reader));
+        assert!(allows(SevCmd::FactoryReset, &root));
         assert!(
-            !p.allows(SevCmd::PlatformStatus, &root),
+            !allows(SevCmd::PlatformStatus, &root),
             "root gets only what a rule grants"
         );
-        assert!(!p.allows(SevCmd::GetId2, &other));
+        assert!(!allows(SevCmd::GetId2, &other));
+        assert!(!p.allows(Class::Launch, &root));
     }
 
     #[test]

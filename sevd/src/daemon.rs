@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use vfs::{CharDevice, DeviceFs, FileMode, MountHandle, MountOptions};
 
 use crate::access::Gate;
-use crate::driver::kvm_sev::KvmSev;
+use crate::driver::kvm_sev::{KvmSev, Limits};
 use crate::driver::passthrough::Passthrough;
 use crate::driver::sev_dev::SevBackend;
 use crate::driver::sev_dev::{InitMode, SevDev};
@@ -53,6 +53,8 @@ pub struct Config {
     pub firmware: FirmwareConfig,
     /// Seed for a deterministic nonce stream (tests only); `None` for the system's CSPRNG.
     pub nonce_seed: Option<[u8; 32]>,
+    /// What one user may take through the `sev-vm` node.
+    pub limits: Limits,
 }
 
 /// Why the daemon did not start.
@@ -277,8 +279,8 @@ impl Daemon {
                         config.init_mode,
                     )?;
                     let dev = Arc::new(Mutex::new(dev));
-                    let kvm = Arc::new(KvmSev::new(dev.clone(), fd_check.clone()));
-                    let vm: Arc<dyn CharDevice> = Arc::new(VmNode::new(kvm));
+                    let kvm = Arc::new(KvmSev::new(dev.clone(), fd_check.clone(), config.limits));
+                    let vm: Arc<dyn CharDevice> = Arc::new(VmNode::new(kvm, gate.clone()));
                     (dev, Some(vm), Some(state))
                 }
                 Backend::Hardware(path) => {

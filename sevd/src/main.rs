@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use nix::sys::signal::{SigSet, Signal};
 
 use sevd::daemon::{Backend as DaemonBackend, Config, Daemon};
+use sevd::driver::kvm_sev::Limits;
 use sevd::driver::sev_dev::InitMode;
 use sevd::firmware::FirmwareConfig;
 use vfs::FileMode;
@@ -61,6 +62,20 @@ struct Args {
     /// First plain-SEV ASID; SEV-ES guests get 1..this (CPUID 0x8000001F EDX).
     #[arg(long, default_value_t = FirmwareConfig::default().min_sev_asid)]
     min_sev_asid: u32,
+    /// Open VMs (sev-vm files) one uid may hold; beyond it open() fails with ENOMEM.
+    #[arg(long, default_value_t = Limits::default().vms_per_uid)]
+    max_vms_per_uid: u32,
+    /// vCPU save areas (SEVD_VM_SET_VMSA) one VM may hold; beyond it ENOSPC.
+    #[arg(long, default_value_t = Limits::default().vcpus_per_vm)]
+    max_vcpus_per_vm: u32,
+    /// MiB of guest memory one VM may register; beyond it KVM_SET_USER_MEMORY_REGION fails
+    /// with ENOMEM.
+    #[arg(long, default_value_t = Limits::default().memory_per_vm >> 20)]
+    max_memory_per_vm_mib: u64,
+    /// ASIDs one uid may hold at once (as the misc cgroup's sev.max); 0 for no limit.
+    /// Beyond it INIT fails with EBUSY.
+    #[arg(long, default_value_t = 0)]
+    max_asids_per_uid: u32,
     /// For tests only: draw the firmware's nonces from a fixed 32-byte seed (64 hex digits),
     /// so runs can be compared byte for byte. Never use it for real guests.
     #[arg(long, value_parser = parse_seed, hide = true)]
@@ -203,6 +218,12 @@ fn main() -> ExitCode {
             ..FirmwareConfig::default()
         },
         nonce_seed: args.nonce_seed,
+        limits: Limits {
+            vms_per_uid: args.max_vms_per_uid,
+            vcpus_per_vm: args.max_vcpus_per_vm,
+            memory_per_vm: args.max_memory_per_vm_mib.saturating_mul(1 << 20),
+            asids_per_uid: args.max_asids_per_uid,
+        },
     };
     let daemon = match Daemon::start(&config) {
         Ok(d) => d,

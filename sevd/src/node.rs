@@ -2,11 +2,47 @@
 
 use std::sync::{Arc, RwLock};
 
-use vfs::{Caller, CharDevice, Errno, IoctlReply, IoctlRequest, OpenFile};
+use uapi::psp_sev::SevCmd;
+use vfs::{Caller, CallerMemory, CharDevice, Errno, IoctlReply, IoctlRequest, OpenFile};
 
-use crate::access::Gate;
+use crate::access::{class_of, vm_command, Class, Gate};
 use crate::driver::kvm_sev::{KvmSev, SevFdCheck};
-use crate::driver::sev_dev::{issue_reply, parse_issue, SevBackend};
+use crate::driver::sev_dev::{sev_ioctl, SevBackend, NOT_REACHED};
+
+/// A backend behind the gate: the policy decides before the backend sees the command, and
+/// every command is audited, refused or not.
+struct Gated<'a> {
+    inner: &'a dyn SevBackend,
+    gate: &'a Gate,
+    tid: u32,
+}
+
+impl SevBackend for Gated<'_> {
+    fn issue(
+        &self,
+        cmd: SevCmd,
+        writable: bool,
+        mem: &dyn CallerMemory,
+        data: u64,
+        error: &mut u32,
+    ) -> Result<(), Errno> {
+        let started = std::time::Instant::now();
+        let result = if self.gate.allows(&[class_of(cmd)], self.tid) {
+            self.inner.issue(cmd, writable, mem, data, error)
+        } else {
+            Err(Errno::EPERM)
+        };
+        let status = (*error != NOT_REACHED).then_some(*error);
+        let errno = result.err().map_or(0, |e| e as i32);
+        self.gate
+            .audit(self.tid, cmd.name(), status, errno, started);
+        result
+    }
+
+    fn barrier(&self) {
+        self.inner.barrier();
+    }
+}
 
 /// `<mountpoint>/sev`: byte-for-byte `/dev/sev`. No per-file state (sev_fops has no open or
 /// release); the open mode decides what a file may do, and the gate (policy, audit) what a
@@ -24,45 +60,51 @@ impl SevNode {
 }
 
 impl CharDevice for SevNode {
+    /// A caller granted nothing at all cannot get a file. A VMM granted only `launch` may:
+    /// it hands the file to the `sev-vm` node as `sev_fd`.
+    fn open(&self, caller: &Caller, _file: &OpenFile) -> Result<(), Errno> {
+        let any = [Class::SEV_NODE.as_slice(), Class::VM_NODE.as_slice()].concat();
+        if self.gate.allows(&any, caller.pid.0) {
+            Ok(())
+        } else {
+            Err(Errno::EPERM)
+        }
+    }
+
     fn ioctl(
         &self,
         caller: &Caller,
         file: &OpenFile,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
-        let (arg, cmd) = parse_issue(&request)?;
-        let started = std::time::Instant::now();
-        let mut error = arg.error;
-        let result = if self.gate.allows(cmd, caller.pid.0) {
-            let mem = caller.memory();
-            self.backend
-                .issue(cmd, file.flags.writable(), &mem, arg.data, &mut error)
-        } else {
-            // Denied by policy: the backend never sees it.
-            Err(Errno::EPERM)
+        let gated = Gated {
+            inner: &*self.backend,
+            gate: &self.gate,
+            tid: caller.pid.0,
         };
-        let errno = result.err().map(|e| e as i32).unwrap_or(0);
-        self.gate.audit(caller.pid.0, cmd, error, errno, started);
-        Ok(issue_reply(arg, error, result))
+        sev_ioctl(&gated, file.flags.writable(), &caller.memory(), request)
     }
 }
 
 /// `<mountpoint>/sev-vm`: each open file is a VM (`KVM_CREATE_VM`), closed = destroyed.
 pub struct VmNode {
     kvm: Arc<KvmSev>,
+    gate: Arc<Gate>,
 }
 
 impl VmNode {
-    /// A node over the VM side of the driver.
-    pub fn new(kvm: Arc<KvmSev>) -> Self {
-        VmNode { kvm }
+    /// A node over the VM side of the driver, behind a gate.
+    pub fn new(kvm: Arc<KvmSev>, gate: Arc<Gate>) -> Self {
+        VmNode { kvm, gate }
     }
 }
 
 impl CharDevice for VmNode {
-    fn open(&self, _caller: &Caller, file: &OpenFile) -> Result<(), Errno> {
-        self.kvm.create_vm(file.fh, file.opener.0);
-        Ok(())
+    fn open(&self, caller: &Caller, file: &OpenFile) -> Result<(), Errno> {
+        if !self.gate.allows(&Class::VM_NODE, caller.pid.0) {
+            return Err(Errno::EPERM);
+        }
+        self.kvm.create_vm(file.fh, file.opener.0, caller.uid)
     }
 
     fn release(&self, file: &OpenFile) {
@@ -75,14 +117,33 @@ impl CharDevice for VmNode {
         file: &OpenFile,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
+        let tid = caller.pid.0;
+        let command = vm_command(request.cmd, request.in_data);
+        if let Some((name, class)) = command {
+            if !self.gate.allows(&[class], tid) {
+                self.gate.audit(
+                    tid,
+                    name,
+                    None,
+                    Errno::EPERM as i32,
+                    std::time::Instant::now(),
+                );
+                return Err(Errno::EPERM);
+            }
+        }
+        let started = std::time::Instant::now();
         let mem = caller.memory();
-        self.kvm.ioctl(
-            caller.pid.0,
-            vfs::tgid(caller.pid.0),
-            &mem,
-            file.fh,
-            request,
-        )
+        let outcome = self
+            .kvm
+            .ioctl_outcome(tid, vfs::tgid(tid), &mem, file.fh, request);
+        if let Some((name, _)) = command {
+            let errno = match &outcome.reply {
+                Ok(r) => -r.result,
+                Err(e) => *e as i32,
+            };
+            self.gate.audit(tid, name, outcome.status, errno, started);
+        }
+        outcome.reply
     }
 }
 

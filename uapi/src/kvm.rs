@@ -66,6 +66,36 @@ impl KvmSevCmdId {
         ];
         ALL.get(id as usize).copied()
     }
+
+    /// KVM's name for the id (`KVM_SEV_LAUNCH_START`).
+    pub fn name(self) -> &'static str {
+        const NAMES: [&str; 23] = [
+            "KVM_SEV_INIT",
+            "KVM_SEV_ES_INIT",
+            "KVM_SEV_LAUNCH_START",
+            "KVM_SEV_LAUNCH_UPDATE_DATA",
+            "KVM_SEV_LAUNCH_UPDATE_VMSA",
+            "KVM_SEV_LAUNCH_SECRET",
+            "KVM_SEV_LAUNCH_MEASURE",
+            "KVM_SEV_LAUNCH_FINISH",
+            "KVM_SEV_SEND_START",
+            "KVM_SEV_SEND_UPDATE_DATA",
+            "KVM_SEV_SEND_UPDATE_VMSA",
+            "KVM_SEV_SEND_FINISH",
+            "KVM_SEV_RECEIVE_START",
+            "KVM_SEV_RECEIVE_UPDATE_DATA",
+            "KVM_SEV_RECEIVE_UPDATE_VMSA",
+            "KVM_SEV_RECEIVE_FINISH",
+            "KVM_SEV_GUEST_STATUS",
+            "KVM_SEV_DBG_DECRYPT",
+            "KVM_SEV_DBG_ENCRYPT",
+            "KVM_SEV_CERT_EXPORT",
+            "KVM_SEV_GET_ATTESTATION_REPORT",
+            "KVM_SEV_SEND_CANCEL",
+            "KVM_SEV_INIT2",
+        ];
+        NAMES[self as usize]
+    }
 }
 
 /// `KVM_X86_DEFAULT_VM`.

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`ioctl`] | request numbers (`_IOWR` and friends, `include/uapi/asm-generic/ioctl.h`) |
 //! | [`psp_sev`] | `include/uapi/linux/psp-sev.h` |
+//! | [`psp_sev_cmds`] | `sev-dev.c`'s per-command facts: writable, struct size, nested buffers and caps |
 //! | [`status`] | `sev_ret_code`, AMD SEV API (pub. 55766) table of status codes |
 //! | [`kvm`] | KVM's SEV ioctls (`linux/kvm.h`, `asm/kvm.h`) and this project's `sev-vm` node |
 //! | [`cert`] | the 0x824-byte SEV certificate (SEV API §"Certificates") |
@@ -22,6 +23,7 @@ pub mod ioctl;
 pub mod kvm;
 pub mod launch;
 pub mod psp_sev;
+pub mod psp_sev_cmds;
 pub mod status;
 
 pub use bytes::ByteValued;

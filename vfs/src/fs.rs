@@ -12,7 +12,13 @@ use fuser::{
     ReplyWrite, Request, WriteFlags,
 };
 
+use crate::workers::Workers;
 use crate::{Caller, CharDevice, Errno, IoctlRequest, OpenFile, OpenFlags, Pid};
+
+/// File handles come from one counter for the whole process, not one per mount: a device
+/// mounted at several paths (`<mountpoint>/sev-vm` and a `--link` drop-in) keys its per-file
+/// state by handle, and two mounts numbering from 1 would hand one caller another's file.
+static NEXT_FH: AtomicU64 = AtomicU64::new(1);
 
 /// Attributes never change while mounted; let the kernel cache them.
 const TTL: Duration = Duration::from_secs(3600);
@@ -50,7 +56,7 @@ enum Layout {
 pub struct DeviceFs {
     layout: Layout,
     mode: FileMode,
-    next_fh: AtomicU64,
+    workers: Workers,
     open: Mutex<HashMap<u64, (u64, OpenFile)>>,
 }
 
@@ -69,7 +75,7 @@ impl DeviceFs {
         DeviceFs {
             layout,
             mode,
-            next_fh: AtomicU64::new(1),
+            workers: Workers::default(),
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -208,7 +214,7 @@ impl Filesystem for DeviceFs {
             return;
         };
         let file = OpenFile {
-            fh: self.next_fh.fetch_add(1, Ordering::Relaxed),
+            fh: NEXT_FH.fetch_add(1, Ordering::Relaxed),
             flags: OpenFlags(flags.0),
             opener: Pid(tgid(req.pid())),
         };
@@ -312,20 +318,35 @@ impl Filesystem for DeviceFs {
             reply.error(fuser::Errno::EIO);
             return;
         }
-        let request = IoctlRequest {
-            cmd,
-            in_data,
-            out_size,
-            compat: flags.contains(IoctlFlags::FUSE_IOCTL_COMPAT),
+        let caller = caller(req);
+        let Some(permit) = self.workers.admit(caller.uid) else {
+            log::warn!(
+                "uid {} has too many ioctls in flight; this one gets EAGAIN",
+                caller.uid
+            );
+            reply.error(fuser::Errno::EAGAIN);
+            return;
         };
-        match dev.ioctl(&caller(req), &file, request) {
-            Ok(out) => {
-                let len = out.data.len().min(out_size as usize);
-                reply.ioctl(out.result, &out.data[..len]);
+        // On a worker: the driver may wait on its caller, the FUSE loop must not.
+        let dev = dev.clone();
+        let in_data = in_data.to_vec();
+        let compat = flags.contains(IoctlFlags::FUSE_IOCTL_COMPAT);
+        self.workers.run(permit, move || {
+            let request = IoctlRequest {
+                cmd,
+                in_data: &in_data,
+                out_size,
+                compat,
+            };
+            match dev.ioctl(&caller, &file, request) {
+                Ok(out) => {
+                    let len = out.data.len().min(out_size as usize);
+                    reply.ioctl(out.result, &out.data[..len]);
+                }
+                // Never ENOSYS: older kernels then disable ioctls for the whole connection.
+                Err(Errno::ENOSYS) => reply.error(fuser::Errno::ENOTTY),
+                Err(e) => reply.error(errno(e)),
             }
-            // Never ENOSYS: older kernels then disable ioctls for the whole connection.
-            Err(Errno::ENOSYS) => reply.error(fuser::Errno::ENOTTY),
-            Err(e) => reply.error(errno(e)),
-        }
+        });
     }
 }

@@ -11,6 +11,7 @@ mod client;
 mod fs;
 mod memory;
 mod mount;
+mod workers;
 
 pub use client::{ioctl_bytes, ioctl_bytes_sized, ioctl_new_fd, ioctl_value};
 pub use fs::tgid;
@@ -56,7 +57,7 @@ impl OpenFlags {
 /// One open file description of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenFile {
-    /// Handle, unique for the life of the mount.
+    /// Handle, unique across every mount of this process for its whole life.
     pub fh: u64,
     /// Its open flags.
     pub flags: OpenFlags,

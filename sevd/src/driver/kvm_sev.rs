@@ -1,8 +1,13 @@
 //! The VM mirror: what KVM's `arch/x86/kvm/svm/sev.c` does for `KVM_MEMORY_ENCRYPT_OP`
 //! (reference/linux-abi.md §3), behind the `sev-vm` node. Each open file is one VM.
+//!
+//! Locks: the VM table only long enough to find a VM; each VM's own lock for its command;
+//! the ASIDs, then the firmware (the driver's lock), briefly. The caller's memory, guest
+//! memory included, is staged before the firmware's lock is taken and written back after it
+//! is released, so a caller whose pages never arrive holds up nobody but itself.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use uapi::ioctl::{
     KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_SET_VMSA,
@@ -12,21 +17,23 @@ use uapi::psp_sev::SEV_FW_BLOB_MAX_SIZE;
 use uapi::ByteValued;
 use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, UserAddr};
 
-use super::read_obj;
-use super::sev_dev::SevDev;
+use super::kvm_asids::{AsidError, KvmAsids};
+use super::sev_dev::{SevDev, NOT_REACHED};
 use super::vm_memory::Slots;
+use super::{read_obj, write_bytes, write_obj};
 use crate::firmware::{FwResult, LaunchSecret};
 use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
 
 /// Where VMSA pages live in the firmware's view: above any guest physical address.
 const VMSA_BASE: u64 = 1 << 52;
 const PAGE: u64 = 4096;
-/// vCPUs a VM may have (KVM_MAX_VCPUS).
-const MAX_VCPUS: u32 = 4096;
 /// Largest SEVD_VM_GUEST_ACCESS.
 const GUEST_ACCESS_MAX: u32 = 16 << 20;
-/// Largest piece handed to the firmware at once by LAUNCH_UPDATE_DATA.
+/// Largest piece of guest memory staged and handed to the firmware at once.
 const UPDATE_PIECE: u64 = 16 << 20;
+/// LAUNCH_SECRET's guest range is staged only up to this; the firmware refuses longer ones
+/// (its buffer is 0x5000 bytes) before it would write.
+const SECRET_STAGE_MAX: u32 = 64 << 10;
 
 /// Tells whether an fd number in a process is an open file of this daemon's `sev` node
 /// (what KVM's check of `f_op == &sev_fops` is for).
@@ -35,61 +42,28 @@ pub trait SevFdCheck: Send + Sync {
     fn is_sev_node(&self, pid: u32, fd: u32) -> bool;
 }
 
-/// KVM's ASID allocator (`sev_asid_new`): SEV-ES guests get 1..min_sev_asid, SEV guests
-/// min_sev_asid..=max_asid. Freed ASIDs wait in `reclaim` until a shortage makes KVM
-/// flush (DF_FLUSH) and reuse them all.
-#[derive(Debug)]
-struct KvmAsids {
-    used: Vec<bool>,
-    reclaim: Vec<bool>,
-    min_sev: u32,
-    max: u32,
+/// What one user may take of the daemon and the platform through `sev-vm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open VMs per uid (`KVM_CREATE_VM` beyond it: ENOMEM).
+    pub vms_per_uid: u32,
+    /// vCPU save areas per VM (`SEVD_VM_SET_VMSA` beyond it: ENOSPC); KVM_MAX_VCPUS is 4096.
+    pub vcpus_per_vm: u32,
+    /// Bytes of guest memory a VM may register (`KVM_SET_USER_MEMORY_REGION` beyond it:
+    /// ENOMEM).
+    pub memory_per_vm: u64,
+    /// ASIDs per uid, 0 for no limit (INIT beyond it: EBUSY, as the misc cgroup charge).
+    pub asids_per_uid: u32,
 }
 
-impl KvmAsids {
-    fn new(min_sev: u32, max: u32) -> Self {
-        KvmAsids {
-            used: vec![false; max as usize + 1],
-            reclaim: vec![false; max as usize + 1],
-            min_sev,
-            max,
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            vms_per_uid: 64,
+            vcpus_per_vm: 512,
+            memory_per_vm: 1 << 40,
+            asids_per_uid: 0,
         }
-    }
-
-    fn range(&self, es: bool) -> std::ops::RangeInclusive<u32> {
-        if es {
-            1..=self.min_sev.saturating_sub(1)
-        } else {
-            self.min_sev..=self.max
-        }
-    }
-
-    fn alloc(&mut self, es: bool, dev: &mut SevDev) -> Result<u32, Errno> {
-        for retry in [true, false] {
-            if let Some(a) = self.range(es).find(|&a| !self.used[a as usize]) {
-                self.used[a as usize] = true;
-                return Ok(a);
-            }
-            let reclaimable = self.range(es).any(|a| self.reclaim[a as usize]);
-            if !(retry && reclaimable) {
-                break;
-            }
-            // __sev_recycle_asids: WBINVD on all CPUs, DF_FLUSH, then every reclaimed ASID is free.
-            if dev.firmware_mut().df_flush().is_err() {
-                break;
-            }
-            for a in 0..self.used.len() {
-                if self.reclaim[a] {
-                    self.reclaim[a] = false;
-                    self.used[a] = false;
-                }
-            }
-        }
-        Err(Errno::EBUSY)
-    }
-
-    fn free(&mut self, asid: u32) {
-        self.reclaim[asid as usize] = true;
     }
 }
 
@@ -116,16 +90,29 @@ struct SevVm {
 struct Vm {
     /// The process that created it (KVM's `kvm->mm`): only it may use it.
     owner: u32,
+    /// The uid that created it, charged for it.
+    uid: u32,
     slots: Slots,
     sev: Option<SevVm>,
     vmsas: BTreeMap<u32, Vmsa>,
+}
+
+/// A VM in the table, with what is needed without taking its lock (which a command whose
+/// caller stalls may hold).
+struct VmEntry {
+    uid: u32,
+    vm: Arc<Mutex<Vm>>,
 }
 
 /// Every VM of the daemon, and KVM's ASIDs.
 pub struct KvmSev {
     dev: Arc<Mutex<SevDev>>,
     fd_check: Arc<dyn SevFdCheck>,
-    state: Mutex<(HashMap<u64, Vm>, KvmAsids)>,
+    vms: Mutex<HashMap<u64, VmEntry>>,
+    asids: Mutex<KvmAsids>,
+    limits: Limits,
+    /// (uid, limit) pairs already logged: a limit is logged once, not per call.
+    warned: Mutex<HashSet<(u32, &'static str)>>,
 }
 
 /// One command's context.
@@ -143,6 +130,15 @@ impl Ctx<'_> {
     }
 }
 
+/// What an ioctl on a VM came to: the reply, and the firmware status if the firmware ran.
+#[derive(Debug)]
+pub struct VmOutcome {
+    /// The reply (or an early errno, nothing copied back).
+    pub reply: Result<IoctlReply, Errno>,
+    /// The firmware's status, `None` when the command never reached it.
+    pub status: Option<u32>,
+}
+
 /// `psp_copy_user_blob`: EINVAL for a null or empty blob and above 16 KiB.
 fn copy_user_blob(mem: &dyn CallerMemory, addr: u64, len: u32) -> Result<Vec<u8>, Errno> {
     if addr == 0 || len == 0 || len > SEV_FW_BLOB_MAX_SIZE {
@@ -152,13 +148,48 @@ fn copy_user_blob(mem: &dyn CallerMemory, addr: u64, len: u32) -> Result<Vec<u8>
         .map_err(|_| Errno::EFAULT)
 }
 
-fn write_obj<T: ByteValued>(mem: &dyn CallerMemory, addr: u64, v: &T) -> Result<(), Errno> {
-    super::write_obj(mem, addr, v)
+/// Copies `len` bytes of guest memory at `gpa` out of the VMM's memory, for the firmware to
+/// work on without touching the VMM's.
+fn stage(
+    slots: &Slots,
+    mem: &dyn CallerMemory,
+    gpa: u64,
+    len: u64,
+) -> Result<VecGuestMemory, Errno> {
+    let mut buf = vec![0u8; len as usize];
+    slots
+        .memory(mem)
+        .read(GuestAddress(gpa), &mut buf)
+        .map_err(|_| Errno::EFAULT)?;
+    Ok(VecGuestMemory::from_region(GuestAddress(gpa), buf))
+}
+
+/// Writes a staged span back into the VMM's memory.
+fn unstage(
+    slots: &Slots,
+    mem: &dyn CallerMemory,
+    gpa: u64,
+    staged: VecGuestMemory,
+) -> Result<(), Errno> {
+    let bytes = staged.into_first_region();
+    slots
+        .memory(mem)
+        .write(GuestAddress(gpa), &bytes)
+        .map_err(|_| Errno::EFAULT)
+}
+
+/// The 16-byte-aligned span around `at`+`n` (the memory controller's block).
+fn block_span(at: u64, n: u64) -> Result<(u64, u64), Errno> {
+    let end = at
+        .checked_add(n)
+        .and_then(|e| e.checked_add(15))
+        .ok_or(Errno::EFAULT)?;
+    Ok((at & !15, end & !15))
 }
 
 impl KvmSev {
     /// The VM side over the shared driver.
-    pub fn new(dev: Arc<Mutex<SevDev>>, fd_check: Arc<dyn SevFdCheck>) -> Self {
+    pub fn new(dev: Arc<Mutex<SevDev>>, fd_check: Arc<dyn SevFdCheck>, limits: Limits) -> Self {
         let config = dev
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -167,50 +198,100 @@ impl KvmSev {
         KvmSev {
             dev,
             fd_check,
-            state: Mutex::new((
-                HashMap::new(),
-                KvmAsids::new(config.min_sev_asid, config.max_asid),
+            vms: Mutex::new(HashMap::new()),
+            asids: Mutex::new(KvmAsids::new(
+                config.min_sev_asid,
+                config.max_asid,
+                limits.asids_per_uid,
             )),
+            limits,
+            warned: Mutex::new(HashSet::new()),
         }
     }
 
-    /// `KVM_CREATE_VM`: a VM for the file `fh`, owned by process `owner`.
-    pub fn create_vm(&self, fh: u64, owner: u32) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.0.insert(
+    fn dev(&self) -> MutexGuard<'_, SevDev> {
+        self.dev.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Logs that `uid` hit `limit`, once per uid and limit.
+    fn limit_hit(&self, uid: u32, limit: &'static str, errno: Errno) -> Errno {
+        let first = self
+            .warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((uid, limit));
+        if first {
+            log::warn!("uid {uid} reached the limit on {limit}; further requests get {errno} (logged once)");
+        }
+        errno
+    }
+
+    /// `KVM_CREATE_VM`: a VM for the open file `fh`, owned by process `owner` of user `uid`.
+    /// A handle already in use is refused, never replaced.
+    pub fn create_vm(&self, fh: u64, owner: u32, uid: u32) -> Result<(), Errno> {
+        let mut vms = self.vms.lock().unwrap_or_else(|e| e.into_inner());
+        if vms.contains_key(&fh) {
+            log::error!("VM handle {fh} is already in use; refusing to replace it");
+            return Err(Errno::EEXIST);
+        }
+        let mine = vms.values().filter(|e| e.uid == uid).count();
+        if mine >= self.limits.vms_per_uid as usize {
+            return Err(self.limit_hit(uid, "open VMs", Errno::ENOMEM));
+        }
+        let vm = Vm {
+            owner,
+            uid,
+            slots: Slots::default(),
+            sev: None,
+            vmsas: BTreeMap::new(),
+        };
+        vms.insert(
             fh,
-            Vm {
-                owner,
-                slots: Slots::default(),
-                sev: None,
-                vmsas: BTreeMap::new(),
+            VmEntry {
+                uid,
+                vm: Arc::new(Mutex::new(vm)),
             },
         );
+        Ok(())
     }
 
     /// The VM's file is closed: `sev_vm_destroy` (DEACTIVATE, DECOMMISSION, ASID freed).
     pub fn destroy_vm(&self, fh: u64) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (vms, asids) = &mut *state;
-        let Some(vm) = vms.remove(&fh) else { return };
-        let Some(sev) = vm.sev else { return };
-        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        let vm = self
+            .vms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
+        let Some(entry) = vm else { return };
+        let vm = entry.vm.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sev) = &vm.sev else { return };
         if sev.handle != 0 {
+            let mut dev = self.dev();
             let fw = dev.firmware_mut();
             let _ = fw.deactivate(sev.handle);
             if let Err(s) = fw.decommission(sev.handle) {
                 log::warn!("DECOMMISSION of handle {} failed: {}", sev.handle, s);
             }
         }
-        asids.free(sev.asid);
+        self.asids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .free(sev.asid);
     }
 
     /// Number of live VMs.
     pub fn vm_count(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).0.len()
+        self.vms.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// An ioctl on a VM file.
+    /// ASIDs held by live guests.
+    pub fn asids_in_use(&self) -> usize {
+        self.asids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_use()
+    }
+
     /// An ioctl on VM `fh` from thread `pid` of process `owner`, whose memory is `mem`.
     pub fn ioctl(
         &self,
@@ -220,9 +301,40 @@ impl KvmSev {
         fh: u64,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (vms, asids) = &mut *state;
-        let vm = vms.get_mut(&fh).ok_or(Errno::EBADF)?;
+        self.ioctl_outcome(pid, owner, mem, fh, request).reply
+    }
+
+    /// As [`KvmSev::ioctl`], with the firmware status for the audit log.
+    pub fn ioctl_outcome(
+        &self,
+        pid: u32,
+        owner: u32,
+        mem: &dyn CallerMemory,
+        fh: u64,
+        request: IoctlRequest<'_>,
+    ) -> VmOutcome {
+        let mut status = None;
+        let reply = self.dispatch(pid, owner, mem, fh, request, &mut status);
+        VmOutcome { reply, status }
+    }
+
+    fn dispatch(
+        &self,
+        pid: u32,
+        owner: u32,
+        mem: &dyn CallerMemory,
+        fh: u64,
+        request: IoctlRequest<'_>,
+        status: &mut Option<u32>,
+    ) -> Result<IoctlReply, Errno> {
+        let vm = self
+            .vms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .map(|e| e.vm.clone())
+            .ok_or(Errno::EBADF)?;
+        let mut vm = vm.lock().unwrap_or_else(|e| e.into_inner());
         // KVM: a VM belongs to the mm that made it.
         if vm.owner != owner {
             return Err(Errno::EIO);
@@ -231,38 +343,26 @@ impl KvmSev {
             KVM_SET_USER_MEMORY_REGION => {
                 let r =
                     KvmUserspaceMemoryRegion::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
+                if vm.slots.size_with(&r) > self.limits.memory_per_vm {
+                    return Err(self.limit_hit(vm.uid, "guest memory per VM", Errno::ENOMEM));
+                }
                 vm.slots.set(&r)?;
                 Ok(IoctlReply::ok(vec![]))
             }
             SEVD_VM_SET_VMSA => {
                 let arg = SevdVmsa::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
-                if arg.vcpu >= MAX_VCPUS {
-                    return Err(Errno::EINVAL);
-                }
-                if vm.vmsas.get(&arg.vcpu).is_some_and(|v| v.protected) {
-                    return Err(Errno::EINVAL);
-                }
-                let mut page = Box::new([0u8; PAGE as usize]);
-                mem.read(UserAddr(arg.uaddr), &mut page[..])
-                    .map_err(|_| Errno::EFAULT)?;
-                vm.vmsas.insert(
-                    arg.vcpu,
-                    Vmsa {
-                        page,
-                        protected: false,
-                    },
-                );
+                self.set_vmsa(&mut vm, mem, &arg)?;
                 Ok(IoctlReply::ok(vec![]))
             }
             SEVD_VM_GUEST_ACCESS => {
                 let arg = SevdGuestAccess::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
-                self.guest_access(vm, mem, &arg)?;
+                self.guest_access(&vm, mem, &arg)?;
                 Ok(IoctlReply::ok(arg.as_bytes().to_vec()))
             }
             SEVD_VM_ENCRYPT_OP => {
                 let mut cmd = KvmSevCmd::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
                 let id = KvmSevCmdId::from_id(cmd.id).ok_or(Errno::EINVAL)?;
-                let mut error = cmd.error;
+                let mut error = NOT_REACHED;
                 let mut ctx = Ctx {
                     mem,
                     pid,
@@ -270,8 +370,11 @@ impl KvmSev {
                     sev_fd: cmd.sev_fd,
                     error: &mut error,
                 };
-                let r = self.encrypt_op(vm, asids, id, &mut ctx)?;
-                cmd.error = error;
+                let r = self.encrypt_op(&mut vm, id, &mut ctx)?;
+                if error != NOT_REACHED {
+                    cmd.error = error;
+                    *status = Some(error);
+                }
                 Ok(match r {
                     Ok(()) => IoctlReply::ok(cmd.as_bytes().to_vec()),
                     Err(e) => IoctlReply::failed(e, cmd.as_bytes().to_vec()),
@@ -281,30 +384,54 @@ impl KvmSev {
         }
     }
 
+    /// `SEVD_VM_SET_VMSA`: a vCPU's initial save area, until LAUNCH_UPDATE_VMSA protects it.
+    fn set_vmsa(&self, vm: &mut Vm, mem: &dyn CallerMemory, arg: &SevdVmsa) -> Result<(), Errno> {
+        // KVM_MAX_VCPUS.
+        if arg.vcpu >= 4096 {
+            return Err(Errno::EINVAL);
+        }
+        if vm.vmsas.get(&arg.vcpu).is_some_and(|v| v.protected) {
+            return Err(Errno::EINVAL);
+        }
+        if !vm.vmsas.contains_key(&arg.vcpu) && vm.vmsas.len() >= self.limits.vcpus_per_vm as usize
+        {
+            return Err(self.limit_hit(vm.uid, "vCPUs per VM", Errno::ENOSPC));
+        }
+        let mut page = Box::new([0u8; PAGE as usize]);
+        mem.read(UserAddr(arg.uaddr), &mut page[..])
+            .map_err(|_| Errno::EFAULT)?;
+        vm.vmsas.insert(
+            arg.vcpu,
+            Vmsa {
+                page,
+                protected: false,
+            },
+        );
+        Ok(())
+    }
+
     /// `sev_mem_enc_ioctl`'s switch. The outer error is for ids KVM does not copy back.
     fn encrypt_op(
         &self,
         vm: &mut Vm,
-        asids: &mut KvmAsids,
         id: KvmSevCmdId,
         ctx: &mut Ctx<'_>,
     ) -> Result<Result<(), Errno>, Errno> {
         use KvmSevCmdId::*;
-        let mut dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
-        let dev = &mut *dev;
         Ok(match id {
-            Init | EsInit => self.sev_guest_init(vm, asids, dev, id == EsInit, ctx),
-            LaunchStart => self.launch_start(vm, dev, ctx),
-            LaunchUpdateData => self.launch_update_data(vm, dev, ctx),
-            LaunchUpdateVmsa => self.launch_update_vmsa(vm, dev, ctx),
-            LaunchMeasure => self.launch_measure(vm, dev, ctx),
-            LaunchSecret => self.launch_secret(vm, dev, ctx),
+            Init | EsInit => self.sev_guest_init(vm, id == EsInit, ctx),
+            LaunchStart => self.launch_start(vm, ctx),
+            LaunchUpdateData => self.launch_update_data(vm, ctx),
+            LaunchUpdateVmsa => self.launch_update_vmsa(vm, ctx),
+            LaunchMeasure => self.launch_measure(vm, ctx),
+            LaunchSecret => self.launch_secret(vm, ctx),
             LaunchFinish => self.with_guest(vm, ctx, |h, ctx| {
-                ctx.fw(dev.firmware_mut().launch_finish(h))
+                let r = self.dev().firmware_mut().launch_finish(h);
+                ctx.fw(r)
             }),
-            GuestStatus => self.guest_status(vm, dev, ctx),
-            DbgDecrypt => self.dbg_crypt(vm, dev, ctx, true),
-            DbgEncrypt => self.dbg_crypt(vm, dev, ctx, false),
+            GuestStatus => self.guest_status(vm, ctx),
+            DbgDecrypt => self.dbg_crypt(vm, ctx, true),
+            DbgEncrypt => self.dbg_crypt(vm, ctx, false),
             // INIT2 needs a VM created with an SEV type; migration and attestation reports
             // are not offered by this daemon.
             _ => return Err(Errno::EINVAL),
@@ -312,21 +439,22 @@ impl KvmSev {
     }
 
     /// `sev_guest_init`: an ASID and an initialised platform.
-    fn sev_guest_init(
-        &self,
-        vm: &mut Vm,
-        asids: &mut KvmAsids,
-        dev: &mut SevDev,
-        es: bool,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(), Errno> {
+    fn sev_guest_init(&self, vm: &mut Vm, es: bool, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let mut asids = self.asids.lock().unwrap_or_else(|e| e.into_inner());
         if es && asids.range(true).is_empty() {
             return Err(Errno::ENOTTY);
         }
         if vm.sev.is_some() {
             return Err(Errno::EINVAL);
         }
-        let asid = asids.alloc(es, dev)?;
+        let mut dev = self.dev();
+        let asid = match asids.alloc(es, vm.uid, &mut dev) {
+            Ok(a) => a,
+            Err(AsidError::UidLimit) => {
+                return Err(self.limit_hit(vm.uid, "ASIDs", AsidError::UidLimit.errno()))
+            }
+            Err(e) => return Err(e.errno()),
+        };
         if let Err(e) = dev.platform_init(ctx.error) {
             asids.free(asid);
             return Err(e);
@@ -342,8 +470,8 @@ impl KvmSev {
     }
 
     /// The SEV context, or ENOTTY for a VM that is not an SEV guest.
-    fn sev(vm: &mut Vm) -> Result<&mut SevVm, Errno> {
-        vm.sev.as_mut().ok_or(Errno::ENOTTY)
+    fn sev(vm: &Vm) -> Result<&SevVm, Errno> {
+        vm.sev.as_ref().ok_or(Errno::ENOTTY)
     }
 
     /// `sev_issue_cmd`'s fd check: the fd must be our `sev` node in the caller's table.
@@ -364,13 +492,12 @@ impl KvmSev {
     ) -> Result<(), Errno> {
         let sev = Self::sev(vm)?;
         self.check_fd(ctx.pid, sev.fd)?;
-        let handle = sev.handle;
-        f(handle, ctx)
+        f(sev.handle, ctx)
     }
 
     /// `sev_launch_start`: the firmware context, then ACTIVATE with the VM's ASID.
-    fn launch_start(&self, vm: &mut Vm, dev: &mut SevDev, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
-        let sev = Self::sev(vm)?;
+    fn launch_start(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let sev = vm.sev.as_mut().ok_or(Errno::ENOTTY)?;
         if sev.handle != 0 {
             return Err(Errno::EINVAL);
         }
@@ -384,18 +511,24 @@ impl KvmSev {
             a => Some(copy_user_blob(ctx.mem, a, params.session_len)?),
         };
         self.check_fd(ctx.pid, ctx.sev_fd)?;
-        let fw = dev.firmware_mut();
         let owner = godh
             .as_deref()
             .map(|g| (g, session.as_deref().unwrap_or(&[])));
-        let handle = ctx.fw(fw.launch_start(params.handle, params.policy, owner))?;
-        if let Err(status) = fw.activate(handle, sev.asid) {
-            *ctx.error = status as u32;
-            let _ = fw.decommission(handle);
-            return Err(Errno::EIO);
-        }
+        let handle = {
+            let mut dev = self.dev();
+            let fw = dev.firmware_mut();
+            let handle = ctx.fw(fw.launch_start(params.handle, params.policy, owner))?;
+            if let Err(status) = fw.activate(handle, sev.asid) {
+                *ctx.error = status as u32;
+                let _ = fw.decommission(handle);
+                return Err(Errno::EIO);
+            }
+            handle
+        };
         params.handle = handle;
         if write_obj(ctx.mem, ctx.data, &params).is_err() {
+            let mut dev = self.dev();
+            let fw = dev.firmware_mut();
             let _ = fw.deactivate(handle);
             let _ = fw.decommission(handle);
             return Err(Errno::EFAULT);
@@ -405,29 +538,26 @@ impl KvmSev {
         Ok(())
     }
 
-    /// `sev_launch_update_data`: each guest-physically contiguous piece in turn.
-    fn launch_update_data(
-        &self,
-        vm: &mut Vm,
-        dev: &mut SevDev,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(), Errno> {
-        let sev = vm.sev.as_ref().ok_or(Errno::ENOTTY)?;
+    /// `sev_launch_update_data`: each guest-physically contiguous piece in turn, staged.
+    fn launch_update_data(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let sev = Self::sev(vm)?;
         let params: KvmSevLaunchUpdateData = read_obj(ctx.mem, ctx.data)?;
         let pieces = vm.slots.translate(params.uaddr, params.len as u64)?;
         self.check_fd(ctx.pid, sev.fd)?;
-        let mem = vm.slots.memory(ctx.mem);
-        let fw = dev.firmware_mut();
         for (gpa, len) in pieces {
             let mut done = 0;
             while done < len {
                 let n = (len - done).min(UPDATE_PIECE);
-                ctx.fw(fw.launch_update_data(
+                let at = gpa.0 + done;
+                let staged = stage(&vm.slots, ctx.mem, at, n)?;
+                let r = self.dev().firmware_mut().launch_update_data(
                     sev.handle,
-                    GuestAddress(gpa.0 + done),
+                    GuestAddress(at),
                     n as u32,
-                    &mem,
-                ))?;
+                    &staged,
+                );
+                ctx.fw(r)?;
+                unstage(&vm.slots, ctx.mem, at, staged)?;
                 done += n;
             }
         }
@@ -435,17 +565,13 @@ impl KvmSev {
     }
 
     /// `sev_launch_update_vmsa`: every vCPU's save area, in vCPU order.
-    fn launch_update_vmsa(
-        &self,
-        vm: &mut Vm,
-        dev: &mut SevDev,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(), Errno> {
+    fn launch_update_vmsa(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
         let sev = vm.sev.as_ref().ok_or(Errno::ENOTTY)?;
         if !sev.es {
             return Err(Errno::ENOTTY);
         }
         self.check_fd(ctx.pid, sev.fd)?;
+        let mut dev = self.dev();
         let fw = dev.firmware_mut();
         for (&vcpu, vmsa) in vm.vmsas.iter_mut() {
             if vmsa.protected {
@@ -466,13 +592,8 @@ impl KvmSev {
     }
 
     /// `sev_launch_measure`: `len` 0 asks for the length.
-    fn launch_measure(
-        &self,
-        vm: &mut Vm,
-        dev: &mut SevDev,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(), Errno> {
-        let sev = vm.sev.as_ref().ok_or(Errno::ENOTTY)?;
+    fn launch_measure(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let sev = Self::sev(vm)?;
         let mut params: KvmSevLaunchMeasure = read_obj(ctx.mem, ctx.data)?;
         let query = params.len == 0;
         let mut len = 0;
@@ -483,7 +604,10 @@ impl KvmSev {
             len = params.len;
         }
         self.check_fd(ctx.pid, sev.fd)?;
-        let r = dev.firmware_mut().launch_measure(sev.handle, &mut len);
+        let r = self
+            .dev()
+            .firmware_mut()
+            .launch_measure(sev.handle, &mut len);
         let r = ctx.fw(r);
         if !query {
             let blob = r?;
@@ -491,7 +615,7 @@ impl KvmSev {
                 let mut out = vec![0u8; params.len as usize];
                 let n = out.len().min(blob.len());
                 out[..n].copy_from_slice(&blob[..n]);
-                super::write_bytes(ctx.mem, params.uaddr, &out)?;
+                write_bytes(ctx.mem, params.uaddr, &out)?;
             }
         }
         params.len = len;
@@ -500,8 +624,8 @@ impl KvmSev {
     }
 
     /// `sev_launch_secret`: the secret's guest range must be contiguous guest memory.
-    fn launch_secret(&self, vm: &mut Vm, dev: &mut SevDev, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
-        let sev = vm.sev.as_ref().ok_or(Errno::ENOTTY)?;
+    fn launch_secret(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let sev = Self::sev(vm)?;
         let params: KvmSevLaunchSecret = read_obj(ctx.mem, ctx.data)?;
         let pieces = vm
             .slots
@@ -512,22 +636,31 @@ impl KvmSev {
         let trans = copy_user_blob(ctx.mem, params.trans_uaddr, params.trans_len)?;
         let header = copy_user_blob(ctx.mem, params.hdr_uaddr, params.hdr_len)?;
         self.check_fd(ctx.pid, sev.fd)?;
-        let mem = vm.slots.memory(ctx.mem);
+        let staged = if params.guest_len <= SECRET_STAGE_MAX {
+            stage(&vm.slots, ctx.mem, gpa.0, params.guest_len as u64)?
+        } else {
+            VecGuestMemory::new()
+        };
         let secret = LaunchSecret {
             header: &header,
             guest_gpa: gpa,
             guest_len: params.guest_len,
             trans: &trans,
         };
-        let r = dev.firmware_mut().launch_secret(sev.handle, secret, &mem);
-        ctx.fw(r)
+        let r = self
+            .dev()
+            .firmware_mut()
+            .launch_secret(sev.handle, secret, &staged);
+        ctx.fw(r)?;
+        unstage(&vm.slots, ctx.mem, gpa.0, staged)
     }
 
     /// `sev_guest_status`.
-    fn guest_status(&self, vm: &mut Vm, dev: &mut SevDev, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
-        let sev = vm.sev.as_ref().ok_or(Errno::ENOTTY)?;
+    fn guest_status(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let sev = Self::sev(vm)?;
         self.check_fd(ctx.pid, sev.fd)?;
-        let st = ctx.fw(dev.firmware().guest_status(sev.handle))?;
+        let st = self.dev().firmware().guest_status(sev.handle);
+        let st = ctx.fw(st)?;
         let out = KvmSevGuestStatus {
             handle: st.handle,
             policy: st.policy,
@@ -538,14 +671,8 @@ impl KvmSev {
 
     /// `sev_dbg_crypt`: guest memory to a plain buffer (decrypt) or back (encrypt), with
     /// unaligned ends handled as KVM does, by reading and merging whole 16-byte blocks.
-    fn dbg_crypt(
-        &self,
-        vm: &mut Vm,
-        dev: &mut SevDev,
-        ctx: &mut Ctx<'_>,
-        decrypt: bool,
-    ) -> Result<(), Errno> {
-        let sev = vm.sev.as_ref().ok_or(Errno::ENOTTY)?;
+    fn dbg_crypt(&self, vm: &mut Vm, ctx: &mut Ctx<'_>, decrypt: bool) -> Result<(), Errno> {
+        let sev = Self::sev(vm)?;
         let d: KvmSevDbg = read_obj(ctx.mem, ctx.data)?;
         if d.len == 0 || d.src_uaddr.checked_add(d.len as u64).is_none() || d.dst_uaddr == 0 {
             return Err(Errno::EINVAL);
@@ -557,24 +684,23 @@ impl KvmSev {
         };
         let pieces = vm.slots.translate(guest_uaddr, d.len as u64)?;
         self.check_fd(ctx.pid, sev.fd)?;
-        let mem = vm.slots.memory(ctx.mem);
-        let fw = dev.firmware();
         let mut off = 0u64;
         for (gpa, len) in pieces {
             let mut done = 0u64;
             while done < len {
                 let n = (len - done).min(PAGE);
                 let at = gpa.0 + done;
-                let start = at & !15;
-                let end = (at + n + 15) & !15;
-                let mut span = ctx.fw(fw.dbg_decrypt(
+                let (start, end) = block_span(at, n)?;
+                let staged = stage(&vm.slots, ctx.mem, start, end - start)?;
+                let inner = (at - start) as usize..(at - start + n) as usize;
+                let user = UserAddr(plain_uaddr.wrapping_add(off + done));
+                let span = self.dev().firmware().dbg_decrypt(
                     sev.handle,
                     GuestAddress(start),
                     (end - start) as u32,
-                    &mem,
-                ))?;
-                let inner = (at - start) as usize..(at - start + n) as usize;
-                let user = UserAddr(plain_uaddr.wrapping_add(off + done));
+                    &staged,
+                );
+                let mut span = ctx.fw(span)?;
                 if decrypt {
                     ctx.mem
                         .write(user, &span[inner])
@@ -583,7 +709,14 @@ impl KvmSev {
                     ctx.mem
                         .read(user, &mut span[inner])
                         .map_err(|_| Errno::EFAULT)?;
-                    ctx.fw(fw.dbg_encrypt(sev.handle, GuestAddress(start), &span, &mem))?;
+                    let r = self.dev().firmware().dbg_encrypt(
+                        sev.handle,
+                        GuestAddress(start),
+                        &span,
+                        &staged,
+                    );
+                    ctx.fw(r)?;
+                    unstage(&vm.slots, ctx.mem, start, staged)?;
                 }
                 done += n;
             }
@@ -595,33 +728,37 @@ impl KvmSev {
     /// `SEVD_VM_GUEST_ACCESS`: guest memory as the guest reads or writes it.
     fn guest_access(
         &self,
-        vm: &mut Vm,
+        vm: &Vm,
         mem: &dyn CallerMemory,
         arg: &SevdGuestAccess,
     ) -> Result<(), Errno> {
-        let sev = vm.sev.as_ref().ok_or(Errno::ENOTTY)?;
+        let sev = Self::sev(vm)?;
         if sev.handle == 0 || arg.len == 0 || arg.len > GUEST_ACCESS_MAX {
             return Err(Errno::EINVAL);
         }
-        let guest = vm.slots.memory(mem);
-        let dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
-        let fw = dev.firmware();
         let mut done = 0u64;
         while done < arg.len as u64 {
-            let n = (arg.len as u64 - done).min(64 * 1024) as usize;
-            let gpa = GuestAddress(arg.gpa.checked_add(done).ok_or(Errno::EFAULT)?);
+            let n = (arg.len as u64 - done).min(64 * 1024);
+            let at = arg.gpa.checked_add(done).ok_or(Errno::EFAULT)?;
+            let (start, end) = block_span(at, n)?;
+            let staged = stage(&vm.slots, mem, start, end - start)?;
             let user = UserAddr(arg.uaddr.wrapping_add(done));
-            let mut buf = vec![0u8; n];
+            let mut buf = vec![0u8; n as usize];
             if arg.write != 0 {
                 mem.read(user, &mut buf).map_err(|_| Errno::EFAULT)?;
-                fw.guest_write(sev.handle, gpa, &buf, &guest)
+                self.dev()
+                    .firmware()
+                    .guest_write(sev.handle, GuestAddress(at), &buf, &staged)
                     .map_err(|_| Errno::EFAULT)?;
+                unstage(&vm.slots, mem, start, staged)?;
             } else {
-                fw.guest_view(sev.handle, gpa, &mut buf, &guest)
+                self.dev()
+                    .firmware()
+                    .guest_view(sev.handle, GuestAddress(at), &mut buf, &staged)
                     .map_err(|_| Errno::EFAULT)?;
                 mem.write(user, &buf).map_err(|_| Errno::EFAULT)?;
             }
-            done += n as u64;
+            done += n;
         }
         Ok(())
     }

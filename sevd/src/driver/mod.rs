@@ -3,6 +3,7 @@
 //! negotiation, errno and `error`).
 
 pub mod sev_dev;
+pub mod staged;
 
 use uapi::{ByteValued, Status};
 use vfs::{CallerMemory, Errno, UserAddr};
@@ -46,6 +47,7 @@ pub(crate) fn write_obj<T: ByteValued>(
 pub(crate) fn write_bytes(mem: &dyn CallerMemory, addr: u64, bytes: &[u8]) -> Result<(), Errno> {
     mem.write(UserAddr(addr), bytes).map_err(|_| Errno::EFAULT)
 }
+pub mod kvm_asids;
 pub mod kvm_sev;
 pub mod passthrough;
 pub mod vm_memory;

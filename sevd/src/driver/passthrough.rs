@@ -9,16 +9,13 @@ use std::sync::Mutex;
 
 use uapi::ioctl::SEV_ISSUE_CMD;
 use uapi::psp_sev::*;
+use uapi::psp_sev_cmds::{Dir, OverCap, Writable};
 use uapi::ByteValued;
 use vfs::{CallerMemory, Errno, UserAddr};
 
-use super::sev_dev::{command_info, SevBackend, Writable};
+use super::sev_dev::SevBackend;
+use super::staged::Staged;
 use super::{read_obj, write_bytes};
-
-/// The largest `kmalloc` (GET_ID2's buffer fails with ENOMEM above it).
-const KMALLOC_MAX_SIZE: u32 = 4 << 20;
-/// The hashstick SNP_VLEK_LOAD points at.
-const VLEK_HASHSTICK_LEN: usize = 432;
 
 /// Errors meaning the device itself went away (a stopped sevd, an unloaded driver).
 fn gone(e: Errno) -> bool {
@@ -54,29 +51,12 @@ fn open(path: &Path) -> std::io::Result<Files> {
     })
 }
 
-/// A nested buffer of a command struct: where its address and length fields are, whether
-/// the device writes it, and its size (or the errno the kernel gives for it).
-struct Blob {
-    addr_at: usize,
-    len_at: usize,
-    len: Result<usize, Errno>,
-    out: bool,
-}
-
-fn get_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn set_u64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+fn over_cap(e: OverCap) -> Errno {
+    match e {
+        OverCap::Efault => Errno::EFAULT,
+        OverCap::Einval => Errno::EINVAL,
+        OverCap::Enomem => Errno::ENOMEM,
+    }
 }
 
 impl Passthrough {
@@ -129,101 +109,89 @@ impl Passthrough {
         r
     }
 
-    /// Forwards a command whose struct is `T` at `data`, with its nested buffers copied
-    /// through local ones: in before the call, out (as much as the length field then says)
-    /// after a successful one. The struct goes back only if the device changed it.
-    #[allow(clippy::too_many_arguments)]
-    fn with_struct<T: ByteValued>(
+    /// Forwards a command as the table describes it. `mem` is the command's staged copy of
+    /// the caller's memory, so the struct is read once: the lengths that size the local
+    /// buffers are the lengths the device is given. Input buffers are copied in; output
+    /// buffers go back after a successful call, as much as the length the device wrote
+    /// back says and never more than was allocated. The struct goes back only if the
+    /// device changed it.
+    fn forward(
         &self,
         files: &mut Option<Files>,
-        writable: bool,
         cmd: SevCmd,
+        writable: bool,
         mem: &dyn CallerMemory,
         data: u64,
         error: &mut u32,
-        read_first: bool,
-        blobs: Vec<Blob>,
     ) -> Result<(), Errno> {
-        let user: T = if read_first {
-            read_obj(mem, data)?
+        let info = cmd.info();
+        if info.size == 0 {
+            return self.raw(files, writable, cmd, 0, error);
+        }
+        // The status commands' structs are output only: the kernel never reads them.
+        let out_only = matches!(cmd, SevCmd::PlatformStatus | SevCmd::SnpPlatformStatus);
+        let user = if out_only {
+            vec![0u8; info.size]
         } else {
-            T::default()
+            mem.read_vec(UserAddr(data), info.size)
+                .map_err(|_| Errno::EFAULT)?
         };
-        let mut local = user;
+        let mut local = user.clone();
         let mut shadows = vec![];
-        for b in blobs {
-            let addr = get_u64(user.as_bytes(), b.addr_at);
+        for b in info.bufs {
+            let Some((addr, len)) = b.locate(&user) else {
+                return Err(Errno::EFAULT);
+            };
             if addr == 0 {
                 continue;
             }
-            let mut buf = vec![0u8; b.len?];
-            if !b.out {
+            if len > b.cap {
+                return Err(over_cap(b.over_cap));
+            }
+            let mut buf = vec![0u8; len as usize];
+            if b.dir == Dir::In {
                 mem.read(UserAddr(addr), &mut buf)
                     .map_err(|_| Errno::EFAULT)?;
             }
-            set_u64(local.as_bytes_mut(), b.addr_at, buf.as_mut_ptr() as u64);
+            local[b.addr_at..b.addr_at + 8]
+                .copy_from_slice(&(buf.as_mut_ptr() as u64).to_le_bytes());
             shadows.push((b, addr, buf));
         }
-        let sent = local;
-        let ptr = if data == 0 {
-            0
-        } else {
-            &mut local as *mut T as u64
-        };
-        let r = self.raw(files, writable, cmd, ptr, error);
+        let sent = local.clone();
+        let r = self.raw(files, writable, cmd, local.as_mut_ptr() as u64, error);
         if r == Err(Errno::ENODEV) && files.is_none() {
             return r;
         }
-        let mut back = local;
+        let mut back = local.clone();
         for (b, addr, _) in &shadows {
-            set_u64(back.as_bytes_mut(), b.addr_at, *addr);
+            back[b.addr_at..b.addr_at + 8].copy_from_slice(&addr.to_le_bytes());
         }
-        if data != 0 && local.as_bytes() != sent.as_bytes() {
-            write_bytes(mem, data, back.as_bytes())?;
+        if (out_only && r.is_ok()) || local != sent {
+            write_bytes(mem, data, &back)?;
         }
         if r.is_ok() {
             for (b, addr, buf) in &shadows {
-                if b.out {
-                    let n = (get_u32(back.as_bytes(), b.len_at) as usize).min(buf.len());
-                    write_bytes(mem, *addr, &buf[..n])?;
+                if b.dir == Dir::Out {
+                    let said = b.locate(&back).map_or(0, |(_, l)| l as usize);
+                    write_bytes(mem, *addr, &buf[..said.min(buf.len())])?;
                 }
             }
         }
         r
     }
 
-    fn forward(
+    /// The kernel's checks that come before the device sees a command, then the command.
+    fn issue_locked(
         &self,
+        files: &mut Option<Files>,
         cmd: SevCmd,
         writable: bool,
         mem: &dyn CallerMemory,
         data: u64,
         error: &mut u32,
     ) -> Result<(), Errno> {
-        use std::mem::offset_of;
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let files = &mut *files;
-        let capped = |len: u32, cap: u32, over: Errno| {
-            if len > cap {
-                Err(over)
-            } else {
-                Ok(len as usize)
-            }
-        };
-        // The caller's struct, read once here to size its buffers.
-        let peek = |n: usize| -> Result<Vec<u8>, Errno> {
-            mem.read_vec(UserAddr(data), n).map_err(|_| Errno::EFAULT)
-        };
-        use SevCmd::*;
-        macro_rules! fwd {
-            ($t:ty, $read:expr, $blobs:expr) => {
-                self.with_struct::<$t>(files, writable, cmd, mem, data, error, $read, $blobs)
-            };
-        }
         match cmd {
-            FactoryReset | PekGen | PdhGen | SnpCommit => self.raw(files, writable, cmd, 0, error),
-            PlatformStatus => fwd!(SevUserDataStatus, false, vec![]),
-            GetId => {
+            SevCmd::GetId => {
                 // The firmware writes one socket's 64 bytes and the kernel copies just those.
                 let mut id = SevUserDataGetId::default();
                 let r = self.raw(files, writable, cmd, &mut id as *mut _ as u64, error);
@@ -232,91 +200,29 @@ impl Passthrough {
                 }
                 r
             }
-            SnpPlatformStatus => fwd!(SevUserDataSnpStatus, false, vec![]),
-            SnpSetConfig => fwd!(SevUserDataSnpConfig, true, vec![]),
-            PekCsr | GetId2 => {
-                let s = peek(12)?;
-                let len = get_u32(&s, 8);
-                let (cap, over) = if cmd == PekCsr {
-                    (SEV_FW_BLOB_MAX_SIZE, Errno::EFAULT)
-                } else {
-                    (KMALLOC_MAX_SIZE, Errno::ENOMEM)
-                };
-                let blob = Blob {
-                    addr_at: 0,
-                    len_at: 8,
-                    len: capped(len, cap, over),
-                    out: true,
-                };
-                // GET_ID2's struct has PEK_CSR's layout: address, then length.
-                fwd!(SevUserDataPekCsr, true, vec![blob])
-            }
-            PdhCertExport => {
-                let s = peek(24)?;
-                type T = SevUserDataPdhCertExport;
-                let blob = |addr_at, len_at| Blob {
-                    addr_at,
-                    len_at,
-                    len: capped(get_u32(&s, len_at), SEV_FW_BLOB_MAX_SIZE, Errno::EFAULT),
-                    out: true,
-                };
-                fwd!(
-                    T,
-                    true,
-                    vec![
-                        blob(offset_of!(T, pdh_cert_address), offset_of!(T, pdh_cert_len)),
-                        blob(
-                            offset_of!(T, cert_chain_address),
-                            offset_of!(T, cert_chain_len)
-                        ),
-                    ]
-                )
-            }
-            PekCertImport => {
-                let s = peek(24)?;
-                type T = SevUserDataPekCertImport;
-                // psp_copy_user_blob: EINVAL for a null or empty blob and above 16 KiB.
-                let blob = |addr_at: usize, len_at: usize| {
-                    let len = get_u32(&s, len_at);
-                    let ok = get_u64(&s, addr_at) != 0 && len != 0;
-                    Blob {
-                        addr_at,
-                        len_at,
-                        len: if ok {
-                            capped(len, SEV_FW_BLOB_MAX_SIZE, Errno::EINVAL)
-                        } else {
-                            Err(Errno::EINVAL)
-                        },
-                        out: false,
-                    }
-                };
-                if get_u64(&s, 0) == 0 || get_u64(&s, 12) == 0 {
+            SevCmd::PekCertImport => {
+                // psp_copy_user_blob: a null or empty blob is EINVAL.
+                let s: SevUserDataPekCertImport = read_obj(mem, data)?;
+                if s.pek_cert_address == 0
+                    || s.pek_cert_len == 0
+                    || s.oca_cert_address == 0
+                    || s.oca_cert_len == 0
+                {
                     return Err(Errno::EINVAL);
                 }
-                fwd!(
-                    T,
-                    true,
-                    vec![
-                        blob(offset_of!(T, pek_cert_address), offset_of!(T, pek_cert_len)),
-                        blob(offset_of!(T, oca_cert_address), offset_of!(T, oca_cert_len)),
-                    ]
-                )
+                self.forward(files, cmd, writable, mem, data, error)
             }
-            SnpVlekLoad => {
-                type T = SevUserDataSnpVlekLoad;
+            SevCmd::SnpVlekLoad => {
                 // The kernel checks these before it reads the hashstick.
-                let s = peek(16)?;
-                if get_u32(&s, 0) != 16 || s[4] != 0 {
+                let s: SevUserDataSnpVlekLoad = read_obj(mem, data)?;
+                if s.len != size_of::<SevUserDataSnpVlekLoad>() as u32
+                    || s.vlek_wrapped_version != 0
+                {
                     return Err(Errno::EINVAL);
                 }
-                let blob = Blob {
-                    addr_at: offset_of!(T, vlek_wrapped_address),
-                    len_at: 0,
-                    len: Ok(VLEK_HASHSTICK_LEN),
-                    out: false,
-                };
-                fwd!(T, true, vec![blob])
+                self.forward(files, cmd, writable, mem, data, error)
             }
+            _ => self.forward(files, cmd, writable, mem, data, error),
         }
     }
 }
@@ -331,13 +237,16 @@ impl SevBackend for Passthrough {
         error: &mut u32,
     ) -> Result<(), Errno> {
         // The kernel refuses these before it touches the caller's memory.
-        if command_info(cmd).0 == Writable::Yes
+        if cmd.info().writable == Writable::Yes
             && !writable
             && !matches!(cmd, SevCmd::SnpSetConfig | SevCmd::SnpVlekLoad)
         {
             return Err(Errno::EPERM);
         }
-        self.forward(cmd, writable, mem, data, error)
+        Staged::run(mem, cmd, data, |staged| {
+            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            self.issue_locked(&mut files, cmd, writable, staged, data, error)
+        })
     }
 
     fn barrier(&self) {

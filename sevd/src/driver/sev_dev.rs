@@ -5,16 +5,16 @@ use std::sync::Mutex;
 
 use uapi::ioctl::SEV_ISSUE_CMD;
 use uapi::psp_sev::*;
+use uapi::psp_sev_cmds::{Writable, KMALLOC_MAX_SIZE};
 use uapi::{ByteValued, Status};
 use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, UserAddr};
 
+use super::staged::Staged;
 use super::{read_obj, write_bytes, write_obj};
 use crate::firmware::{Firmware, FwResult, PlatformState, INIT_FLAGS_ES};
 
 /// `-ENOTSUPP` (kernel-internal errno 524), what GET_ID returns below API 0.16.
 const ENOTSUPP: i32 = 524;
-/// The largest `kmalloc`: a larger GET_ID2 buffer fails with ENOMEM.
-const KMALLOC_MAX_SIZE: u32 = 4 << 20;
 
 /// When the platform is initialised, by kernel generation (reference/linux-abi.md §2.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,37 +24,6 @@ pub enum InitMode {
     AtProbe,
     /// Kernels from 6.16: UNINIT until needed; state-changing commands INIT, run, SHUT DOWN.
     PerCommand,
-}
-
-/// Who may issue a command on a read-only file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Writable {
-    /// Any open file.
-    No,
-    /// Only a file opened for writing (EPERM otherwise).
-    Yes,
-    /// Only a file opened for writing when the platform is not INIT (PDH_CERT_EXPORT).
-    UnlessInit,
-}
-
-/// The per-command facts of the kernel's tables: the writable rule and the size of the
-/// user struct at `data` (0 when `data` is ignored).
-pub fn command_info(cmd: SevCmd) -> (Writable, usize) {
-    use SevCmd::*;
-    match cmd {
-        FactoryReset => (Writable::Yes, 0),
-        PlatformStatus => (Writable::No, size_of::<SevUserDataStatus>()),
-        PekGen | PdhGen => (Writable::Yes, 0),
-        PekCsr => (Writable::Yes, size_of::<SevUserDataPekCsr>()),
-        PdhCertExport => (Writable::UnlessInit, size_of::<SevUserDataPdhCertExport>()),
-        PekCertImport => (Writable::Yes, size_of::<SevUserDataPekCertImport>()),
-        GetId => (Writable::No, size_of::<SevUserDataGetId>()),
-        GetId2 => (Writable::No, size_of::<SevUserDataGetId2>()),
-        SnpPlatformStatus => (Writable::No, size_of::<SevUserDataSnpStatus>()),
-        SnpCommit => (Writable::No, 0),
-        SnpSetConfig => (Writable::Yes, size_of::<SevUserDataSnpConfig>()),
-        SnpVlekLoad => (Writable::Yes, size_of::<SevUserDataSnpVlekLoad>()),
-    }
 }
 
 /// The kernel's own view of the platform (`sev->state`): it only tracks UNINIT and INIT.
@@ -210,7 +179,7 @@ impl SevDev {
     }
 
     fn require_writable(cmd: SevCmd, ctx: &Ctx<'_>) -> Result<(), Errno> {
-        if command_info(cmd).0 == Writable::Yes && !ctx.writable {
+        if cmd.info().writable == Writable::Yes && !ctx.writable {
             return Err(Errno::EPERM);
         }
         Ok(())
@@ -390,11 +359,18 @@ impl SevDev {
     }
 }
 
+/// `error` as it enters a backend: no firmware status yet. A backend that reaches the
+/// firmware overwrites it; one that refuses first leaves it, and the caller gets its own
+/// `error` back untouched, as from the kernel.
+pub const NOT_REACHED: u32 = u32::MAX;
+
 /// What answers a `/dev/sev` command once its header is read: the software driver here, or
 /// a real device behind [`super::passthrough::Passthrough`]. Calls are serialised inside, as
-/// the kernel's `sev_cmd_mutex` does.
+/// the kernel's `sev_cmd_mutex` does; the caller's memory is read before and written after
+/// that lock ([`Staged`]), never under it.
 pub trait SevBackend: Send + Sync {
-    /// Runs command `cmd` whose struct is at `data` in `mem`; `error` is the header's.
+    /// Runs command `cmd` whose struct is at `data` in `mem`. `error` enters as
+    /// [`NOT_REACHED`] and leaves with the firmware status if the firmware ran.
     fn issue(
         &self,
         cmd: SevCmd,
@@ -417,8 +393,10 @@ impl SevBackend for Mutex<SevDev> {
         data: u64,
         error: &mut u32,
     ) -> Result<(), Errno> {
-        let mut dev = self.lock().unwrap_or_else(|e| e.into_inner());
-        dev.issue(cmd, writable, mem, data, error)
+        Staged::run(mem, cmd, data, |staged| {
+            let mut dev = self.lock().unwrap_or_else(|e| e.into_inner());
+            dev.issue(cmd, writable, staged, data, error)
+        })
     }
 
     fn barrier(&self) {
@@ -441,9 +419,12 @@ pub fn parse_issue(request: &IoctlRequest<'_>) -> Result<(SevIssueCmd, SevCmd), 
     Ok((arg, cmd))
 }
 
-/// The reply for a handled command: the header (with `error`) always goes back.
+/// The reply for a handled command: the header always goes back, with the firmware's
+/// status in `error` if the firmware ran, else the caller's own value.
 pub fn issue_reply(mut arg: SevIssueCmd, error: u32, result: Result<(), Errno>) -> IoctlReply {
-    arg.error = error;
+    if error != NOT_REACHED {
+        arg.error = error;
+    }
     match result {
         Ok(()) => IoctlReply::ok(arg.as_bytes().to_vec()),
         Err(e) => IoctlReply::failed(e, arg.as_bytes().to_vec()),
@@ -458,7 +439,7 @@ pub fn sev_ioctl(
     request: IoctlRequest<'_>,
 ) -> Result<IoctlReply, Errno> {
     let (arg, cmd) = parse_issue(&request)?;
-    let mut error = arg.error;
+    let mut error = NOT_REACHED;
     let result = backend.issue(cmd, writable, mem, arg.data, &mut error);
     Ok(issue_reply(arg, error, result))
 }

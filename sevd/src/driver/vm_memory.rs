@@ -74,6 +74,15 @@ impl Slots {
         Ok(())
     }
 
+    /// The bytes the slots would hold with `r` applied (for the per-VM memory limit).
+    pub fn size_with(&self, r: &KvmUserspaceMemoryRegion) -> u64 {
+        self.slots
+            .iter()
+            .filter(|(&id, _)| id != r.slot)
+            .map(|(_, s)| s.size)
+            .fold(r.memory_size, u64::saturating_add)
+    }
+
     /// The slot holding guest address `gpa`.
     fn by_gpa(&self, gpa: u64) -> Option<&Slot> {
         self.slots

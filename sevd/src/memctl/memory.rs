@@ -39,6 +39,23 @@ impl VecGuestMemory {
         Self::default()
     }
 
+    /// One region holding `data` at `gpa`: a staged copy of a span of guest memory that lives
+    /// elsewhere (the VMM's), so the firmware works on it without touching the original.
+    pub fn from_region(gpa: GuestAddress, data: Vec<u8>) -> Self {
+        VecGuestMemory {
+            regions: Mutex::new(vec![(gpa.0, data)]),
+        }
+    }
+
+    /// The bytes of the first region, taken out (the staged span, after the firmware ran).
+    pub fn into_first_region(self) -> Vec<u8> {
+        let mut regions = self.regions.into_inner().unwrap_or_else(|e| e.into_inner());
+        if regions.is_empty() {
+            return vec![];
+        }
+        regions.swap_remove(0).1
+    }
+
     /// Adds `len` zero bytes at `gpa`.
     pub fn add_region(&self, gpa: GuestAddress, len: usize) {
         let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());

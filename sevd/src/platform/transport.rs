@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, ProcessMemory};
 
-use crate::driver::kvm_sev::{KvmSev, SevFdCheck};
+use crate::driver::kvm_sev::{KvmSev, Limits, SevFdCheck};
 use crate::driver::sev_dev::{sev_ioctl, SevDev};
 use crate::state::StateDir;
 
@@ -122,7 +122,11 @@ impl Embedded {
     /// A powered-on firmware and its driver over `state` (locked while this lives).
     pub fn new(dev: SevDev, state: StateDir) -> Self {
         let dev = Arc::new(Mutex::new(dev));
-        let kvm = Arc::new(KvmSev::new(dev.clone(), Arc::new(EmbeddedFd)));
+        let kvm = Arc::new(KvmSev::new(
+            dev.clone(),
+            Arc::new(EmbeddedFd),
+            Limits::default(),
+        ));
         Embedded {
             dev,
             kvm,
@@ -176,7 +180,8 @@ impl Transport for Embedded {
 
     fn open_vm(&self) -> Result<Box<dyn VmTransport>, Errno> {
         let fh = self.next_vm.fetch_add(1, Ordering::Relaxed);
-        self.kvm.create_vm(fh, std::process::id());
+        let uid = nix::unistd::geteuid().as_raw();
+        self.kvm.create_vm(fh, std::process::id(), uid)?;
         Ok(Box::new(EmbeddedVm {
             kvm: self.kvm.clone(),
             fh,
