@@ -431,7 +431,11 @@ impl VmClient {
             .write(true)
             .open(sevd.vm_node())
             .expect("open sev-vm");
-        let sev = sevd.open();
+        Self::from_files(vm, sevd.open(), ram_len)
+    }
+
+    /// A VM on an open `sev-vm` file, with `sev` as its `sev_fd` and `ram_len` bytes of RAM.
+    pub fn from_files(vm: File, sev: File, ram_len: usize) -> VmClient {
         // SAFETY: an anonymous private mapping; the pointer is checked below and unmapped on drop.
         let ram = unsafe {
             libc::mmap(

@@ -1,0 +1,347 @@
+//! The trust boundary of a root daemon (issue 8): callers that race their own structs, share
+//! VM nodes across mounts, or hand over memory that never arrives cannot corrupt, hijack or
+//! freeze the daemon.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tests::{platform_status, require_mount, sev_issue, Options, Sevd, VmClient};
+use uapi::kvm::{KvmSevCmdId, KvmSevLaunchStart};
+
+fn helper(name: &str) -> PathBuf {
+    tests::sevd_bin().with_file_name(name)
+}
+
+/// INVALID_LENGTH (SEV API status 0x13... as the status table names it).
+fn invalid_length() -> u32 {
+    uapi::Status::InvalidLength as u32
+}
+
+/// A struct the racing thread rewrites while the other issues commands with it.
+#[repr(C, align(8))]
+struct Shared([AtomicU32; 6]);
+
+#[test]
+fn nested_lengths_raced_by_another_thread_never_overflow_the_pass_through() {
+    require_mount!();
+    let first = Sevd::start();
+    let second = Sevd::start_with(Options {
+        args: vec![
+            "--backend".into(),
+            "hardware".into(),
+            "--hw-device".into(),
+            first.node().to_str().unwrap().into(),
+        ],
+        ..Options::default()
+    });
+    // Read-only suffices for PDH_CERT_EXPORT on an INIT platform.
+    let node = second.open_ro();
+    let (pdh, chain) = tests::pdh_export(&node).expect("a clean export");
+
+    const GUARD: usize = 16 << 10;
+    let mut pdh_buf = vec![0xaau8; GUARD];
+    let mut chain_buf = vec![0xaau8; 3 * 0x824 + GUARD];
+    let shared = Arc::new(Shared(Default::default()));
+    let set64 = |at: usize, v: u64| {
+        shared.0[at / 4].store(v as u32, Ordering::SeqCst);
+        shared.0[at / 4 + 1].store((v >> 32) as u32, Ordering::SeqCst);
+    };
+    set64(0, pdh_buf.as_mut_ptr() as u64);
+    set64(12, chain_buf.as_mut_ptr() as u64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (shared, stop) = (shared.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let lens = [1u32, 16 << 10, 0x824, 0, 3 * 0x824, 7];
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                shared.0[2].store(lens[i % lens.len()], Ordering::Relaxed);
+                shared.0[5].store(lens[(i / 3) % lens.len()], Ordering::Relaxed);
+                i = i.wrapping_add(1);
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let (mut ok, mut refused) = (0, 0);
+    while Instant::now() < deadline {
+        let data = shared.0.as_ptr() as u64;
+        match sev_issue(&node, 5, data, 0) {
+            (Ok(()), _) => ok += 1,
+            (Err(libc::EIO), e) if e == invalid_length() => refused += 1,
+            other => panic!("neither the kernel's error nor success: {other:?}"),
+        }
+        // Never more bytes than the device returned: everything past a certificate is as
+        // it was, and what was written is the platform's certificate or nothing.
+        assert!(
+            pdh_buf[0x824..].iter().all(|&b| b == 0xaa),
+            "PDH buffer overrun"
+        );
+        assert!(
+            chain_buf[3 * 0x824..].iter().all(|&b| b == 0xaa),
+            "chain buffer overrun"
+        );
+        assert!(pdh_buf[..0x824] == pdh[..] || pdh_buf[..0x824].iter().all(|&b| b == 0xaa));
+        let c = &chain_buf[..3 * 0x824];
+        assert!(c == &chain[..] || c.iter().all(|&b| b == 0xaa));
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert!(
+        ok + refused > 100,
+        "the race ran ({ok} exports, {refused} refused)"
+    );
+    let mut second = second;
+    assert!(second.is_running(), "the pass-through daemon survived");
+    assert!(platform_status(&node).is_ok());
+}
+
+/// A `vm-hold` process: one VMM with one launched guest.
+struct Holder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    handle: u32,
+}
+
+impl Holder {
+    fn start(vm_node: &Path, sev_node: &Path, es: bool) -> Result<Holder, String> {
+        let mut child = Command::new(helper("vm-hold"))
+            .arg(vm_node)
+            .arg(sev_node)
+            .arg(if es { "es" } else { "sev" })
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn vm-hold");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("vm-hold answers");
+        let Some(handle) = line.trim().strip_prefix("ready ") else {
+            let _ = child.wait();
+            return Err(line.trim().to_string());
+        };
+        Ok(Holder {
+            handle: handle.parse().expect("handle"),
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    fn ask(&mut self, what: &str) -> String {
+        let stdin = self.stdin.as_mut().expect("open");
+        writeln!(stdin, "{what}").expect("write");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read");
+        line.trim().to_string()
+    }
+
+    fn close(mut self) {
+        self.stdin.take();
+        assert!(self.child.wait().expect("wait").success());
+    }
+}
+
+fn guest_count(sevd: &Sevd) -> u32 {
+    platform_status(&sevd.open()).unwrap().guest_count
+}
+
+#[test]
+fn a_vm_belongs_to_its_open_file_across_every_mount() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("sev");
+    // ES ASIDs 1..=2, SEV ASIDs 3..=4.
+    let sevd = Sevd::start_with(Options {
+        link: Some(link.clone()),
+        args: ["--max-asid", "4", "--min-sev-asid", "3"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    let link_vm = sevd.links()[1].clone();
+    let paths = [
+        (link_vm.clone(), link.clone()),
+        (sevd.vm_node(), sevd.node()),
+    ];
+
+    // The reproduction: a second open on the other mount must not replace the first VM.
+    let a = VmClient::new(&sevd, 1 << 16);
+    drop(a);
+    let a = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&link_vm)
+        .unwrap();
+    let sev = sevd.open();
+    let a = VmClient::from_files(a, sev, 1 << 16);
+    a.encrypt_op_plain(KvmSevCmdId::EsInit).unwrap();
+    let b = VmClient::new(&sevd, 1 << 16);
+    assert_eq!(
+        a.encrypt_op_plain(KvmSevCmdId::EsInit),
+        Err((libc::EINVAL, 0)),
+        "the first VM is still an SEV-ES guest"
+    );
+    drop(b);
+    drop(a);
+
+    // Several processes on both paths, closed in several orders.
+    for order in [[0, 1, 2, 3], [3, 1, 0, 2], [2, 0, 3, 1]] {
+        let mut holders: Vec<Option<Holder>> = (0..4)
+            .map(|i| {
+                let (vm, sev) = &paths[i % 2];
+                Some(Holder::start(vm, sev, i < 2).expect("a guest per ASID"))
+            })
+            .collect();
+        assert_eq!(guest_count(&sevd), 4);
+        let fifth = Holder::start(&paths[0].0, &paths[0].1, true);
+        assert_eq!(
+            fifth.err().as_deref(),
+            Some("error init 16"),
+            "EBUSY: no ES ASID left"
+        );
+        for (closed, &i) in order.iter().enumerate() {
+            holders[i].take().expect("open").close();
+            assert_eq!(guest_count(&sevd), 3 - closed as u32);
+            for h in holders.iter_mut().flatten() {
+                let handle = h.handle;
+                assert_eq!(
+                    h.ask("status"),
+                    format!("status {handle} 1"),
+                    "still LUPDATE"
+                );
+                assert_eq!(h.ask("init"), "init 22", "still initialised: EINVAL");
+            }
+        }
+    }
+    // Every ASID came back exactly once: all four launch again (a double free would hand
+    // one ASID to two guests, and ACTIVATE would refuse the second).
+    let again: Vec<Holder> = (0..4)
+        .map(|i| Holder::start(&paths[i % 2].0, &paths[i % 2].1, i < 2).expect("ASIDs freed"))
+        .collect();
+    assert_eq!(guest_count(&sevd), 4);
+    again.into_iter().for_each(Holder::close);
+}
+
+/// The first line a helper prints, or a failure after `secs` (a helper stuck before it
+/// speaks must fail the test, not hang it).
+fn first_line(out: ChildStdout, secs: u64) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("the helper answered in time")
+        .trim()
+        .to_string()
+}
+
+/// A `stall-fuse` server and its mount, detached when dropped.
+struct StallMount {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl StallMount {
+    fn start(dir: &Path) -> StallMount {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut child = Command::new(helper("stall-fuse"))
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn stall-fuse");
+        let stdout = child.stdout.take().unwrap();
+        let mount = StallMount {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        assert_eq!(first_line(stdout, 20), "mounted");
+        mount
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("stall")
+    }
+}
+
+impl Drop for StallMount {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = vfs::detach(&self.dir);
+    }
+}
+
+/// A `stall-client` in its stalled ioctl, killed when dropped.
+struct Stalled(Child);
+
+impl Stalled {
+    fn start(args: &[&Path]) -> Stalled {
+        let mut child = Command::new(helper("stall-client"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn stall-client");
+        let stdout = child.stdout.take().unwrap();
+        let stalled = Stalled(child);
+        assert_eq!(first_line(stdout, 20), "issuing");
+        // Let the request reach the daemon.
+        std::thread::sleep(Duration::from_millis(300));
+        stalled
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_caller_whose_memory_never_arrives_stalls_no_one_else() {
+    require_mount!();
+    let mut sevd = Sevd::start();
+    let stall = StallMount::start(&sevd.dir.path().join("stall"));
+    let file = stall.file();
+    let _on_sev = Stalled::start(&[Path::new("sev"), &sevd.node(), &file]);
+    let _on_vm = Stalled::start(&[Path::new("vm"), &sevd.node(), &sevd.vm_node(), &file]);
+
+    // Others are served: the platform, and a whole launch on the VM node.
+    let started = Instant::now();
+    let node = sevd.open();
+    assert!(platform_status(&node).is_ok());
+    let (pdh, _) = tests::pdh_export(&node).expect("PDH_CERT_EXPORT");
+    assert_eq!(pdh.len(), 0x824);
+    let vm = VmClient::new(&sevd, 1 << 16);
+    vm.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
+    let mut ls = KvmSevLaunchStart::default();
+    vm.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
+    let mut ud = uapi::kvm::KvmSevLaunchUpdateData {
+        uaddr: vm.uaddr(0),
+        len: 4096,
+        pad0: 0,
+    };
+    vm.encrypt_op(KvmSevCmdId::LaunchUpdateData, &mut ud)
+        .unwrap();
+    drop(vm);
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // And SIGTERM still ends the daemon, cleanly and promptly.
+    drop(node);
+    let t = Instant::now();
+    let status = sevd.terminate();
+    assert!(status.success(), "sevd exited with {status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
