@@ -6,9 +6,18 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
-# Mounts left by an interrupted earlier run would confuse the tests; so would a placeholder.
-stale_mounts() { awk '$0 ~ / - fuse[^ ]* sevd/ { print $5 }' /proc/self/mountinfo; }
-for m in $(stale_mounts); do umount -l "$m" || true; done
+# Every test makes its temporary directories (state, mount points, helpers' mounts) under
+# the suite's own directory, so cleaning up touches only what the suite made: never a
+# daemon the host runs. /dev/sev and /dev/sev-vm are taken over by the tests that need
+# them only when nothing live is there (tests/src/lib.rs, own_dev_sev).
+suite_tmp=$PWD/target/test-tmp
+export TMPDIR=$suite_tmp
+# FUSE mounts under the suite's directory (mountinfo escapes spaces as \040).
+suite_mounts() { awk -v d="$suite_tmp/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo; }
+# Mounts left by an interrupted earlier run would confuse the tests.
+for m in $(suite_mounts); do umount -l "$m" || true; done
+rm -rf "$suite_tmp"
+mkdir -p "$suite_tmp"
 
 # virtee's sevctl, unmodified, for tests/tests/sevctl.rs (built once into target/).
 sevctl_root=target/sevctl-0.6.2
@@ -29,14 +38,17 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { p += $4; f += $6 } END { printf "suite: %d passed, %d failed\n", p, f }' "$log"
 [[ $status -eq 0 ]] || exit "$status"
 
-left=$(stale_mounts)
+left=$(suite_mounts)
 if [[ -n "$left" ]]; then
   echo "test: FUSE mounts left behind: $left" >&2
   for m in $left; do umount -l "$m" || true; done
   exit 1
 fi
-if [[ -f /dev/sev && ! -c /dev/sev ]]; then
-  echo "test: a placeholder /dev/sev was left behind" >&2
-  rm -f /dev/sev
-  exit 1
-fi
+# A placeholder the tests made and left: an empty file with nothing mounted on it.
+for p in /dev/sev /dev/sev-vm; do
+  if [[ -f $p && ! -s $p ]] && ! mountpoint -q "$p"; then
+    echo "test: a placeholder $p was left behind" >&2
+    rm -f "$p"
+    exit 1
+  fi
+done

@@ -13,15 +13,67 @@ use uapi::psp_sev::{SevIssueCmd, SevUserDataStatus};
 
 pub use tempfile::TempDir;
 
-/// Skips a test (with a message) where FUSE cannot be mounted.
+/// Whether a test whose prerequisite is missing must fail rather than skip: under CI
+/// (`CI=true`) and as root, where the set-up provides everything.
+pub fn must_run() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true") || nix::unistd::geteuid().is_root()
+}
+
+/// A prerequisite is missing: the test fails under CI or as root, and skips (saying why)
+/// only for an unprivileged developer.
+#[macro_export]
+macro_rules! missing {
+    ($why:expr) => {{
+        let why = $why;
+        if $crate::must_run() {
+            panic!("prerequisite missing: {why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }};
+}
+
+/// The test mounts FUSE: root and /dev/fuse.
 #[macro_export]
 macro_rules! require_mount {
     () => {
         if !$crate::can_mount() {
-            eprintln!("skipped: needs root and /dev/fuse");
-            return;
+            $crate::missing!("needs root and /dev/fuse");
         }
     };
+}
+
+/// virtee's `sevctl` 0.6.2, which scripts/test.sh installs and names in `SEVCTL_BIN`.
+#[macro_export]
+macro_rules! require_sevctl {
+    () => {
+        match $crate::sevctl_bin() {
+            Ok(bin) => bin,
+            Err(why) => $crate::missing!(why),
+        }
+    };
+}
+
+/// The path `/dev/sev` (and `/dev/sev-vm`), owned by this test until the guard drops.
+#[macro_export]
+macro_rules! own_dev_sev {
+    () => {
+        match $crate::own_dev_sev() {
+            Ok(guard) => guard,
+            Err(why) => $crate::missing!(why),
+        }
+    };
+}
+
+/// `SEVCTL_BIN`, checked.
+pub fn sevctl_bin() -> Result<PathBuf, String> {
+    let bin = std::env::var_os("SEVCTL_BIN")
+        .map(PathBuf::from)
+        .ok_or("SEVCTL_BIN is not set (scripts/test.sh installs sevctl 0.6.2)")?;
+    if !bin.exists() {
+        return Err(format!("SEVCTL_BIN={} does not exist", bin.display()));
+    }
+    Ok(bin)
 }
 
 /// Compiles tests/c/sevclient.c (a client of the system's <linux/psp-sev.h>) into `dir`.
@@ -364,15 +416,28 @@ impl Drop for Sevd {
     }
 }
 
-/// Exclusive use of `/dev/sev` for tools that insist on that path. Refuses (returns `None`)
-/// when a real SEV device is there; removes a leftover placeholder of ours first.
-pub fn own_dev_sev() -> Option<MutexGuard<'static, ()>> {
+/// Exclusive use of `/dev/sev` for tools that insist on that path. Takes over only what is
+/// ours to take: nothing there, an empty placeholder file, or a mount of a sevd that is gone
+/// (its connection dead). A live daemon's node or a real device is refused, never touched.
+pub fn own_dev_sev() -> Result<MutexGuard<'static, ()>, String> {
     static LOCK: Mutex<()> = Mutex::new(());
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     for path in [Path::new("/dev/sev"), Path::new("/dev/sev-vm")] {
-        for p in vfs::find_mounts("sevd").unwrap_or_default() {
-            if p == path {
-                let _ = vfs::detach(&p);
+        let mounted = vfs::find_mounts("sevd")
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p == path);
+        if mounted {
+            match std::fs::metadata(path) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                    let _ = vfs::detach(path);
+                }
+                _ => {
+                    return Err(format!(
+                        "{} is served by a running sevd; this test needs that path",
+                        path.display()
+                    ))
+                }
             }
         }
         match std::fs::symlink_metadata(path) {
@@ -380,16 +445,15 @@ pub fn own_dev_sev() -> Option<MutexGuard<'static, ()>> {
                 let _ = std::fs::remove_file(path);
             }
             Ok(_) => {
-                eprintln!(
-                    "skipped: {} exists and is not ours (real hardware?)",
+                return Err(format!(
+                    "{} exists and is not ours (real hardware?); this test needs that path",
                     path.display()
-                );
-                return None;
+                ))
             }
             Err(_) => {}
         }
     }
-    Some(guard)
+    Ok(guard)
 }
 
 /// PDH_CERT_EXPORT with right-sized buffers: (PDH, PEK ‖ OCA ‖ CEK).

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 
-use tests::{can_mount, pdh_export, platform_status, sev_issue, Sevd};
+use tests::{pdh_export, platform_status, require_mount, sev_issue, Sevd};
 use uapi::psp_sev::*;
 use uapi::ByteValued;
 
@@ -39,10 +39,7 @@ fn assert_serving(f: &File) {
 
 #[test]
 fn random_commands_and_pointers_on_a_read_only_file() {
-    if !can_mount() {
-        eprintln!("skipped: needs root and /dev/fuse");
-        return;
-    }
+    require_mount!();
     let sevd = Sevd::start();
     let before = state_files(&sevd);
     let ro = sevd.open_ro();
@@ -92,10 +89,7 @@ fn random_commands_and_pointers_on_a_read_only_file() {
 
 #[test]
 fn malformed_state_changing_commands_change_nothing() {
-    if !can_mount() {
-        eprintln!("skipped: needs root and /dev/fuse");
-        return;
-    }
+    require_mount!();
     let sevd = Sevd::start();
     let f = sevd.open();
     let chain_before = pdh_export(&f).unwrap();

@@ -3,14 +3,11 @@
 
 use std::process::Command;
 
-use tests::{can_mount, Sevd};
+use tests::{require_mount, Sevd};
 
 #[test]
 fn c_client_conformance_checks_pass() {
-    if !can_mount() {
-        eprintln!("skipped: needs root and /dev/fuse");
-        return;
-    }
+    require_mount!();
     let sevd = Sevd::start();
     let client = tests::build_c_client(sevd.dir.path());
     let out = Command::new(&client)

@@ -14,10 +14,6 @@ fn ours() -> PathBuf {
     tests::sevd_bin().with_file_name("sevctl")
 }
 
-fn virtee() -> Option<PathBuf> {
-    std::env::var_os("SEVCTL_BIN").map(PathBuf::from)
-}
-
 fn examples() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
 }
@@ -99,10 +95,7 @@ fn sevctl_launches_through_the_daemon() {
 #[test]
 fn virtee_session_files_drive_our_launch() {
     require_mount!();
-    let Some(virtee) = virtee() else {
-        eprintln!("skipped: SEVCTL_BIN is not set");
-        return;
-    };
+    let virtee = tests::require_sevctl!();
     let sevd = Sevd::start();
     let dir = workdir(&sevd);
     ok(
@@ -132,10 +125,7 @@ fn virtee_session_files_drive_our_launch() {
 #[test]
 fn our_session_and_measurement_agree_with_virtee_measurement_build() {
     require_mount!();
-    let Some(virtee) = virtee() else {
-        eprintln!("skipped: SEVCTL_BIN is not set");
-        return;
-    };
+    let virtee = tests::require_sevctl!();
     let sevd = Sevd::start();
     let dir = workdir(&sevd);
     ok(
@@ -192,10 +182,7 @@ fn our_session_and_measurement_agree_with_virtee_measurement_build() {
 #[test]
 fn a_virtee_secret_build_packet_is_accepted() {
     require_mount!();
-    let Some(virtee) = virtee() else {
-        eprintln!("skipped: SEVCTL_BIN is not set");
-        return;
-    };
+    let virtee = tests::require_sevctl!();
     let sevd = Sevd::start();
     let dir = workdir(&sevd);
     ok(

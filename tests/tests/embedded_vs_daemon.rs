@@ -5,7 +5,7 @@ use sevd::crypto::ecc::{EcKeyPair, EcPublic};
 use sevd::firmware::FirmwareConfig;
 use sevd::owner::session::{wrap, TransportKeys};
 use sevd::platform::Platform;
-use tests::{can_mount, Options, Sevd};
+use tests::{require_mount, Options, Sevd};
 use uapi::cert::{algo, usage, Certificate};
 use zeroize::Zeroizing;
 
@@ -43,10 +43,7 @@ fn launch(p: &Platform) -> [u8; 48] {
 
 #[test]
 fn embedded_and_daemon_measure_alike() {
-    if !can_mount() {
-        eprintln!("skipped: needs root and /dev/fuse");
-        return;
-    }
+    require_mount!();
     let seed_hex: String = SEED.iter().map(|b| format!("{b:02x}")).collect();
     let sevd = Sevd::start_with(Options {
         args: vec!["--nonce-seed".into(), seed_hex],

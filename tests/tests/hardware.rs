@@ -70,9 +70,7 @@ fn the_chain_answers_as_the_device_does() {
 #[test]
 fn the_sev_crate_through_the_chain() {
     require_mount!();
-    let Some(_dev_sev) = tests::own_dev_sev() else {
-        return;
-    };
+    let _dev_sev = tests::own_dev_sev!();
     let first = Sevd::start();
     let mut args: Vec<String> = vec![
         "--backend".into(),
@@ -110,7 +108,8 @@ fn the_sev_crate_through_the_chain() {
     fw.platform_reset().unwrap();
     drop(fw);
     // virtee's sevctl through the chain too.
-    if let Some(sevctl) = std::env::var_os("SEVCTL_BIN") {
+    {
+        let sevctl = tests::require_sevctl!();
         let run = |args: &[&str]| Command::new(&sevctl).args(args).output().unwrap();
         let o = run(&["rotate"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -293,6 +292,10 @@ fn policy_decides_who_may_do_what_and_reloads_on_sighup() {
         .expect("the denied PDH_GEN");
     assert_eq!(denied["uid"], 0);
     assert!(
+        denied["status"].is_null(),
+        "refused before the firmware: no status, not the caller's error field: {denied}"
+    );
+    assert!(
         denied["exe"].as_str().unwrap().contains("hardware"),
         "the test binary: {denied}"
     );
@@ -365,27 +368,6 @@ fn the_example_policy_is_valid_here() {
     }
 }
 
-/// Not a test of its own: the child of `a_caller_killed_mid_stream_loses_no_audit_line`.
-#[test]
-fn audit_child_helper() {
-    let Ok(node) = std::env::var("SEVD_TEST_AUDIT_NODE") else {
-        return;
-    };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(node)
-        .unwrap();
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    loop {
-        // Every returned ioctl counts, whatever it returned.
-        let _ = platform_status(&f);
-        let _ = writeln!(out, "done");
-        let _ = out.flush();
-    }
-}
-
 #[test]
 fn a_caller_killed_mid_stream_loses_no_audit_line() {
     require_mount!();
@@ -396,15 +378,8 @@ fn a_caller_killed_mid_stream_loses_no_audit_line() {
         args: vec!["--audit-log".into(), audit.to_str().unwrap().into()],
         ..Options::default()
     });
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "audit_child_helper",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("SEVD_TEST_AUDIT_NODE", sevd.node())
+    let mut child = Command::new(tests::sevd_bin().with_file_name("status-loop"))
+        .arg(sevd.node())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

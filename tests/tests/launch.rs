@@ -12,7 +12,7 @@ use sev::measurement::vcpu_types::CpuType;
 use sev::measurement::vmsa::{GuestFeatures, VMMType, VMSA};
 use sev::parser::{Decoder, Encoder};
 use sev::session::Session;
-use tests::{can_mount, pdh_export, platform_status, Sevd, VmClient};
+use tests::{pdh_export, platform_status, require_mount, Sevd, VmClient};
 use uapi::kvm::*;
 
 const OVMF_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/ovmf_AmdSev_suffix.bin");
@@ -48,10 +48,7 @@ fn session_bytes(s: &sev::launch::sev::Session) -> Vec<u8> {
 
 #[test]
 fn sev_es_launch_with_the_sev_crate_as_guest_owner() {
-    if !can_mount() {
-        eprintln!("skipped: needs root and /dev/fuse");
-        return;
-    }
+    require_mount!();
     let sevd = Sevd::start();
     let mut vm = VmClient::new(&sevd, 4 << 20);
 

@@ -5,7 +5,7 @@ use sev::certs::sev::sev::Usage;
 use sev::certs::sev::{ca, sev as sevcert, Chain, Signer, Verifiable};
 use sev::firmware::host::{Firmware, PlatformStatusFlags, State};
 use sev::parser::{Decoder, Encoder};
-use tests::{can_mount, own_dev_sev, Options, Sevd};
+use tests::{require_mount, Options, Sevd};
 
 fn encode<T: Encoder<()>>(v: &T) -> Vec<u8> {
     let mut out = vec![];
@@ -21,13 +21,8 @@ fn full_chain(sevd: &Sevd, platform: sevcert::Chain) -> Chain {
 
 #[test]
 fn sev_crate_drives_every_platform_command() {
-    if !can_mount() {
-        eprintln!("skipped: needs root and /dev/fuse");
-        return;
-    }
-    let Some(_dev_sev) = own_dev_sev() else {
-        return;
-    };
+    require_mount!();
+    let _dev_sev = tests::own_dev_sev!();
     let sevd = Sevd::start_with(Options {
         link: Some("/dev/sev".into()),
         ..Options::default()

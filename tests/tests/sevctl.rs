@@ -1,17 +1,11 @@
 //! virtee's `sevctl` 0.6.2 from crates.io, unmodified, against sevd's drop-in /dev/sev.
 //! scripts/test.sh installs it (into target/sevctl-0.6.2) and sets SEVCTL_BIN; without it the
-//! test says it is skipped.
+//! test fails under CI and as root, and says it is skipped otherwise.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use tests::{can_mount, own_dev_sev, pdh_export, Options, Sevd};
-
-fn sevctl_bin() -> Option<PathBuf> {
-    let bin = PathBuf::from(std::env::var_os("SEVCTL_BIN")?);
-    assert!(bin.exists(), "SEVCTL_BIN={} does not exist", bin.display());
-    Some(bin)
-}
+use tests::{pdh_export, require_mount, Options, Sevd};
 
 fn run(bin: &Path, args: &[&str]) -> Output {
     let out = Command::new(bin).args(args).output().expect("run sevctl");
@@ -32,17 +26,9 @@ fn ok(bin: &Path, args: &[&str]) -> String {
 
 #[test]
 fn sevctl_manages_and_verifies_the_platform() {
-    if !can_mount() {
-        eprintln!("skipped: needs root and /dev/fuse");
-        return;
-    }
-    let Some(bin) = sevctl_bin() else {
-        eprintln!("skipped: SEVCTL_BIN is not set (scripts/test.sh installs sevctl 0.6.2)");
-        return;
-    };
-    let Some(_dev_sev) = own_dev_sev() else {
-        return;
-    };
+    require_mount!();
+    let bin = tests::require_sevctl!();
+    let _dev_sev = tests::own_dev_sev!();
     let sevd = Sevd::start_with(Options {
         link: Some("/dev/sev".into()),
         ..Options::default()

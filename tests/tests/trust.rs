@@ -345,3 +345,195 @@ fn a_caller_whose_memory_never_arrives_stalls_no_one_else() {
         t.elapsed()
     );
 }
+
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn the_policy_covers_the_vm_node_and_the_opens() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let audit = dir.path().join("audit.log");
+    std::fs::write(&policy, "rules:\n  - classes: [read]\n    users: [root]\n").unwrap();
+    let sevd = Sevd::start_with(Options {
+        args: [
+            "--policy",
+            policy.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--mode",
+            "666",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Options::default()
+    });
+    std::fs::set_permissions(
+        sevd.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // Granted nothing: no file at all, on either node.
+    let open_as_nobody = |node: &Path| {
+        use std::os::unix::process::CommandExt;
+        Command::new("sh")
+            .arg("-c")
+            .arg("exec 3<\"$0\"")
+            .arg(node)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    for node in [sevd.node(), sevd.vm_node()] {
+        let o = open_as_nobody(&node);
+        assert!(!o.status.success(), "{} opened", node.display());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("not permitted"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Root has `read` only: the VM node does not open.
+    let e = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(sevd.vm_node())
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+
+    // `launch` opens the VM node and launches; `debug` stays refused.
+    std::fs::write(
+        &policy,
+        "rules:\n  - classes: [read, launch]\n    users: [root]\n",
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sevd.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::File::open(sevd.vm_node()).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded policy is not in force"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let vm = VmClient::new(&sevd, 1 << 16);
+    vm.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
+    let mut ls = KvmSevLaunchStart::default();
+    vm.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
+    let mut out = [0u8; 16];
+    let mut dbg = uapi::kvm::KvmSevDbg {
+        src_uaddr: vm.uaddr(0),
+        dst_uaddr: out.as_mut_ptr() as u64,
+        len: 16,
+        pad0: 0,
+    };
+    assert_eq!(
+        vm.encrypt_op(KvmSevCmdId::DbgDecrypt, &mut dbg),
+        Err((libc::EPERM, 0))
+    );
+    assert_eq!(vm.guest_read(0, 16), Err(libc::EPERM));
+    drop(vm);
+
+    // The audit log has the VM node's commands, refused ones without a status.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = audit_lines(&audit);
+        if lines.iter().any(|l| l["command"] == "SEVD_VM_GUEST_ACCESS") {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "no audit line for the VM node");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let find = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["command"] == name)
+            .unwrap_or_else(|| panic!("{name} in the audit log"))
+    };
+    assert_eq!(find("KVM_SEV_LAUNCH_START")["status"], 0);
+    assert_eq!(find("KVM_SEV_LAUNCH_START")["errno"], 0);
+    assert!(find("KVM_SEV_INIT")["status"].is_null() || find("KVM_SEV_INIT")["status"] == 0);
+    for refused in ["KVM_SEV_DBG_DECRYPT", "SEVD_VM_GUEST_ACCESS"] {
+        assert!(find(refused)["status"].is_null(), "{}", find(refused));
+        assert_eq!(find(refused)["errno"], libc::EPERM);
+    }
+    assert_eq!(find("KVM_SET_USER_MEMORY_REGION")["errno"], 0);
+}
+
+#[test]
+fn per_user_limits_get_the_kernels_errno_and_one_log_line() {
+    require_mount!();
+    let mut sevd = Sevd::start_with(Options {
+        args: [
+            "--max-vms-per-uid",
+            "3",
+            "--max-vcpus-per-vm",
+            "2",
+            "--max-memory-per-vm-mib",
+            "1",
+            "--max-asids-per-uid",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Options::default()
+    });
+    let open_vm = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(sevd.vm_node())
+    };
+    // ASIDs per uid: the second INIT fails as the misc cgroup's charge does.
+    let a = VmClient::new(&sevd, 1 << 20);
+    let b = VmClient::new(&sevd, 1 << 16);
+    a.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
+    for _ in 0..3 {
+        assert_eq!(b.encrypt_op_plain(KvmSevCmdId::Init), Err((libc::EBUSY, 0)));
+    }
+    // Guest memory per VM: 1 MiB is registered already.
+    let more = uapi::kvm::KvmUserspaceMemoryRegion {
+        slot: 1,
+        flags: 0,
+        guest_phys_addr: 1 << 30,
+        memory_size: 4096,
+        userspace_addr: a.uaddr(0),
+    };
+    assert_eq!(
+        a.ioctl(
+            uapi::ioctl::KVM_SET_USER_MEMORY_REGION,
+            &more as *const _ as u64
+        ),
+        Err(libc::ENOMEM)
+    );
+    // vCPU save areas per VM.
+    let page = [0u8; 4096];
+    b.set_vmsa(0, &page).unwrap();
+    b.set_vmsa(1, &page).unwrap();
+    assert_eq!(b.set_vmsa(2, &page), Err(libc::ENOSPC));
+    b.set_vmsa(1, &page).expect("replacing one is not another");
+    // VMs per uid.
+    let c = open_vm().unwrap();
+    assert_eq!(open_vm().unwrap_err().raw_os_error(), Some(libc::ENOMEM));
+    drop(c);
+    let c = open_vm().expect("a closed VM is given back");
+    drop((a, b, c));
+    assert_eq!(
+        sevd.log().matches("reached the limit on ASIDs").count(),
+        1,
+        "{}",
+        sevd.log()
+    );
+    assert!(sevd.is_running());
+}

@@ -301,22 +301,6 @@ fn more_guests_than_asids() {
     assert_eq!(guest_count(&sevd), 3);
 }
 
-/// Not a test of its own: the child process of `a_killed_client_s_vm_is_torn_down`.
-#[test]
-fn child_helper() {
-    let Ok(node) = std::env::var("SEVD_TEST_CHILD_NODE") else {
-        return;
-    };
-    let mnt = std::path::PathBuf::from(node);
-    let sevd = tests::Sevd::attach(&mnt);
-    let vm = VmClient::new(&sevd, 1 << 20);
-    vm.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
-    let mut ls = KvmSevLaunchStart::default();
-    vm.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
-    println!("launched");
-    std::thread::sleep(std::time::Duration::from_secs(600));
-}
-
 #[test]
 fn a_killed_client_s_vm_is_torn_down() {
     require_mount!();
@@ -326,22 +310,19 @@ fn a_killed_client_s_vm_is_torn_down() {
             .to_vec(),
         ..Options::default()
     });
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_helper",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("SEVD_TEST_CHILD_NODE", &sevd.mountpoint)
+    // A VMM holding a launched guest (tests/src/bin/vm-hold.rs), killed below.
+    let mut child = Command::new(tests::sevd_bin().with_file_name("vm-hold"))
+        .arg(sevd.vm_node())
+        .arg(sevd.node())
+        .arg("sev")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    while !line.contains("launched") {
+    while !line.starts_with("ready") {
         line.clear();
         assert!(
             out.read_line(&mut line).unwrap() > 0,
