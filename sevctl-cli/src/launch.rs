@@ -121,13 +121,16 @@ fn stream_region(
     Ok(size)
 }
 
-/// What the secrets look like to the guest and to the hypervisor.
+/// What the secrets look like to the guest and to the hypervisor. Each entry's GUID, length
+/// and whether the guest reads what was sent are shown; its plaintext only with
+/// `show_secrets` (`--show-secrets`), so a launch log never holds a secret by default.
 fn show_secret_views(
     log: &mut Log,
     vm: &Vm,
     gpa: u64,
     table: &[u8],
     secrets: &[crate::manifest::Secret],
+    show_secrets: bool,
 ) -> Result<serde_json::Value> {
     let guest = match vm.guest_read(gpa, table.len()) {
         Ok(g) => g,
@@ -151,30 +154,42 @@ fn show_secret_views(
                 .unwrap_or([0; 4]),
         ) as usize;
         let data = guest.get(at + 20..at + len.max(20)).unwrap_or_default();
-        entries.push(
-            json!({ "guid": s.guid, "length": data.len(), "matches": data == s.data.as_slice() }),
-        );
-        let shown = match std::str::from_utf8(data) {
-            Ok(t) if t.chars().all(|c| !c.is_control()) => format!("{t:?}"),
-            _ => hex::encode(data),
+        let matches = data == s.data.as_slice();
+        let mut entry = json!({ "guid": s.guid, "length": data.len(), "matches": matches });
+        let said = if show_secrets {
+            let shown = match std::str::from_utf8(data) {
+                Ok(t) if t.chars().all(|c| !c.is_control()) => format!("{t:?}"),
+                _ => hex::encode(data),
+            };
+            entry["data"] = json!(hex::encode(data));
+            format!("{} = {shown}", s.guid)
+        } else {
+            format!(
+                "{}: {} bytes, {}",
+                s.guid,
+                data.len(),
+                if matches { "as sent" } else { "NOT as sent" }
+            )
         };
-        log.step("guest", "secret entry", format!("{} = {shown}", s.guid));
+        entries.push(entry);
+        log.step("guest", "secret entry", said);
         at += len.max(20);
     }
     let show = |b: &[u8]| hex::encode(&b[..b.len().min(32)]);
+    let what = if guest == table {
+        "plaintext table"
+    } else {
+        "unexpected bytes"
+    };
+    let detail = if show_secrets {
+        format!(", first 32 bytes {}", show(&guest))
+    } else {
+        String::new()
+    };
     log.step(
         "guest",
         "reads secret",
-        format!(
-            "{} ({} entries, first 32 bytes {})",
-            if guest == table {
-                "plaintext table"
-            } else {
-                "unexpected bytes"
-            },
-            secrets.len(),
-            show(&guest)
-        ),
+        format!("{what} ({} entries{detail})", secrets.len()),
     );
     log.step("host", "sees", format!("ciphertext {}", show(&host)));
     if guest != table {
@@ -182,8 +197,9 @@ fn show_secret_views(
             "the guest does not read the secret table that was sent".into(),
         ));
     }
+    let guest_view = show_secrets.then(|| hex::encode(&guest));
     Ok(
-        json!({ "gpa": gpa, "guest_view": hex::encode(&guest), "hypervisor_view": hex::encode(&host), "entries": entries }),
+        json!({ "gpa": gpa, "guest_view": guest_view, "hypervisor_view": hex::encode(&host), "entries": entries }),
     )
 }
 
@@ -217,6 +233,7 @@ pub fn launch(
     p: &Platform,
     ca: Option<&std::path::Path>,
     json_out: bool,
+    show_secrets: bool,
 ) -> Result<Vm> {
     let mut log = Log {
         json: json_out,
@@ -471,7 +488,7 @@ pub fn launch(
         );
         vm.launch_finish()?;
         log.step("host", "LAUNCH_FINISH", "guest RUNNING".into());
-        secret_report = show_secret_views(&mut log, &vm, gpa, &table, &m.secrets)?;
+        secret_report = show_secret_views(&mut log, &vm, gpa, &table, &m.secrets, show_secrets)?;
     } else {
         vm.launch_finish()?;
         log.step("host", "LAUNCH_FINISH", "guest RUNNING (no secrets)".into());

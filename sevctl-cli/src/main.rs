@@ -127,6 +127,10 @@ enum Cmd {
         /// Keep the guest until interrupted.
         #[arg(long)]
         keep: bool,
+        /// Show the secrets' plaintext as the guest reads it (by default only each entry's
+        /// GUID, length and whether it arrived as sent).
+        #[arg(long)]
+        show_secrets: bool,
         /// ASK ‖ ARK to verify the platform with (default: the manifest's, or the platform's
         /// published one).
         #[arg(long)]
@@ -256,6 +260,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Launch {
             manifest,
             keep,
+            show_secrets,
             ca,
             platform,
         } => {
@@ -275,7 +280,14 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 target.open()?
             };
-            let vm = launch::launch(&m, &target, &platform, ca.as_deref(), cli.json)?;
+            let vm = launch::launch(
+                &m,
+                &target,
+                &platform,
+                ca.as_deref(),
+                cli.json,
+                show_secrets,
+            )?;
             if keep {
                 // Block the signals before saying so, so an early Ctrl-C is not lost.
                 let signals = interrupt_signals();

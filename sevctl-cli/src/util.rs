@@ -1,6 +1,6 @@
 //! Small parsers and file helpers shared by the commands, with sevctl's conventions.
 
-use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use base64::Engine;
@@ -42,20 +42,36 @@ pub fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| input(format!("{what}: {}: {e}", path.display())))
 }
 
-/// Writes an output file; secrets (keys) get mode 0600. A regular file is replaced atomically,
-/// so an existing file never holds half an output nor keeps a laxer mode; a device or pipe
-/// (`/dev/stdout`) is written in place.
+/// Writes an output file; secrets (keys) get mode 0600. Outputs are regular files only, each
+/// replaced atomically, so an existing file never holds half an output nor keeps a laxer
+/// mode. A symlink, FIFO, device or directory at the destination is refused, never written
+/// through: a key must not land where a link points or leak into a pipe.
 pub fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     let mode = if secret { 0o600 } else { 0o644 };
     let fail = |e: std::io::Error| input(format!("{}: {e}", path.display()));
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(fail),
-        _ => sevd::state::write_atomic(path, bytes, mode).map_err(fail),
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        let t = meta.file_type();
+        let kind = if t.is_symlink() {
+            Some("a symbolic link")
+        } else if t.is_fifo() {
+            Some("a FIFO")
+        } else if t.is_char_device() || t.is_block_device() {
+            Some("a device")
+        } else if t.is_dir() {
+            Some("a directory")
+        } else if t.is_socket() {
+            Some("a socket")
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            return Err(input(format!(
+                "{}: is {kind}; sevctl writes its output files only as regular files",
+                path.display()
+            )));
+        }
     }
+    sevd::state::write_atomic(path, bytes, mode).map_err(fail)
 }
 
 /// A 16-byte value from a file, or base64.
@@ -110,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_key_written_over_an_open_file_gets_mode_0600() {
-        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("tek.bin");
         std::fs::write(&key, b"old contents, longer than the key").unwrap();
@@ -120,11 +136,30 @@ mod tests {
         let mode = std::fs::metadata(&key).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        // A device is written in place, never replaced.
-        write(Path::new("/dev/null"), b"x", false).unwrap();
-        assert!(std::fs::metadata("/dev/null")
+    }
+
+    #[test]
+    fn outputs_are_never_written_through_links_pipes_or_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"precious").unwrap();
+        let link = dir.path().join("tek.bin");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, kind) in [
+            (link.as_path(), "symbolic link"),
+            (fifo.as_path(), "FIFO"),
+            (Path::new("/dev/null"), "device"),
+            (dir.path(), "directory"),
+        ] {
+            let e = write(path, &[7; 16], true).unwrap_err().to_string();
+            assert!(e.contains(kind) && e.contains("regular files"), "{e}");
+        }
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(&link)
             .unwrap()
             .file_type()
-            .is_char_device());
+            .is_symlink());
     }
 }

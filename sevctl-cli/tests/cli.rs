@@ -61,9 +61,24 @@ fn launches_the_examples_and_the_secrets_arrive() {
         out.contains("verify measurement") && out.contains("matches"),
         "{out}"
     );
-    assert!(out.contains("\"correct horse battery staple\""), "{out}");
-    assert!(out.contains("\"api-token-0123456789\""), "{out}");
+    // No plaintext of a secret without --show-secrets: each entry's GUID and length.
+    assert!(!out.contains("correct horse battery staple"), "{out}");
+    assert!(!out.contains("api-token-0123456789"), "{out}");
+    assert!(out.contains("bytes, as sent"), "{out}");
     assert!(out.contains("state RUNNING"));
+    let shown = ok(
+        st.path(),
+        &[
+            "launch",
+            "--show-secrets",
+            examples().join("sev-es.yaml").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        shown.contains("\"correct horse battery staple\""),
+        "{shown}"
+    );
+    assert!(shown.contains("\"api-token-0123456789\""), "{shown}");
     let out = ok(
         st.path(),
         &["launch", examples().join("sev.yaml").to_str().unwrap()],
@@ -84,6 +99,23 @@ fn launches_the_examples_and_the_secrets_arrive() {
     let entries = v["secret"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert!(entries.iter().all(|e| e["matches"] == true));
+    assert!(entries.iter().all(|e| e.get("data").is_none()));
+    assert!(
+        v["secret"]["guest_view"].is_null(),
+        "no plaintext in --json either"
+    );
+    assert!(!json.contains(&hex::encode("correct horse battery staple")));
+    let json = ok(
+        st.path(),
+        &[
+            "--json",
+            "launch",
+            "--show-secrets",
+            examples().join("sev-es.yaml").to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(json.contains(&hex::encode("correct horse battery staple")));
     assert_ne!(v["secret"]["guest_view"], v["secret"]["hypervisor_view"]);
 }
 

@@ -36,6 +36,15 @@ pub enum StateError {
         /// The lock error.
         source: io::Error,
     },
+    /// The directory could be changed by someone other than its owner, or belongs to another
+    /// user: the firmware's secrets cannot live there.
+    #[error("{path}: {why}; the state directory must be owned by the daemon's user and writable by it alone (chmod 0700)")]
+    Insecure {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The chip file is corrupt.
     #[error(
         "{path}: {source}; move it away to make a new chip (its platform keys are lost with it)"
@@ -94,6 +103,58 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Refuses a state directory that another user owns, or that its group or others may write.
+fn check_private(path: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    let insecure = |why: String| StateError::Insecure {
+        path: path.to_path_buf(),
+        why,
+    };
+    if !meta.is_dir() {
+        return Err(insecure("is not a directory".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(insecure(format!(
+            "is owned by uid {}, not {me}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(insecure(format!(
+            "has mode {:04o}: group or others may write it",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a file name is one of [`write_atomic`]'s temporaries.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// Removes the temporaries of writes a crash interrupted (the directory is locked: no
+/// write of ours is under way).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if is_temporary(&name.to_string_lossy()) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => log::warn!(
+                    "removed {}, left by an interrupted write",
+                    entry.path().display()
+                ),
+                Err(e) => log::warn!("could not remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
 /// The lock file: one firmware per state directory, as one PSP per flash.
 pub const LOCK_FILE: &str = "lock";
 
@@ -106,13 +167,15 @@ pub struct StateDir {
 
 impl StateDir {
     /// Opens (creating with mode 0700) and locks the directory; refuses one that another
-    /// process (a daemon, or the CLI's embedded firmware) holds.
+    /// process (a daemon, or the CLI's embedded firmware) holds, and one that another user
+    /// owns or could write. Temporary files a crash left behind are removed.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(path)
             .map_err(io_err(path))?;
+        check_private(path)?;
         let lock_path = path.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
@@ -126,6 +189,7 @@ impl StateDir {
                 path: path.to_path_buf(),
                 source: e.into(),
             })?;
+        remove_stale_temporaries(path);
         Ok(StateDir {
             path: path.to_path_buf(),
             _lock: lock,
@@ -140,7 +204,7 @@ impl StateDir {
     /// The chip in `chip.bin`, made (seconds: two RSA-4096 keys) and stored on first use.
     pub fn load_or_create_chip(&self, api: (u8, u8)) -> Result<Chip, StateError> {
         let path = self.path.join(CHIP_FILE);
-        match fs::read(&path) {
+        match fs::read(&path).map(zeroize::Zeroizing::new) {
             Ok(bytes) => Chip::decode(&bytes).map_err(|source| StateError::Chip { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 log::info!(
@@ -205,8 +269,22 @@ impl NvStorage for FileStorage {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let aside = self.path.with_extension(format!("bin.corrupt-{secs}"));
-        fs::rename(&self.path, &aside)?;
+        // A name no other quarantined store has: linking fails rather than replace one.
+        let mut n = 0u32;
+        let aside = loop {
+            let suffix = if n == 0 {
+                format!("bin.corrupt-{secs}")
+            } else {
+                format!("bin.corrupt-{secs}-{n}")
+            };
+            let aside = self.path.with_extension(suffix);
+            match fs::hard_link(&self.path, &aside) {
+                Ok(()) => break aside,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        fs::remove_file(&self.path)?;
         log::error!("the corrupt store was kept as {}", aside.display());
         File::open(parent_dir(&self.path))?.sync_all()
     }
@@ -247,6 +325,53 @@ mod tests {
         ));
         drop(first);
         StateDir::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_state_dir_others_could_write_is_refused_and_stale_temporaries_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = StateDir::open(&state).unwrap_err();
+        assert!(matches!(e, StateError::Insecure { .. }), "{e}");
+        assert!(e.to_string().contains("group or others may write"), "{e}");
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o750)).unwrap();
+        let stale = state.join(".nv.bin.tmp-123-4");
+        fs::write(&stale, b"half").unwrap();
+        fs::write(state.join("keep.me"), b"x").unwrap();
+        let _open = StateDir::open(&state).unwrap();
+        assert!(!stale.exists());
+        assert!(state.join("keep.me").exists());
+        if nix::unistd::geteuid().is_root() {
+            let other = dir.path().join("other");
+            fs::create_dir(&other).unwrap();
+            nix::unistd::chown(&other, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let e = StateDir::open(&other).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+    }
+
+    #[test]
+    fn two_quarantined_stores_never_overwrite_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let mut nv = state.nv_storage();
+        for what in [&b"first"[..], b"second", b"third"] {
+            nv.write(what).unwrap();
+            nv.quarantine().unwrap();
+        }
+        let mut kept: Vec<Vec<u8>> = fs::read_dir(state.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+            .map(|e| fs::read(e.path()).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]
+        );
     }
 
     #[test]

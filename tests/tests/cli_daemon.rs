@@ -80,6 +80,7 @@ fn sevctl_launches_through_the_daemon() {
             examples().join("sev-es.yaml").to_str().unwrap(),
             "--ca",
             ca.to_str().unwrap(),
+            "--show-secrets",
         ],
     );
     assert!(out.contains(&format!("device {}", node.display())), "{out}");

@@ -70,7 +70,7 @@ impl EcKeyPair {
         let key = EcKey::private_key_from_der(der)?;
         key.check_key()?;
         if key.group().curve_name() != Some(Nid::SECP384R1) {
-            return Err(CryptoError(openssl::error::ErrorStack::get()));
+            return Err(CryptoError::Library(openssl::error::ErrorStack::get()));
         }
         Ok(EcKeyPair(key))
     }
@@ -103,7 +103,7 @@ impl EcKeyPair {
         signer_algo: u32,
     ) -> Result<(), CryptoError> {
         let digest = digest_for(signer_algo, &cert.body())
-            .ok_or_else(|| CryptoError(openssl::error::ErrorStack::get()))?;
+            .ok_or_else(|| CryptoError::Library(openssl::error::ErrorStack::get()))?;
         let sig = EcdsaSig::sign(&digest, &self.0)?;
         let mut slot = [0u8; SIG_LEN];
         slot[..ECC_FIELD_LEN].copy_from_slice(&bn_to_le(sig.r(), ECC_FIELD_LEN)?);

@@ -14,8 +14,14 @@ use zeroize::Zeroizing;
 
 /// A failure inside the crypto library; the message never holds key material.
 #[derive(Debug, thiserror::Error)]
-#[error("crypto library failure: {0}")]
-pub struct CryptoError(#[from] pub openssl::error::ErrorStack);
+pub enum CryptoError {
+    /// OpenSSL failed.
+    #[error("crypto library failure: {0}")]
+    Library(#[from] openssl::error::ErrorStack),
+    /// Sealing (AES-GCM) failed: a wrong key length, or a message too long.
+    #[error("sealing failed")]
+    Seal,
+}
 
 /// SHA-256.
 pub fn sha256(data: &[u8]) -> [u8; 32] {

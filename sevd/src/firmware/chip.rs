@@ -89,10 +89,15 @@ impl Chip {
         Ok(id)
     }
 
-    /// The key that authenticates the non-volatile store, as the PSP seals its SPI data with
-    /// a chip key.
-    pub fn nv_key(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    /// The key that MACed the non-volatile store of format 1 (older sevd).
+    pub fn nv_v1_mac_key(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         kdf(&*self.seed, b"sevd-nv-integrity", &[], 32)
+    }
+
+    /// The key that seals the non-volatile store (AES-256-GCM): the platform's private keys
+    /// are on disk only under it.
+    pub fn nv_seal_key(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        kdf(&*self.seed, b"sevd-nv-seal", &[], 32)
     }
 
     /// The file form: magic ‖ seed ‖ ARK ‖ ASK ‖ CEK ‖ SHA-256 of all before it.

@@ -1,8 +1,16 @@
 //! The non-volatile store: what the PSP keeps in flash across SHUTDOWN and power cycles
-//! (OCA, PEK, PDH and the owner flag), sealed with a chip key so corruption is detected.
+//! (OCA, PEK, PDH and the owner flag), sealed with a key derived from the chip's seed:
+//! encrypted and authenticated (AES-256-GCM), so the private keys are never on disk in the
+//! clear and any change is detected.
+//!
+//! Format 2: `SEVDNV02` ‖ nonce (12) ‖ AES-256-GCM(body) ‖ tag (16), with the magic as
+//! associated data. Format 1 (`SEVDNV01` ‖ body ‖ HMAC-SHA256), which left the keys readable
+//! to whoever could read the file, is still read, and replaced by format 2 at the next write.
 
 use std::io;
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::Zeroizing;
 
 use uapi::cert::{Certificate, CERT_LEN};
@@ -10,7 +18,11 @@ use uapi::cert::{Certificate, CERT_LEN};
 use crate::crypto::ecc::EcKeyPair;
 use crate::crypto::{hmac_sha256, mac_eq, CryptoError};
 
-const MAGIC: &[u8; 8] = b"SEVDNV01";
+/// Format 1: MACed only.
+const MAGIC_V1: &[u8; 8] = b"SEVDNV01";
+/// Format 2: encrypted and authenticated.
+const MAGIC: &[u8; 8] = b"SEVDNV02";
+const NONCE_LEN: usize = 12;
 
 /// Where the firmware's flash lives. The firmware only calls these; the daemon's
 /// implementation writes a file atomically, the tests' keeps a buffer.
@@ -121,10 +133,9 @@ impl<'a> Reader<'a> {
 }
 
 impl PlatformKeys {
-    /// Serialises and seals with `mac_key`: magic ‖ owner ‖ keys and certificates ‖ HMAC.
-    pub fn encode(&self, mac_key: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    /// The keys and certificates, unsealed: owner ‖ keys and certificates.
+    fn body(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let mut out = Zeroizing::new(Vec::new());
-        out.extend_from_slice(MAGIC);
         out.push(match self.owner {
             Owner::SelfOwned => 0,
             Owner::External => 1,
@@ -138,21 +149,67 @@ impl PlatformKeys {
         out.extend_from_slice(&self.pek.encode());
         put_blob(&mut out, &self.pdh_key.to_der()?);
         out.extend_from_slice(&self.pdh.encode());
-        let mac = hmac_sha256(mac_key, &[&out])?;
-        out.extend_from_slice(&mac);
         Ok(out)
     }
 
-    /// Checks the seal and reads the keys back.
-    pub fn decode(bytes: &[u8], mac_key: &[u8]) -> Result<Self, NvError> {
-        if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
+    /// Serialises and seals under `seal_key` (32 bytes, from the chip): format 2.
+    pub fn encode(&self, seal_key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let body = self.body()?;
+        let nonce = crate::crypto::random_bytes::<NONCE_LEN>()?;
+        let cipher = Aes256Gcm::new_from_slice(seal_key).map_err(|_| CryptoError::Seal)?;
+        let sealed = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &body,
+                    aad: MAGIC,
+                },
+            )
+            .map_err(|_| CryptoError::Seal)?;
+        let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Checks the seal and reads the keys back: format 2 under `seal_key`, or format 1 (as
+    /// older sevd wrote it) under `v1_mac_key`.
+    pub fn decode(bytes: &[u8], seal_key: &[u8], v1_mac_key: &[u8]) -> Result<Self, NvError> {
+        if bytes.len() < MAGIC.len() + NONCE_LEN + 16 {
             return Err(NvError::Corrupt("not a sevd store"));
         }
-        let (body, mac) = bytes.split_at(bytes.len() - 32);
-        if !mac_eq(&hmac_sha256(mac_key, &[body])?, mac) {
-            return Err(NvError::Corrupt("integrity check failed"));
-        }
-        let mut r = Reader(&body[MAGIC.len()..]);
+        let (magic, rest) = bytes.split_at(MAGIC.len());
+        let body = if magic == MAGIC {
+            let (nonce, sealed) = rest.split_at(NONCE_LEN);
+            let cipher =
+                Aes256Gcm::new_from_slice(seal_key).map_err(|_| NvError::Corrupt("seal key"))?;
+            let payload = Payload {
+                msg: sealed,
+                aad: MAGIC,
+            };
+            Zeroizing::new(
+                cipher
+                    .decrypt(Nonce::from_slice(nonce), payload)
+                    .map_err(|_| NvError::Corrupt("integrity check failed"))?,
+            )
+        } else if magic == MAGIC_V1 {
+            if bytes.len() < MAGIC_V1.len() + 32 {
+                return Err(NvError::Corrupt("not a sevd store"));
+            }
+            let (body, mac) = bytes.split_at(bytes.len() - 32);
+            if !mac_eq(&hmac_sha256(v1_mac_key, &[body])?, mac) {
+                return Err(NvError::Corrupt("integrity check failed"));
+            }
+            Zeroizing::new(body[MAGIC_V1.len()..].to_vec())
+        } else {
+            return Err(NvError::Corrupt("not a sevd store"));
+        };
+        Self::parse(&body)
+    }
+
+    fn parse(body: &[u8]) -> Result<Self, NvError> {
+        let mut r = Reader(body);
         let owner = match r.take(1)?[0] {
             0 => Owner::SelfOwned,
             1 => Owner::External,
@@ -180,5 +237,15 @@ impl PlatformKeys {
             return Err(NvError::Corrupt("owner flag disagrees with the OCA key"));
         }
         Ok(keys)
+    }
+
+    /// Format 1, for the test that older stores still load.
+    #[cfg(test)]
+    pub(crate) fn encode_v1(&self, mac_key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut out = MAGIC_V1.to_vec();
+        out.extend_from_slice(&self.body()?);
+        let mac = hmac_sha256(mac_key, &[&out])?;
+        out.extend_from_slice(&mac);
+        Ok(out)
     }
 }

@@ -70,9 +70,9 @@ impl Firmware {
 
     /// Writes `keys` to flash; on failure nothing in the firmware changes.
     fn persist(&mut self, keys: &PlatformKeys) -> FwResult<()> {
-        let mac_key = self.chip.nv_key().map_err(|e| internal("NV key", e))?;
+        let seal_key = self.chip.nv_seal_key().map_err(|e| internal("NV key", e))?;
         let bytes = keys
-            .encode(&mac_key)
+            .encode(&seal_key)
             .map_err(|e| internal("NV encode", e))?;
         self.nv
             .write(&bytes)
@@ -96,8 +96,12 @@ impl Firmware {
                 keys
             }
             Some(bytes) => {
-                let mac_key = self.chip.nv_key().map_err(|e| internal("NV key", e))?;
-                match PlatformKeys::decode(&bytes, &mac_key) {
+                let seal_key = self.chip.nv_seal_key().map_err(|e| internal("NV key", e))?;
+                let v1_key = self
+                    .chip
+                    .nv_v1_mac_key()
+                    .map_err(|e| internal("NV key", e))?;
+                match PlatformKeys::decode(&bytes, &seal_key, &v1_key) {
                     Ok(keys) => keys,
                     Err(NvError::Corrupt(why)) => {
                         // As the PSP does: report it and start afresh at the next INIT, which

@@ -266,7 +266,7 @@ fn corrupt_store_gives_secure_data_invalid_then_a_fresh_store() {
     let mut fw = firmware_with(MemStorage::default());
     fw.init(0).unwrap();
     let keys = fw.keys.take().unwrap();
-    let sealed = keys.encode(&fw.chip.nv_key().unwrap()).unwrap();
+    let sealed = keys.encode(&fw.chip.nv_seal_key().unwrap()).unwrap();
     let mut corrupt = sealed.to_vec();
     corrupt[40] ^= 1;
     nv.write(&corrupt).unwrap();
@@ -283,13 +283,39 @@ fn store_from_another_chip_is_refused() {
     fw.init(0).unwrap();
     let keys = fw.keys.take().unwrap();
     let other = Chip::generate((1, 55)).unwrap();
-    let sealed = keys.encode(&other.nv_key().unwrap()).unwrap();
+    let sealed = keys.encode(&other.nv_seal_key().unwrap()).unwrap();
     let nv = MemStorage {
         data: Some(sealed.to_vec()),
         quarantined: None,
     };
     let mut fw = firmware_with(nv);
     assert_eq!(fw.init(0), Err(Status::SecureDataInvalid));
+}
+
+#[test]
+fn the_store_holds_no_private_key_in_the_clear_and_older_stores_load() {
+    let mut fw = firmware();
+    fw.init(0).unwrap();
+    let keys = fw.keys.take().unwrap();
+    let sealed = keys.encode(&fw.chip.nv_seal_key().unwrap()).unwrap();
+    for key in [&keys.pek_key, &keys.pdh_key] {
+        let der = key.to_der().unwrap();
+        // The DER of a P-384 key holds its 48-byte scalar; no 16-byte run of it is stored.
+        assert!(
+            !sealed.windows(16).any(|w| der.windows(16).any(|d| d == w)),
+            "a private key is readable in the store"
+        );
+    }
+    assert_eq!(&sealed[..8], b"SEVDNV02");
+    // A format-1 store (MAC only, as sevd wrote before) still loads, with the same keys.
+    let v1 = keys.encode_v1(&fw.chip.nv_v1_mac_key().unwrap()).unwrap();
+    let pdh = keys.pdh.encode();
+    let mut fw = firmware_with(MemStorage {
+        data: Some(v1),
+        quarantined: None,
+    });
+    fw.init(0).unwrap();
+    assert_eq!(fw.keys.as_ref().unwrap().pdh.encode(), pdh);
 }
 
 #[test]

@@ -40,7 +40,7 @@ impl Vek {
     /// A fresh random key with K1 ≠ K2.
     pub fn generate() -> Result<Self, CryptoError> {
         Self::generate_with(&mut |buf: &mut [u8]| {
-            openssl::rand::rand_bytes(buf).map_err(CryptoError)
+            openssl::rand::rand_bytes(buf).map_err(CryptoError::Library)
         })
     }
 
