@@ -383,7 +383,12 @@ fn session_files_drive_a_launch() {
 #[test]
 fn launches_on_debians_ovmf_when_installed() {
     if !Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists() {
-        eprintln!("skipped: Debian's ovmf package is not installed (scripts/setup.sh installs it)");
+        let why = "Debian's ovmf package is not installed (scripts/setup.sh installs it)";
+        // Under CI and as root the set-up has run: a missing package is a failure.
+        let must =
+            std::env::var("CI").is_ok_and(|v| v == "true") || nix::unistd::geteuid().is_root();
+        assert!(!must, "prerequisite missing: {why}");
+        eprintln!("skipped: {why}");
         return;
     }
     let st = state();
@@ -395,7 +400,7 @@ fn launches_on_debians_ovmf_when_installed() {
         ],
     );
     assert!(
-        out.contains("matches") && out.contains("\"correct horse battery staple\""),
+        out.contains("matches") && out.contains("28 bytes, as sent"),
         "{out}"
     );
 }

@@ -170,25 +170,24 @@ fn a_vm_belongs_to_its_open_file_across_every_mount() {
         (sevd.vm_node(), sevd.node()),
     ];
 
-    // The reproduction: a second open on the other mount must not replace the first VM.
-    let a = VmClient::new(&sevd, 1 << 16);
-    drop(a);
-    let a = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&link_vm)
-        .unwrap();
-    let sev = sevd.open();
-    let a = VmClient::from_files(a, sev, 1 << 16);
-    a.encrypt_op_plain(KvmSevCmdId::EsInit).unwrap();
+    // The reproduction: opens on the other mount must not replace the first VM. Each mount
+    // used to number its files from 1, so one of these opens met the first VM's number.
     let b = VmClient::new(&sevd, 1 << 16);
-    assert_eq!(
-        a.encrypt_op_plain(KvmSevCmdId::EsInit),
-        Err((libc::EINVAL, 0)),
-        "the first VM is still an SEV-ES guest"
-    );
+    b.encrypt_op_plain(KvmSevCmdId::EsInit).unwrap();
+    for _ in 0..2000 {
+        let x = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&link_vm)
+            .unwrap();
+        assert_eq!(
+            b.encrypt_op_plain(KvmSevCmdId::EsInit),
+            Err((libc::EINVAL, 0)),
+            "the first VM is still an SEV-ES guest"
+        );
+        drop(x);
+    }
     drop(b);
-    drop(a);
 
     // Several processes on both paths, closed in several orders.
     for order in [[0, 1, 2, 3], [3, 1, 0, 2], [2, 0, 3, 1]] {
@@ -243,10 +242,13 @@ fn first_line(out: ChildStdout, secs: u64) -> String {
         .to_string()
 }
 
-/// A `stall-fuse` server and its mount, detached when dropped.
+/// A `stall-fuse` server, its mount, and the `stall-client`s stalled on it. Dropping it
+/// kills the server first (which lets every stalled request fail, in the clients and in the
+/// daemon: a killed client waits for its request to finish), then the clients.
 struct StallMount {
     child: Child,
     dir: PathBuf,
+    clients: Vec<Child>,
 }
 
 impl StallMount {
@@ -261,6 +263,7 @@ impl StallMount {
         let mount = StallMount {
             child,
             dir: dir.to_path_buf(),
+            clients: vec![],
         };
         assert_eq!(first_line(stdout, 20), "mounted");
         mount
@@ -269,6 +272,20 @@ impl StallMount {
     fn file(&self) -> PathBuf {
         self.dir.join("stall")
     }
+
+    /// A `stall-client` with `args`, once it is in its stalled ioctl.
+    fn stall(&mut self, args: &[&Path]) {
+        let mut child = Command::new(helper("stall-client"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn stall-client");
+        let stdout = child.stdout.take().unwrap();
+        self.clients.push(child);
+        assert_eq!(first_line(stdout, 20), "issuing");
+        // Let the request reach the daemon.
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 impl Drop for StallMount {
@@ -276,32 +293,10 @@ impl Drop for StallMount {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = vfs::detach(&self.dir);
-    }
-}
-
-/// A `stall-client` in its stalled ioctl, killed when dropped.
-struct Stalled(Child);
-
-impl Stalled {
-    fn start(args: &[&Path]) -> Stalled {
-        let mut child = Command::new(helper("stall-client"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn stall-client");
-        let stdout = child.stdout.take().unwrap();
-        let stalled = Stalled(child);
-        assert_eq!(first_line(stdout, 20), "issuing");
-        // Let the request reach the daemon.
-        std::thread::sleep(Duration::from_millis(300));
-        stalled
-    }
-}
-
-impl Drop for Stalled {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        for c in &mut self.clients {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -309,33 +304,46 @@ impl Drop for Stalled {
 fn a_caller_whose_memory_never_arrives_stalls_no_one_else() {
     require_mount!();
     let mut sevd = Sevd::start();
-    let stall = StallMount::start(&sevd.dir.path().join("stall"));
+    let mut stall = StallMount::start(&sevd.dir.path().join("stall"));
     let file = stall.file();
-    let _on_sev = Stalled::start(&[Path::new("sev"), &sevd.node(), &file]);
-    let _on_vm = Stalled::start(&[Path::new("vm"), &sevd.node(), &sevd.vm_node(), &file]);
+    stall.stall(&[Path::new("sev"), &sevd.node(), &file]);
+    stall.stall(&[Path::new("vm"), &sevd.node(), &sevd.vm_node(), &file]);
 
-    // Others are served: the platform, and a whole launch on the VM node.
-    let started = Instant::now();
-    let node = sevd.open();
-    assert!(platform_status(&node).is_ok());
-    let (pdh, _) = tests::pdh_export(&node).expect("PDH_CERT_EXPORT");
-    assert_eq!(pdh.len(), 0x824);
-    let vm = VmClient::new(&sevd, 1 << 16);
-    vm.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
-    let mut ls = KvmSevLaunchStart::default();
-    vm.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
-    let mut ud = uapi::kvm::KvmSevLaunchUpdateData {
-        uaddr: vm.uaddr(0),
-        len: 4096,
-        pad0: 0,
-    };
-    vm.encrypt_op(KvmSevCmdId::LaunchUpdateData, &mut ud)
-        .unwrap();
-    drop(vm);
-    assert!(started.elapsed() < Duration::from_secs(20));
+    // Others are served: the platform, and a whole launch on the VM node. On a worker, so a
+    // daemon that froze fails this test instead of hanging it.
+    let (node_path, (tx, rx)) = (sevd.node(), std::sync::mpsc::channel());
+    let vm_path = sevd.vm_node();
+    std::thread::spawn(move || {
+        let node = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&node_path)
+            .unwrap();
+        assert!(platform_status(&node).is_ok());
+        let (pdh, _) = tests::pdh_export(&node).expect("PDH_CERT_EXPORT");
+        assert_eq!(pdh.len(), 0x824);
+        let vm = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&vm_path)
+            .unwrap();
+        let vm = VmClient::from_files(vm, node, 1 << 16);
+        vm.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
+        let mut ls = KvmSevLaunchStart::default();
+        vm.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
+        let mut ud = uapi::kvm::KvmSevLaunchUpdateData {
+            uaddr: vm.uaddr(0),
+            len: 4096,
+            pad0: 0,
+        };
+        vm.encrypt_op(KvmSevCmdId::LaunchUpdateData, &mut ud)
+            .unwrap();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("other callers are served while one stalls");
 
     // And SIGTERM still ends the daemon, cleanly and promptly.
-    drop(node);
     let t = Instant::now();
     let status = sevd.terminate();
     assert!(status.success(), "sevd exited with {status:?}");
