@@ -210,8 +210,9 @@ fn session_from_files(f: &crate::manifest::SessionFiles) -> Result<OwnerSession>
         util::unb64(&p.display().to_string(), &t)
     };
     let key = |p: &std::path::Path| -> Result<zeroize::Zeroizing<[u8; 16]>> {
-        let b = util::read("session key", p)?;
+        let b = util::read_secret("session key", p)?;
         let k: [u8; 16] = b
+            .as_slice()
             .try_into()
             .map_err(|_| input(format!("{}: not 16 bytes", p.display())))?;
         Ok(zeroize::Zeroizing::new(k))
@@ -440,10 +441,10 @@ pub fn launch(
 
     let mut secret_report = serde_json::Value::Null;
     if !m.secrets.is_empty() {
-        let entries: Vec<(String, Vec<u8>)> = m
+        let entries: Vec<(String, &[u8])> = m
             .secrets
             .iter()
-            .map(|s| (s.guid.clone(), s.data.clone()))
+            .map(|s| (s.guid.clone(), s.data.as_slice()))
             .collect();
         let table = tables::secret_table(&entries)?;
         let gpa = match m.placement {

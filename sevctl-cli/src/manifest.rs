@@ -163,7 +163,7 @@ pub struct Secret {
     /// GUID, as written.
     pub guid: String,
     /// The secret.
-    pub data: Vec<u8>,
+    pub data: zeroize::Zeroizing<Vec<u8>>,
 }
 
 /// Session files made beforehand (`sevctl session`): the GODH and session as base64, TEK and
@@ -469,8 +469,9 @@ impl Manifest {
                 })?;
                 let data = match (&e.file, &e.value) {
                     (Some(f), None) => std::fs::read(file(f)?)
+                        .map(zeroize::Zeroizing::new)
                         .map_err(|err| at(&f.to_string_lossy(), err.to_string()))?,
-                    (None, Some(v)) => v.as_bytes().to_vec(),
+                    (None, Some(v)) => zeroize::Zeroizing::new(v.as_bytes().to_vec()),
                     _ => {
                         return Err(at(
                             &e.guid,

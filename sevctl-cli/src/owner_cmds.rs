@@ -256,7 +256,10 @@ pub fn secret_build(args: &SecretArgs) -> Result<()> {
             .split_once(':')
             .ok_or_else(|| input("Unexpected --secret format"))?;
         util::guid_le(guid)?;
-        secrets.push((guid.to_string(), util::read("--secret", Path::new(file))?));
+        secrets.push((
+            guid.to_string(),
+            util::read_secret("--secret", Path::new(file))?,
+        ));
     }
     let table = tables::secret_table(&secrets)?;
     let (header, payload) = secret_packet(&tek, &tik, &measure, iv, &table)?;

@@ -248,7 +248,7 @@ pub fn generate(cert: &Path, key: &Path) -> Result<()> {
 pub fn provision(p: &Platform, cert: &Path, key: &Path) -> Result<()> {
     let oca_bytes = util::read("OCA certificate", cert)?;
     let oca = decode_cert("OCA certificate", &oca_bytes)?;
-    let k = EcKeyPair::from_der(&util::read("OCA key", key)?)
+    let k = EcKeyPair::from_der(&util::read_secret("OCA key", key)?)
         .map_err(|_| input(format!("{}: not a P-384 private key (DER)", key.display())))?;
     let (qx, qy) = k.public()?.coordinates_le()?;
     if oca.ecc_pubkey().map(|(_, x, y)| (x.to_vec(), y.to_vec())) != Some((qx, qy)) {

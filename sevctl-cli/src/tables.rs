@@ -2,6 +2,8 @@
 //! table QEMU puts in the guest (measured with OVMF) and the efi_secret table a launch
 //! secret carries (firmware-semantics.md §6, §8.3).
 
+use zeroize::Zeroizing;
+
 use crate::error::Result;
 use crate::util::guid_le;
 
@@ -41,13 +43,14 @@ pub fn kernel_hashes(kernel: &[u8], initrd: &[u8], cmdline: &str) -> Result<Vec<
     table(HASH_TABLE, &payload, 2)
 }
 
-/// The efi_secret table of `(GUID, secret)` pairs.
-pub fn secret_table(secrets: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
-    let mut payload = vec![];
+/// The efi_secret table of `(GUID, secret)` pairs. It holds the secrets' plaintext: wiped
+/// when dropped.
+pub fn secret_table<S: AsRef<[u8]>>(secrets: &[(String, S)]) -> Result<Zeroizing<Vec<u8>>> {
+    let mut payload = Zeroizing::new(vec![]);
     for (guid, data) in secrets {
-        payload.extend(entry(guid, data, 4)?);
+        payload.extend(entry(guid, data.as_ref(), 4)?);
     }
-    table(SECRET_TABLE, &payload, 4)
+    table(SECRET_TABLE, &payload, 4).map(Zeroizing::new)
 }
 
 #[cfg(test)]

@@ -42,6 +42,12 @@ pub fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| input(format!("{what}: {}: {e}", path.display())))
 }
 
+/// Reads a file holding key material (a key, a TEK or TIK, a secret): the buffer is wiped
+/// when dropped.
+pub fn read_secret(what: &str, path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    read(what, path).map(zeroize::Zeroizing::new)
+}
+
 /// Writes an output file; secrets (keys) get mode 0600. Outputs are regular files only, each
 /// replaced atomically, so an existing file never holds half an output nor keeps a laxer
 /// mode. A symlink, FIFO, device or directory at the destination is refused, never written
@@ -75,11 +81,13 @@ pub fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
 }
 
 /// A 16-byte value from a file, or base64.
-pub fn key16(what: &str, val: &str) -> Result<[u8; 16]> {
-    let bytes = base64_or_path(what, val)?;
-    bytes
+pub fn key16(what: &str, val: &str) -> Result<zeroize::Zeroizing<[u8; 16]>> {
+    let bytes = zeroize::Zeroizing::new(base64_or_path(what, val)?);
+    let key: [u8; 16] = bytes
+        .as_slice()
         .try_into()
-        .map_err(|b: Vec<u8>| input(format!("{what}: {} bytes, expected 16", b.len())))
+        .map_err(|_| input(format!("{what}: {} bytes, expected 16", bytes.len())))?;
+    Ok(zeroize::Zeroizing::new(key))
 }
 
 /// Parses a GUID `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` into its EFI byte order

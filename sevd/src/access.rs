@@ -502,6 +502,72 @@ mod tests {
     }
 
     #[test]
+    fn a_stuck_audit_log_drops_and_counts_instead_of_growing() {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Hold the FIFO open without reading: the writer thread blocks once the pipe is full.
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let log = AuditLog::open(&fifo).unwrap();
+        let rec = AuditRecord {
+            time: 0.0,
+            pid: 1,
+            uid: 0,
+            exe: "/x".into(),
+            command: "SEV_PLATFORM_STATUS",
+            status: Some(0),
+            errno: 0,
+            duration_us: 1,
+        };
+        let n = 3 * AUDIT_QUEUE;
+        for _ in 0..n {
+            log.record(&rec);
+        }
+        let dropped = log.dropped();
+        assert!(
+            dropped > 0 && dropped < n as u64,
+            "{dropped} of {n} dropped"
+        );
+        // Drain; the next record brings the count into the log.
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut buf = [0u8; 65536];
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                match reader.read(&mut buf) {
+                    Ok(k) => all.extend_from_slice(&buf[..k]),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+                if String::from_utf8_lossy(&all).contains("\"dropped\"") {
+                    break;
+                }
+            }
+            String::from_utf8_lossy(&all).into_owned()
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while log.dropped() > 0 && std::time::Instant::now() < deadline {
+            log.record(&rec);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let text = drain.join().unwrap();
+        let counted: u64 = text
+            .split("\"dropped\":")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .and_then(|n| n.parse().ok())
+            .expect("the count is in the log");
+        assert!(counted >= dropped, "{counted} >= {dropped}");
+        assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
     fn credentials_of_this_thread() {
         let c = Creds::of(std::process::id()).unwrap();
         assert_eq!(c.uid, nix::unistd::geteuid().as_raw());
