@@ -16,6 +16,7 @@ use uapi::ioctl::{
 };
 use uapi::kvm::{KvmSevCmd, KvmSevCmdId};
 use uapi::psp_sev::SevCmd;
+use uapi::psp_sev_cmds::Effect;
 use uapi::ByteValued;
 
 /// Command classes a policy grants.
@@ -50,15 +51,12 @@ impl Class {
     pub const VM_NODE: [Class; 2] = [Class::Launch, Class::Debug];
 }
 
-/// The class a command belongs to.
+/// The class a command belongs to, from the command table's effect column.
 pub fn class_of(cmd: SevCmd) -> Class {
-    use SevCmd::*;
-    match cmd {
-        PlatformStatus | PdhCertExport | GetId | GetId2 | SnpPlatformStatus => Class::Read,
-        PekGen | PdhGen | PekCsr | PekCertImport | SnpCommit | SnpSetConfig | SnpVlekLoad => {
-            Class::Manage
-        }
-        FactoryReset => Class::Reset,
+    match cmd.info().effect {
+        Effect::Query => Class::Read,
+        Effect::Manage => Class::Manage,
+        Effect::Reset => Class::Reset,
     }
 }
 

@@ -18,6 +18,17 @@ pub enum Writable {
     UnlessInit,
 }
 
+/// What a command does to the platform: the access policy's classes come from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads the platform's state or certificates and changes nothing.
+    Query,
+    /// Changes the platform's keys, certificates, ownership or configuration.
+    Manage,
+    /// Erases the platform's state (FACTORY_RESET).
+    Reset,
+}
+
 /// Which way a nested buffer's bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
@@ -82,6 +93,8 @@ pub struct SevCmdInfo {
     pub cmd: SevCmd,
     /// `sev_cmd_buf_writable` and the handlers' own checks.
     pub writable: Writable,
+    /// What it does to the platform.
+    pub effect: Effect,
     /// Size of the struct at `data` (0 when `data` is ignored).
     pub size: usize,
     /// The buffers the struct points at, in the order the handler copies them.
@@ -116,12 +129,14 @@ const fn blob_in(addr_at: usize, len: BufLen, cap: u32) -> NestedBuf {
 const fn row(
     cmd: SevCmd,
     writable: Writable,
+    effect: Effect,
     size: usize,
     bufs: &'static [NestedBuf],
 ) -> SevCmdInfo {
     SevCmdInfo {
         cmd,
         writable,
+        effect,
         size,
         bufs,
     }
@@ -136,17 +151,19 @@ const BLOB: u32 = SEV_FW_BLOB_MAX_SIZE;
 
 /// The table, indexed by command id.
 pub const SEV_CMDS: [SevCmdInfo; SEV_MAX as usize] = [
-    row(SevCmd::FactoryReset, Writable::Yes, 0, &[]),
+    row(SevCmd::FactoryReset, Writable::Yes, Effect::Reset, 0, &[]),
     row(
         SevCmd::PlatformStatus,
         Writable::No,
+        Effect::Query,
         size_of::<SevUserDataStatus>(),
         &[],
     ),
-    row(SevCmd::PekGen, Writable::Yes, 0, &[]),
+    row(SevCmd::PekGen, Writable::Yes, Effect::Manage, 0, &[]),
     row(
         SevCmd::PekCsr,
         Writable::Yes,
+        Effect::Manage,
         size_of::<PekCsr>(),
         &[out(
             offset_of!(PekCsr, address),
@@ -155,10 +172,11 @@ pub const SEV_CMDS: [SevCmdInfo; SEV_MAX as usize] = [
             OverCap::Efault,
         )],
     ),
-    row(SevCmd::PdhGen, Writable::Yes, 0, &[]),
+    row(SevCmd::PdhGen, Writable::Yes, Effect::Manage, 0, &[]),
     row(
         SevCmd::PdhCertExport,
         Writable::UnlessInit,
+        Effect::Query,
         size_of::<PdhExport>(),
         &[
             out(
@@ -178,6 +196,7 @@ pub const SEV_CMDS: [SevCmdInfo; SEV_MAX as usize] = [
     row(
         SevCmd::PekCertImport,
         Writable::Yes,
+        Effect::Manage,
         size_of::<PekImport>(),
         &[
             blob_in(
@@ -196,12 +215,14 @@ pub const SEV_CMDS: [SevCmdInfo; SEV_MAX as usize] = [
     row(
         SevCmd::GetId,
         Writable::No,
+        Effect::Query,
         size_of::<SevUserDataGetId>(),
         &[],
     ),
     row(
         SevCmd::GetId2,
         Writable::No,
+        Effect::Query,
         size_of::<GetId2>(),
         &[out(
             offset_of!(GetId2, address),
@@ -213,19 +234,22 @@ pub const SEV_CMDS: [SevCmdInfo; SEV_MAX as usize] = [
     row(
         SevCmd::SnpPlatformStatus,
         Writable::No,
+        Effect::Query,
         size_of::<SevUserDataSnpStatus>(),
         &[],
     ),
-    row(SevCmd::SnpCommit, Writable::No, 0, &[]),
+    row(SevCmd::SnpCommit, Writable::No, Effect::Manage, 0, &[]),
     row(
         SevCmd::SnpSetConfig,
         Writable::Yes,
+        Effect::Manage,
         size_of::<SevUserDataSnpConfig>(),
         &[],
     ),
     row(
         SevCmd::SnpVlekLoad,
         Writable::Yes,
+        Effect::Manage,
         size_of::<Vlek>(),
         &[blob_in(
             offset_of!(Vlek, vlek_wrapped_address),
