@@ -11,6 +11,9 @@ packages=(
   pkg-config       # finds OpenSSL
   fuse3            # fusermount3, to clean up FUSE mounts by hand (sevd itself needs no helper)
   ovmf             # Debian's OVMF, for examples/debian-ovmf.yaml and its test
+  systemd          # systemd-analyze, for the units' tests
+  systemd-container # systemd-nspawn, which boots the units in scripts/systemd-test.sh
+  debootstrap      # the Debian root file system that test boots
 )
 
 missing=()

@@ -34,9 +34,20 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
-# One closing line for the whole suite (cargo prints one per test binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "suite: %d passed, %d failed\n", p, f }' "$log"
+# The systemd units, booted under a real systemd (scripts/systemd-test.sh).
+units=0
+scripts/systemd-test.sh target/debug/sevd || units=$?
+# One closing line for the whole suite: cargo prints one per test binary, the boot test's
+# report ends with its own count (a missing or unfinished report counts as one failure).
+sp=0 sf=1
+last=$(tail -n 1 target/systemd-test/report 2>/dev/null || true)
+if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  sp=${BASH_REMATCH[1]} sf=${BASH_REMATCH[2]}
+fi
+awk -v sp="$sp" -v sf="$sf" '/^test result:/ { p += $4; f += $6 }
+  END { printf "suite: %d passed, %d failed\n", p + sp, f + sf }' "$log"
 [[ $status -eq 0 ]] || exit "$status"
+[[ $units -eq 0 ]] || exit "$units"
 
 left=$(suite_mounts)
 if [[ -n "$left" ]]; then

@@ -106,6 +106,23 @@ pub enum StartError {
     },
 }
 
+impl StartError {
+    /// Whether the configuration is at fault (flags, paths, the policy, the state directory's
+    /// owner or mode, a corrupt chip), so that starting again cannot help; the other errors
+    /// (a mount that failed, a directory another daemon holds, I/O) may pass.
+    pub fn is_config(&self) -> bool {
+        match self {
+            StartError::State(s) => !matches!(s, StateError::Busy { .. } | StateError::Io { .. }),
+            StartError::RealDevice(_)
+            | StartError::Path { .. }
+            | StartError::Policy(_)
+            | StartError::Audit { .. }
+            | StartError::HwDevice { .. } => true,
+            StartError::Mount { .. } | StartError::Crypto(_) => false,
+        }
+    }
+}
+
 /// A running daemon.
 pub struct Daemon {
     backend: Arc<dyn SevBackend>,

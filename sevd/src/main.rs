@@ -152,9 +152,14 @@ fn notify_ready() {
     }
 }
 
+/// `EX_CONFIG` (sysexits.h): the configuration is wrong, and starting again will not help.
+/// The units name it in `RestartPreventExitStatus=`, so systemd stops instead of looping.
+const EX_CONFIG: u8 = 78;
+
+/// A configuration error: flags, groups, paths, the policy, the state directory.
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("sevd: error: {msg}");
-    ExitCode::FAILURE
+    ExitCode::from(EX_CONFIG)
 }
 
 fn main() -> ExitCode {
@@ -227,7 +232,11 @@ fn main() -> ExitCode {
     };
     let daemon = match Daemon::start(&config) {
         Ok(d) => d,
-        Err(e) => return fail(e),
+        Err(e) if e.is_config() => return fail(e),
+        Err(e) => {
+            eprintln!("sevd: error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     for p in daemon.mount_points() {
         log::info!("serving {}", p.display());

@@ -4,6 +4,9 @@
  *
  *   sevclient info  NODE   print what the platform reports
  *   sevclient check NODE   run the driver-conformance checks; prints "N passed, M failed"
+ *   sevclient pdh   NODE   print the PDH certificate in hex (the platform's keys, to compare)
+ *   sevclient hold  NODE   keep one open file: a PLATFORM_STATUS per line on stdin, printing
+ *                          "ok" or "errno N" (a client that stays while the daemon reloads)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -163,16 +166,62 @@ static int checks(const char *node)
 	return failed ? 1 : 0;
 }
 
+static int pdh(const char *node)
+{
+	int fd = open(node, O_RDONLY);
+	if (fd < 0) {
+		perror(node);
+		return 1;
+	}
+	unsigned char *cert = calloc(1, CERT_LEN), *chain = calloc(3, CERT_LEN);
+	struct sev_user_data_pdh_cert_export pe = { (uintptr_t)cert, CERT_LEN, (uintptr_t)chain,
+						    3 * CERT_LEN };
+	uint32_t error;
+	int r = issue(fd, SEV_PDH_CERT_EXPORT, &pe, &error);
+	if (r) {
+		fprintf(stderr, "PDH_CERT_EXPORT: errno %d, error 0x%x\n", r, error);
+		return 1;
+	}
+	for (int i = 0; i < CERT_LEN; i++)
+		printf("%02x", cert[i]);
+	printf("\n");
+	return 0;
+}
+
+static int hold(const char *node)
+{
+	int fd = open(node, O_RDWR);
+	if (fd < 0) {
+		perror(node);
+		return 1;
+	}
+	char line[64];
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while (fgets(line, sizeof(line), stdin)) {
+		struct sev_user_data_status st;
+		int r = issue(fd, SEV_PLATFORM_STATUS, &st, NULL);
+		if (r)
+			printf("errno %d\n", r);
+		else
+			printf("ok\n");
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s info|check NODE\n", argv[0]);
+		fprintf(stderr, "usage: %s info|check|pdh|hold NODE\n", argv[0]);
 		return 2;
 	}
 	if (!strcmp(argv[1], "info"))
 		return info(argv[2]);
 	if (!strcmp(argv[1], "check"))
 		return checks(argv[2]);
+	if (!strcmp(argv[1], "pdh"))
+		return pdh(argv[2]);
+	if (!strcmp(argv[1], "hold"))
+		return hold(argv[2]);
 	fprintf(stderr, "unknown mode %s\n", argv[1]);
 	return 2;
 }
