@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use vfs::{CharDevice, DeviceFs, FileMode, MountHandle, MountOptions};
 
 use crate::access::Gate;
-use crate::driver::kvm_sev::{KvmSev, Limits};
+use crate::driver::kvm_sev::{KvmSev, Limits, Staging};
 use crate::driver::passthrough::Passthrough;
 use crate::driver::sev_dev::SevBackend;
 use crate::driver::sev_dev::{InitMode, SevDev};
@@ -296,7 +296,12 @@ impl Daemon {
                         config.init_mode,
                     )?;
                     let dev = Arc::new(Mutex::new(dev));
-                    let kvm = Arc::new(KvmSev::new(dev.clone(), fd_check.clone(), config.limits));
+                    let kvm = Arc::new(KvmSev::new(
+                        dev.clone(),
+                        fd_check.clone(),
+                        config.limits,
+                        Staging::Always,
+                    ));
                     let vm: Arc<dyn CharDevice> = Arc::new(VmNode::new(kvm, gate.clone()));
                     (dev, Some(vm), Some(state))
                 }

@@ -29,11 +29,27 @@ const VMSA_BASE: u64 = 1 << 52;
 const PAGE: u64 = 4096;
 /// Largest SEVD_VM_GUEST_ACCESS.
 const GUEST_ACCESS_MAX: u32 = 16 << 20;
-/// Largest piece of guest memory staged and handed to the firmware at once.
-const UPDATE_PIECE: u64 = 16 << 20;
+/// Largest piece of guest memory staged and handed to the firmware at once: small enough
+/// that the staged copy is still in cache when the firmware encrypts it and when it goes
+/// back, large enough that the firmware's hashing runs beside its encryption.
+const UPDATE_PIECE: u64 = 4 << 20;
+/// Largest piece handed to the firmware at once when it works in place (the kernel's
+/// `sev_launch_update_data` hands it whole pinned ranges; 16 MiB bounds one command).
+const IN_PLACE_PIECE: u64 = 16 << 20;
 /// LAUNCH_SECRET's guest range is staged only up to this; the firmware refuses longer ones
 /// (its buffer is 0x5000 bytes) before it would write.
 const SECRET_STAGE_MAX: u32 = 64 << 10;
+
+/// Whether LAUNCH_UPDATE_DATA stages guest memory before the firmware's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staging {
+    /// The daemon: callers are other processes, any of which may stall, and the lock is
+    /// shared by all of them.
+    Always,
+    /// The embedded platform: the only caller is this process, so there is nobody to hold
+    /// up, and the firmware works on guest memory in place (no extra copy).
+    InPlace,
+}
 
 /// Tells whether an fd number in a process is an open file of this daemon's `sev` node
 /// (what KVM's check of `f_op == &sev_fops` is for).
@@ -111,6 +127,7 @@ pub struct KvmSev {
     vms: Mutex<HashMap<u64, VmEntry>>,
     asids: Mutex<KvmAsids>,
     limits: Limits,
+    staging: Staging,
     /// (uid, limit) pairs already logged: a limit is logged once, not per call.
     warned: Mutex<HashSet<(u32, &'static str)>>,
 }
@@ -156,7 +173,18 @@ fn stage(
     gpa: u64,
     len: u64,
 ) -> Result<VecGuestMemory, Errno> {
-    let mut buf = vec![0u8; len as usize];
+    stage_into(Vec::new(), slots, mem, gpa, len)
+}
+
+/// [`stage`] into a buffer that is reused across pieces.
+fn stage_into(
+    mut buf: Vec<u8>,
+    slots: &Slots,
+    mem: &dyn CallerMemory,
+    gpa: u64,
+    len: u64,
+) -> Result<VecGuestMemory, Errno> {
+    buf.resize(len as usize, 0);
     slots
         .memory(mem)
         .read(GuestAddress(gpa), &mut buf)
@@ -164,18 +192,19 @@ fn stage(
     Ok(VecGuestMemory::from_region(GuestAddress(gpa), buf))
 }
 
-/// Writes a staged span back into the VMM's memory.
+/// Writes a staged span back into the VMM's memory; gives the buffer back for reuse.
 fn unstage(
     slots: &Slots,
     mem: &dyn CallerMemory,
     gpa: u64,
     staged: VecGuestMemory,
-) -> Result<(), Errno> {
+) -> Result<Vec<u8>, Errno> {
     let bytes = staged.into_first_region();
     slots
         .memory(mem)
         .write(GuestAddress(gpa), &bytes)
-        .map_err(|_| Errno::EFAULT)
+        .map_err(|_| Errno::EFAULT)?;
+    Ok(bytes)
 }
 
 /// The 16-byte-aligned span around `at`+`n` (the memory controller's block).
@@ -189,7 +218,12 @@ fn block_span(at: u64, n: u64) -> Result<(u64, u64), Errno> {
 
 impl KvmSev {
     /// The VM side over the shared driver.
-    pub fn new(dev: Arc<Mutex<SevDev>>, fd_check: Arc<dyn SevFdCheck>, limits: Limits) -> Self {
+    pub fn new(
+        dev: Arc<Mutex<SevDev>>,
+        fd_check: Arc<dyn SevFdCheck>,
+        limits: Limits,
+        staging: Staging,
+    ) -> Self {
         let config = dev
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -205,6 +239,7 @@ impl KvmSev {
                 limits.asids_per_uid,
             )),
             limits,
+            staging,
             warned: Mutex::new(HashSet::new()),
         }
     }
@@ -544,12 +579,30 @@ impl KvmSev {
         let params: KvmSevLaunchUpdateData = read_obj(ctx.mem, ctx.data)?;
         let pieces = vm.slots.translate(params.uaddr, params.len as u64)?;
         self.check_fd(ctx.pid, sev.fd)?;
+        if self.staging == Staging::InPlace {
+            let mem = vm.slots.memory(ctx.mem);
+            let mut dev = self.dev();
+            for (gpa, len) in pieces {
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(IN_PLACE_PIECE);
+                    let at = GuestAddress(gpa.0 + done);
+                    let r = dev
+                        .firmware_mut()
+                        .launch_update_data(sev.handle, at, n as u32, &mem);
+                    ctx.fw(r)?;
+                    done += n;
+                }
+            }
+            return Ok(());
+        }
+        let mut buf = Vec::new();
         for (gpa, len) in pieces {
             let mut done = 0;
             while done < len {
                 let n = (len - done).min(UPDATE_PIECE);
                 let at = gpa.0 + done;
-                let staged = stage(&vm.slots, ctx.mem, at, n)?;
+                let staged = stage_into(buf, &vm.slots, ctx.mem, at, n)?;
                 let r = self.dev().firmware_mut().launch_update_data(
                     sev.handle,
                     GuestAddress(at),
@@ -557,7 +610,7 @@ impl KvmSev {
                     &staged,
                 );
                 ctx.fw(r)?;
-                unstage(&vm.slots, ctx.mem, at, staged)?;
+                buf = unstage(&vm.slots, ctx.mem, at, staged)?;
                 done += n;
             }
         }
@@ -652,7 +705,7 @@ impl KvmSev {
             .firmware_mut()
             .launch_secret(sev.handle, secret, &staged);
         ctx.fw(r)?;
-        unstage(&vm.slots, ctx.mem, gpa.0, staged)
+        unstage(&vm.slots, ctx.mem, gpa.0, staged).map(drop)
     }
 
     /// `sev_guest_status`.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, ProcessMemory};
 
-use crate::driver::kvm_sev::{KvmSev, Limits, SevFdCheck};
+use crate::driver::kvm_sev::{KvmSev, Limits, SevFdCheck, Staging};
 use crate::driver::sev_dev::{sev_ioctl, SevDev};
 use crate::state::StateDir;
 
@@ -126,6 +126,7 @@ impl Embedded {
             dev.clone(),
             Arc::new(EmbeddedFd),
             Limits::default(),
+            Staging::InPlace,
         ));
         Embedded {
             dev,
