@@ -140,6 +140,48 @@ pub fn sev_issue(file: &File, cmd: u32, data: u64, error: u32) -> (Result<(), i3
     (if r < 0 { Err(errno) } else { Ok(()) }, error)
 }
 
+/// Opens `path` read-write, or exits the helper process with the reason.
+pub fn open_rw_or_exit(path: &str) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| {
+            println!("error {path}: {e}");
+            std::process::exit(1)
+        })
+}
+
+/// `SEVD_VM_ENCRYPT_OP` on the VM file `vm` with KVM's command `id`, `data` as its struct and
+/// `sev` as `sev_fd`: the errno on failure.
+pub fn vm_encrypt_op<T>(
+    vm: &File,
+    sev: &File,
+    id: uapi::kvm::KvmSevCmdId,
+    data: &mut T,
+) -> Result<(), i32> {
+    let mut cmd = uapi::kvm::KvmSevCmd {
+        id: id as u32,
+        pad0: 0,
+        data: data as *mut T as u64,
+        error: 0,
+        sev_fd: sev.as_raw_fd() as u32,
+    };
+    // SAFETY: `cmd` is a live kvm_sev_cmd, and `data` a live struct, for the whole call.
+    let r = unsafe {
+        libc::ioctl(
+            vm.as_raw_fd(),
+            uapi::ioctl::SEVD_VM_ENCRYPT_OP as _,
+            &mut cmd as *mut uapi::kvm::KvmSevCmd,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(())
+    }
+}
+
 /// PLATFORM_STATUS on an open node.
 pub fn platform_status(file: &File) -> Result<SevUserDataStatus, i32> {
     let mut status = SevUserDataStatus::default();

@@ -6,23 +6,14 @@
 //! memory slot backed by the mapping.
 //! Prints `issuing` just before the ioctl that stalls.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 
-use uapi::ioctl::{KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEV_ISSUE_CMD};
-use uapi::kvm::{
-    KvmSevCmd, KvmSevCmdId, KvmSevLaunchStart, KvmSevLaunchUpdateData, KvmUserspaceMemoryRegion,
-};
+use tests::{open_rw_or_exit as open_rw, vm_encrypt_op as encrypt_op};
+use uapi::ioctl::{KVM_SET_USER_MEMORY_REGION, SEV_ISSUE_CMD};
+use uapi::kvm::{KvmSevCmdId, KvmSevLaunchStart, KvmSevLaunchUpdateData, KvmUserspaceMemoryRegion};
 use uapi::psp_sev::{SevIssueCmd, SevUserDataPekCertImport};
-
-fn open_rw(path: &str) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| fail(&format!("{path}: {e}")))
-}
 
 fn fail(why: &str) -> ! {
     eprintln!("stall-client: {why}");
@@ -60,17 +51,6 @@ fn ioctl<T>(file: &File, request: u32, arg: &mut T) -> Result<(), i32> {
     } else {
         Ok(())
     }
-}
-
-fn encrypt_op<T>(vm: &File, sev: &File, id: KvmSevCmdId, data: &mut T) -> Result<(), i32> {
-    let mut cmd = KvmSevCmd {
-        id: id as u32,
-        pad0: 0,
-        data: data as *mut T as u64,
-        error: 0,
-        sev_fd: sev.as_raw_fd() as u32,
-    };
-    ioctl(vm, SEVD_VM_ENCRYPT_OP, &mut cmd)
 }
 
 fn issuing() {

@@ -3,41 +3,14 @@
 //! `status` (GUEST_STATUS: `status HANDLE STATE`, or `error ERRNO`), `init` (a second INIT:
 //! `init ERRNO`, 0 for success). Closes the VM and exits at end of input.
 
-use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Write};
-use std::os::fd::AsRawFd;
 
-use uapi::ioctl::SEVD_VM_ENCRYPT_OP;
-use uapi::kvm::{KvmSevCmd, KvmSevCmdId, KvmSevGuestStatus, KvmSevLaunchStart};
+use tests::{open_rw_or_exit as open_rw, vm_encrypt_op as encrypt_op};
+use uapi::kvm::{KvmSevCmdId, KvmSevGuestStatus, KvmSevLaunchStart};
 
 fn fail(why: &str) -> ! {
     println!("error {why}");
     std::process::exit(1);
-}
-
-fn open_rw(path: &str) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| fail(&format!("{path}: {e}")))
-}
-
-fn encrypt_op<T>(vm: &File, sev: &File, id: KvmSevCmdId, data: &mut T) -> Result<(), i32> {
-    let mut cmd = KvmSevCmd {
-        id: id as u32,
-        pad0: 0,
-        data: data as *mut T as u64,
-        error: 0,
-        sev_fd: sev.as_raw_fd() as u32,
-    };
-    // SAFETY: `cmd` is a live kvm_sev_cmd for the duration of the call.
-    let r = unsafe { libc::ioctl(vm.as_raw_fd(), SEVD_VM_ENCRYPT_OP as _, &mut cmd) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    } else {
-        Ok(())
-    }
 }
 
 fn main() {
