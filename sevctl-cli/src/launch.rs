@@ -11,6 +11,7 @@ use serde_json::json;
 use uapi::cert::{decode_chain, Certificate};
 
 use sevd::certs::{CaChain, FullChain, PlatformChain};
+use sevd::crypto::Digest;
 use sevd::owner::measurement::{measure, MeasuredPlatform};
 use sevd::platform::{Platform, Vm};
 
@@ -92,7 +93,7 @@ fn stream_region(
     vm: &mut Vm,
     file: &std::path::Path,
     gpa: u64,
-    measured: &mut openssl::sha::Sha256,
+    measured: &mut sevd::crypto::Sha256,
 ) -> Result<usize> {
     use std::io::Read;
     let what = |e: std::io::Error| input(format!("{}: {e}", file.display()));
@@ -336,7 +337,7 @@ pub fn launch(
     );
 
     // Host: images, in the order the owner measures them.
-    let mut measured = openssl::sha::Sha256::new();
+    let mut measured = sevd::crypto::Sha256::new();
     if let Some((image, table)) = &ovmf {
         let gpa = FOUR_GIB - image.len().div_ceil(4096) as u64 * 4096;
         load_and_update(&mut vm, "LAUNCH_UPDATE_DATA", gpa, image)?;
@@ -385,7 +386,7 @@ pub fn launch(
         for cpu in 0..m.vcpus {
             let page = Vmsa::qemu(cpu as u64, reset, m.cpu_signature).encode();
             vm.set_vmsa(cpu, &page)?;
-            measured.update(&page);
+            measured.update(page);
         }
         vm.launch_update_vmsa()?;
         log.step(
@@ -406,7 +407,7 @@ pub fn launch(
     );
 
     // Owner: the measurement must be the expected one before any secret leaves.
-    let auto = measured.finish();
+    let auto: [u8; 32] = measured.finalize().into();
     let digest = m.expected_digest.unwrap_or(auto);
     let platform = MeasuredPlatform {
         api_major: status.api_major,

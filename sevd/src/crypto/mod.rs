@@ -5,12 +5,14 @@
 pub mod ca;
 pub mod ecc;
 
+use aes::cipher::{KeyIvInit, StreamCipher};
+use hmac::{Hmac, Mac};
 use openssl::bn::{BigNum, BigNumRef};
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
-use openssl::symm::{Cipher, Crypter, Mode};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+/// The running SHA-256 of a launch digest (RustCrypto's `sha2`), and the trait of its methods.
+pub use sha2::{Digest, Sha256};
 
 /// A failure inside the crypto library; the message never holds key material.
 #[derive(Debug, thiserror::Error)]
@@ -21,28 +23,29 @@ pub enum CryptoError {
     /// Sealing (AES-GCM) failed: a wrong key length, or a message too long.
     #[error("sealing failed")]
     Seal,
+    /// The system's random source failed.
+    #[error("no random bytes from the system: {0}")]
+    Random(getrandom::Error),
 }
 
 /// SHA-256.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    openssl::sha::sha256(data)
+    Sha256::digest(data).into()
 }
 
 /// HMAC-SHA256 over the concatenation of `parts`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], CryptoError> {
-    let pkey = PKey::hmac(key)?;
-    let mut signer = Signer::new(MessageDigest::sha256(), &pkey)?;
+    // HMAC takes a key of any length; this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| CryptoError::Seal)?;
     for part in parts {
-        signer.update(part)?;
+        mac.update(part);
     }
-    let mut out = [0u8; 32];
-    signer.sign(&mut out)?;
-    Ok(out)
+    Ok(mac.finalize().into_bytes().into())
 }
 
 /// Compares two MACs in constant time.
 pub fn mac_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a, b)
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// NIST SP 800-108 KDF in counter mode with HMAC-SHA256, as the SEV firmware has it
@@ -66,20 +69,23 @@ pub fn kdf(
     Ok(out)
 }
 
-/// AES-128-CTR with a full 128-bit big-endian counter (OpenSSL's), encrypting or decrypting.
+/// AES-128-CTR with a full 128-bit big-endian counter (the SEV API's, and OpenSSL's),
+/// encrypting or decrypting.
 pub fn aes128_ctr(key: &[u8; 16], iv: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let mut crypter = Crypter::new(Cipher::aes_128_ctr(), Mode::Encrypt, key, Some(iv))?;
-    let mut out = vec![0u8; data.len() + 16];
-    let mut n = crypter.update(data, &mut out)?;
-    n += crypter.finalize(&mut out[n..])?;
-    out.truncate(n);
+    let mut out = data.to_vec();
+    ctr::Ctr128BE::<aes::Aes128>::new(key.into(), iv.into()).apply_keystream(&mut out);
     Ok(out)
 }
 
-/// Fills a buffer from the library's CSPRNG.
+/// Fills `buf` from the system's CSPRNG (getrandom(2)).
+pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    getrandom::getrandom(buf).map_err(CryptoError::Random)
+}
+
+/// `N` bytes from the system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut out = [0u8; N];
-    openssl::rand::rand_bytes(&mut out)?;
+    fill_random(&mut out)?;
     Ok(out)
 }
 
@@ -111,6 +117,34 @@ mod tests {
     fn hmac_matches_virtee_vector() {
         let mac = hmac_sha256(&[0u8; 16], &[&[0u8; 4]]).unwrap();
         assert!(hex::encode(mac).starts_with("aa7855e1"));
+    }
+
+    #[test]
+    fn ctr_matches_openssl_and_round_trips() {
+        use openssl::symm::{encrypt, Cipher};
+        let key = [0x2bu8; 16];
+        let iv = [0xffu8; 16]; // the 128-bit counter wraps within the first blocks
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let ours = aes128_ctr(&key, &iv, &data).unwrap();
+        let theirs = encrypt(Cipher::aes_128_ctr(), &key, Some(&iv), &data).unwrap();
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn sha_and_hmac_match_openssl() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(sha256(&data), openssl::sha::sha256(&data));
+        let key = openssl::pkey::PKey::hmac(b"key").unwrap();
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+        signer.update(&data).unwrap();
+        assert_eq!(
+            hmac_sha256(b"key", &[&data[..10], &data[10..]])
+                .unwrap()
+                .to_vec(),
+            signer.sign_to_vec().unwrap()
+        );
+        assert!(mac_eq(b"same", b"same") && !mac_eq(b"same", b"sane") && !mac_eq(b"a", b"ab"));
     }
 
     #[test]

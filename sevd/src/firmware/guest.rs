@@ -3,7 +3,7 @@
 //! Unless a command says otherwise, its checks run in this order: platform WORKING, a valid
 //! handle, then the command's own (§2.2 "Errors (order)").
 
-use openssl::sha::Sha256;
+use crate::crypto::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use uapi::cert::{algo, curve, usage, Certificate, CERT_LEN};
@@ -335,11 +335,12 @@ impl Firmware {
             .fill(&mut mnonce)
             .map_err(|e| internal("MNONCE", e))?;
         let guest = self.guest_mut(handle)?;
-        let digest = guest
+        let digest: [u8; 32] = guest
             .digest
             .take()
             .ok_or(Status::InvalidGuestState)?
-            .finish();
+            .finalize()
+            .into();
         let tik = guest.keys.as_ref().map(|k| *k.tik).unwrap_or([0; 16]);
         let m = measure(&tik, platform, guest.policy.0, &digest, &mnonce)
             .map_err(|e| internal("measurement", e))?;

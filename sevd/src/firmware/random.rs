@@ -2,7 +2,7 @@
 //! given the same source produce the same nonces (tests, and comparing embedded and daemon
 //! runs).
 
-use crate::crypto::{hmac_sha256, CryptoError};
+use crate::crypto::{fill_random, hmac_sha256, CryptoError};
 
 /// A source of random bytes.
 pub trait RandomSource: Send {
@@ -10,14 +10,13 @@ pub trait RandomSource: Send {
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), CryptoError>;
 }
 
-/// The system's CSPRNG (OpenSSL's).
+/// The system's CSPRNG (getrandom(2)).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsRandom;
 
 impl RandomSource for OsRandom {
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), CryptoError> {
-        openssl::rand::rand_bytes(buf)?;
-        Ok(())
+        fill_random(buf)
     }
 }
 

@@ -39,9 +39,7 @@ impl Clone for Vek {
 impl Vek {
     /// A fresh random key with K1 ≠ K2.
     pub fn generate() -> Result<Self, CryptoError> {
-        Self::generate_with(&mut |buf: &mut [u8]| {
-            openssl::rand::rand_bytes(buf).map_err(CryptoError::Library)
-        })
+        Self::generate_with(&mut crate::crypto::fill_random)
     }
 
     /// A key from a given source of random bytes, with K1 ≠ K2 (XTS needs distinct halves).
