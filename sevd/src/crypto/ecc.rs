@@ -1,31 +1,54 @@
-//! P-384 keys in SEV's representation: OCA, PEK, CEK (ECDSA) and PDH, GODH (ECDH).
+//! P-384 keys in SEV's representation: OCA, PEK, CEK (ECDSA) and PDH, GODH (ECDH), on
+//! RustCrypto's `p384`. SEV stores coordinates, signatures and scalars little-endian; the
+//! crate speaks big-endian SEC 1, so every crossing reverses the bytes.
 
-use openssl::bn::{BigNum, BigNumContext};
-use openssl::derive::Deriver;
-use openssl::ec::{EcGroup, EcKey, EcPoint};
-use openssl::ecdsa::EcdsaSig;
-use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private, Public};
+use p384::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::elliptic_curve::bigint::{Encoding, NonZero, U512};
+use p384::elliptic_curve::sec1::{EncodedPoint, FromEncodedPoint, ToEncodedPoint};
+use p384::elliptic_curve::Curve;
+use p384::{NistP384, PublicKey, SecretKey};
 use zeroize::Zeroizing;
 
-use super::{bn_from_le, bn_to_le, CryptoError};
+use super::{sha256, CryptoError};
+use crate::crypto::Digest;
 use uapi::cert::{algo, curve, Certificate, ECC_FIELD_LEN, SIG_LEN};
 
-fn group() -> Result<EcGroup, CryptoError> {
-    Ok(EcGroup::from_curve_name(Nid::SECP384R1)?)
-}
-
-/// The digest a key of this SEV algorithm signs with.
+/// The digest a certificate's algorithm signs with.
 fn digest_for(key_algo: u32, data: &[u8]) -> Option<Vec<u8>> {
     match key_algo {
-        algo::ECDSA_SHA256 | algo::ECDH_SHA256 => Some(super::sha256(data).to_vec()),
-        algo::ECDSA_SHA384 | algo::ECDH_SHA384 => Some(openssl::sha::sha384(data).to_vec()),
+        algo::ECDSA_SHA256 | algo::ECDH_SHA256 => Some(sha256(data).to_vec()),
+        algo::ECDSA_SHA384 | algo::ECDH_SHA384 => Some(sha2::Sha384::digest(data).to_vec()),
         _ => None,
     }
 }
 
-/// A P-384 private key. OpenSSL clears the scalar when the key is freed.
-pub struct EcKeyPair(EcKey<Private>);
+/// Bytes of a P-384 coordinate or scalar (SEV's fields are 72 bytes, zero above these).
+const P384_LEN: usize = 48;
+
+/// Little-endian ↔ big-endian.
+fn reversed(bytes: &[u8]) -> Vec<u8> {
+    bytes.iter().rev().copied().collect()
+}
+
+/// A big-endian P-384 value as one of SEV's 72-byte little-endian fields.
+fn to_field(be: &[u8]) -> Vec<u8> {
+    let mut le = reversed(be);
+    le.resize(ECC_FIELD_LEN, 0);
+    le
+}
+
+/// One of SEV's 72-byte little-endian fields as a big-endian P-384 value; `None` when it does
+/// not fit in 48 bytes.
+fn from_field(le: &[u8]) -> Option<Vec<u8>> {
+    if le.len() != ECC_FIELD_LEN || le[P384_LEN..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    Some(reversed(&le[..P384_LEN]))
+}
+
+/// A P-384 private key (zeroized on drop by the crate).
+pub struct EcKeyPair(SecretKey);
 
 impl std::fmt::Debug for EcKeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,56 +57,65 @@ impl std::fmt::Debug for EcKeyPair {
 }
 
 impl EcKeyPair {
-    /// A fresh random key.
+    /// A fresh key from the system's CSPRNG.
     pub fn generate() -> Result<Self, CryptoError> {
-        let group = group()?;
-        Ok(EcKeyPair(EcKey::generate(&group)?))
+        // A uniformly random scalar: 64 random bytes reduced as `from_seed` does.
+        let seed = Zeroizing::new(super::random_bytes::<64>()?);
+        Self::from_seed(&*seed)
     }
 
-    /// A key whose scalar is derived from `seed` bytes: (seed mod (n − 1)) + 1, so any seed
-    /// gives a valid key. Used for the chip's CEK, which the firmware derives, never stores.
+    /// A key derived from `seed` (big-endian, up to 64 bytes) as the firmware derives the
+    /// CEK: d = (seed mod (n − 1)) + 1, FIPS 186-4 B.4.1.
     pub fn from_seed(seed: &[u8]) -> Result<Self, CryptoError> {
-        let group = group()?;
-        let mut ctx = BigNumContext::new_secure()?;
-        let mut order = BigNum::new()?;
-        group.order(&mut order, &mut ctx)?;
-        let mut n1 = BigNum::new()?;
-        n1.checked_sub(&order, BigNum::from_u32(1)?.as_ref())?;
-        let seed = BigNum::from_slice(seed)?;
-        let mut d = BigNum::new_secure()?;
-        d.nnmod(&seed, &n1, &mut ctx)?;
-        d.add_word(1)?;
-        let mut q = EcPoint::new(&group)?;
-        q.mul_generator2(&group, &d, &mut ctx)?;
-        let key = EcKey::from_private_components(&group, &d, &q)?;
-        key.check_key()?;
-        Ok(EcKeyPair(key))
-    }
-
-    /// The key as DER (SEC 1), zeroized when dropped.
-    pub fn to_der(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        Ok(Zeroizing::new(self.0.private_key_to_der()?))
-    }
-
-    /// A key from DER (SEC 1); checked to be on P-384.
-    pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
-        let key = EcKey::private_key_from_der(der)?;
-        key.check_key()?;
-        if key.group().curve_name() != Some(Nid::SECP384R1) {
-            return Err(CryptoError::Library(openssl::error::ErrorStack::get()));
+        if seed.len() > 64 {
+            return Err(CryptoError::Key("a seed of more than 64 bytes"));
         }
+        let mut wide = Zeroizing::new([0u8; 64]);
+        wide[64 - seed.len()..].copy_from_slice(seed);
+        let seed = U512::from_be_slice(&*wide);
+        let order = NistP384::ORDER;
+        let mut n = [0u8; 64];
+        n[16..].copy_from_slice(&order.to_be_bytes());
+        let n1 = U512::from_be_slice(&n).wrapping_sub(&U512::ONE);
+        let n1 = Option::<NonZero<U512>>::from(NonZero::new(n1))
+            .ok_or(CryptoError::Key("the curve's order"))?;
+        let d = seed.rem(&n1).wrapping_add(&U512::ONE);
+        let d = Zeroizing::new(d.to_be_bytes());
+        let key = SecretKey::from_slice(&d[16..]).map_err(|_| CryptoError::Key("a zero scalar"))?;
         Ok(EcKeyPair(key))
     }
 
-    /// The public half.
-    pub fn public(&self) -> Result<EcPublic, CryptoError> {
-        Ok(EcPublic(EcKey::from_public_key(
-            self.0.group(),
-            self.0.public_key(),
-        )?))
+    /// The key as SEC 1 DER (ECPrivateKey with the named curve and the public key), what
+    /// `sevctl generate` writes. The curve's OID is included, as OpenSSL writes it and as
+    /// OpenSSL-based readers (virtee's sevctl) need it.
+    pub fn to_der(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        use p384::elliptic_curve::pkcs8::AssociatedOid;
+        use sec1::der::Encode;
+        let d = Zeroizing::new(self.0.to_bytes());
+        let public = self.0.public_key().to_encoded_point(false);
+        let key = sec1::EcPrivateKey {
+            private_key: &d,
+            parameters: Some(sec1::EcParameters::NamedCurve(NistP384::OID)),
+            public_key: Some(public.as_bytes()),
+        };
+        key.to_der()
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Key("SEC 1 encoding"))
     }
 
-    /// A certificate for this key's public half with empty signature slots.
+    /// A key from SEC 1 DER; only P-384 is accepted.
+    pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
+        SecretKey::from_sec1_der(der)
+            .map(EcKeyPair)
+            .map_err(|_| CryptoError::Key("not a P-384 private key in SEC 1 DER"))
+    }
+
+    /// Its public half.
+    pub fn public(&self) -> Result<EcPublic, CryptoError> {
+        Ok(EcPublic(self.0.public_key()))
+    }
+
+    /// A certificate for this key (unsigned).
     pub fn certificate(
         &self,
         api: (u8, u8),
@@ -94,8 +126,7 @@ impl EcKeyPair {
         Ok(Certificate::new_ecc(api, usage, key_algo, &qx, &qy))
     }
 
-    /// Signs `cert`'s body into its first empty slot, as a key of `signer_usage` and
-    /// `signer_algo` (ECDSA_SHA256 for every firmware key).
+    /// Signs `cert`'s body into its first free signature slot (r ‖ s, little-endian).
     pub fn sign_certificate(
         &self,
         cert: &mut Certificate,
@@ -103,11 +134,15 @@ impl EcKeyPair {
         signer_algo: u32,
     ) -> Result<(), CryptoError> {
         let digest = digest_for(signer_algo, &cert.body())
-            .ok_or_else(|| CryptoError::Library(openssl::error::ErrorStack::get()))?;
-        let sig = EcdsaSig::sign(&digest, &self.0)?;
+            .ok_or(CryptoError::Key("not an ECDSA algorithm"))?;
+        let signer = SigningKey::from(&self.0);
+        let sig: Signature = signer
+            .sign_prehash(&digest)
+            .map_err(|_| CryptoError::Key("ECDSA signing"))?;
+        let (r, s) = sig.split_bytes();
         let mut slot = [0u8; SIG_LEN];
-        slot[..ECC_FIELD_LEN].copy_from_slice(&bn_to_le(sig.r(), ECC_FIELD_LEN)?);
-        slot[ECC_FIELD_LEN..2 * ECC_FIELD_LEN].copy_from_slice(&bn_to_le(sig.s(), ECC_FIELD_LEN)?);
+        slot[..ECC_FIELD_LEN].copy_from_slice(&to_field(&r));
+        slot[ECC_FIELD_LEN..2 * ECC_FIELD_LEN].copy_from_slice(&to_field(&s));
         // A certificate always has a free slot when the firmware signs it; if not, the
         // second slot is replaced, which is what re-signing means.
         let target = cert.sigs.iter().position(|s| s.is_empty()).unwrap_or(1);
@@ -117,19 +152,16 @@ impl EcKeyPair {
         Ok(())
     }
 
-    /// ECDH: the 48-byte big-endian x-coordinate of the shared point (firmware-semantics.md §5.2).
+    /// ECDH: the shared point's x-coordinate, 48 bytes big-endian (as OpenSSL derives it).
     pub fn ecdh(&self, peer: &EcPublic) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let ours = PKey::from_ec_key(self.0.clone())?;
-        let theirs = PKey::from_ec_key(peer.0.clone())?;
-        let mut deriver = Deriver::new(&ours)?;
-        deriver.set_peer(&theirs)?;
-        Ok(Zeroizing::new(deriver.derive_to_vec()?))
+        let shared = p384::ecdh::diffie_hellman(self.0.to_nonzero_scalar(), peer.0.as_affine());
+        Ok(Zeroizing::new(shared.raw_secret_bytes().to_vec()))
     }
 }
 
 /// A P-384 public key.
 #[derive(Clone)]
-pub struct EcPublic(EcKey<Public>);
+pub struct EcPublic(PublicKey);
 
 impl std::fmt::Debug for EcPublic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,50 +170,51 @@ impl std::fmt::Debug for EcPublic {
 }
 
 impl EcPublic {
-    /// The key in a certificate: curve P-384 and a point on it, or `None`.
+    /// The key a certificate holds; `None` for another curve or a point off the curve.
     pub fn from_certificate(cert: &Certificate) -> Option<Self> {
         let (curve_id, qx, qy) = cert.ecc_pubkey()?;
         if curve_id != curve::P384 {
             return None;
         }
-        let group = group().ok()?;
-        let x = bn_from_le(qx).ok()?;
-        let y = bn_from_le(qy).ok()?;
-        // from_public_key_affine_coordinates rejects points off the curve.
-        let key = EcKey::from_public_key_affine_coordinates(&group, &x, &y).ok()?;
-        key.check_key().ok()?;
-        Some(EcPublic(key))
+        let (x, y) = (from_field(qx)?, from_field(qy)?);
+        let point = EncodedPoint::<NistP384>::from_affine_coordinates(
+            x.as_slice().into(),
+            y.as_slice().into(),
+            false,
+        );
+        // Rejects points that are not on the curve.
+        Option::from(PublicKey::from_encoded_point(&point)).map(EcPublic)
     }
 
-    /// (qx, qy) as little-endian 72-byte fields.
+    /// (x, y) as SEV stores them: 72-byte little-endian fields.
     pub fn coordinates_le(&self) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
-        let group = self.0.group();
-        let mut ctx = BigNumContext::new()?;
-        let mut x = BigNum::new()?;
-        let mut y = BigNum::new()?;
-        self.0
-            .public_key()
-            .affine_coordinates(group, &mut x, &mut y, &mut ctx)?;
-        Ok((bn_to_le(&x, ECC_FIELD_LEN)?, bn_to_le(&y, ECC_FIELD_LEN)?))
+        let point = self.0.to_encoded_point(false);
+        match (point.x(), point.y()) {
+            (Some(x), Some(y)) => Ok((to_field(x), to_field(y))),
+            _ => Err(CryptoError::Key("the point at infinity")),
+        }
     }
 
-    /// Whether `sig` (r ‖ s, little-endian 72-byte fields) is this key's ECDSA signature of
-    /// `body` under the digest of `key_algo`.
+    /// Whether `sig` (r ‖ s, little-endian) signs `body` under `key_algo`.
     pub fn verify(&self, key_algo: u32, body: &[u8], sig: &[u8; SIG_LEN]) -> bool {
         let Some(digest) = digest_for(key_algo, body) else {
             return false;
         };
-        let parts = (
-            bn_from_le(&sig[..ECC_FIELD_LEN]),
-            bn_from_le(&sig[ECC_FIELD_LEN..2 * ECC_FIELD_LEN]),
-        );
-        let (Ok(r), Ok(s)) = parts else {
+        let (Some(r), Some(s)) = (
+            from_field(&sig[..ECC_FIELD_LEN]),
+            from_field(&sig[ECC_FIELD_LEN..2 * ECC_FIELD_LEN]),
+        ) else {
             return false;
         };
-        match EcdsaSig::from_private_components(r, s) {
-            Ok(sig) => sig.verify(&digest, &self.0).unwrap_or(false),
-            Err(_) => false,
-        }
+        let Ok(sig) = Signature::from_scalars(
+            *p384::FieldBytes::from_slice(&r),
+            *p384::FieldBytes::from_slice(&s),
+        ) else {
+            return false;
+        };
+        VerifyingKey::from(&self.0)
+            .verify_prehash(&digest, &sig)
+            .is_ok()
     }
 }
 
@@ -230,5 +263,100 @@ mod tests {
         assert!(EcPublic::from_certificate(&cert).is_none());
         let der = key.to_der().unwrap();
         assert!(EcKeyPair::from_der(&der).is_ok());
+    }
+
+    /// The same key in OpenSSL.
+    fn openssl_key(key: &EcKeyPair) -> openssl::ec::EcKey<openssl::pkey::Private> {
+        openssl::ec::EcKey::private_key_from_der(&key.to_der().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn seeded_keys_match_the_openssl_derivation() {
+        use openssl::bn::{BigNum, BigNumContext};
+        let seed: Vec<u8> = (0..56u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(200))
+            .collect();
+        let ours = EcKeyPair::from_seed(&seed).unwrap();
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1).unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        let mut n = BigNum::new().unwrap();
+        group.order(&mut n, &mut ctx).unwrap();
+        let mut n1 = BigNum::new().unwrap();
+        n1.checked_sub(&n, &BigNum::from_u32(1).unwrap()).unwrap();
+        let mut d = BigNum::new().unwrap();
+        d.nnmod(&BigNum::from_slice(&seed).unwrap(), &n1, &mut ctx)
+            .unwrap();
+        d.add_word(1).unwrap();
+        assert_eq!(
+            openssl_key(&ours).private_key().to_vec(),
+            d.to_vec(),
+            "d = (seed mod (n - 1)) + 1"
+        );
+    }
+
+    #[test]
+    fn signatures_and_ecdh_agree_with_openssl_both_ways() {
+        use openssl::bn::BigNum;
+        use openssl::ecdsa::EcdsaSig;
+        let key = EcKeyPair::generate().unwrap();
+        let ossl = openssl_key(&key);
+        let mut cert = key
+            .certificate((1, 55), usage::PEK, algo::ECDSA_SHA256)
+            .unwrap();
+        for alg in [algo::ECDSA_SHA256, algo::ECDSA_SHA384] {
+            cert.sigs = [
+                uapi::cert::Signature::empty(),
+                uapi::cert::Signature::empty(),
+            ];
+            key.sign_certificate(&mut cert, usage::OCA, alg).unwrap();
+            let sig = &cert.sigs[0].sig;
+            let le = |b: &[u8]| BigNum::from_slice(&reversed(&b[..P384_LEN])).unwrap();
+            let theirs = EcdsaSig::from_private_components(
+                le(&sig[..ECC_FIELD_LEN]),
+                le(&sig[ECC_FIELD_LEN..2 * ECC_FIELD_LEN]),
+            )
+            .unwrap();
+            let digest = digest_for(alg, &cert.body()).unwrap();
+            assert!(
+                theirs.verify(&digest, &ossl).unwrap(),
+                "OpenSSL verifies ours"
+            );
+            // And ours verifies OpenSSL's.
+            let made = EcdsaSig::sign(&digest, &ossl).unwrap();
+            let mut slot = [0u8; SIG_LEN];
+            slot[..ECC_FIELD_LEN].copy_from_slice(&to_field(&made.r().to_vec_padded(48).unwrap()));
+            slot[ECC_FIELD_LEN..2 * ECC_FIELD_LEN]
+                .copy_from_slice(&to_field(&made.s().to_vec_padded(48).unwrap()));
+            assert!(key.public().unwrap().verify(alg, &cert.body(), &slot));
+        }
+        let peer = EcKeyPair::generate().unwrap();
+        let ours = key.ecdh(&peer.public().unwrap()).unwrap();
+        let a = openssl::pkey::PKey::from_ec_key(ossl).unwrap();
+        let b = openssl::pkey::PKey::from_ec_key(openssl_key(&peer)).unwrap();
+        let mut deriver = openssl::derive::Deriver::new(&a).unwrap();
+        deriver.set_peer(&b).unwrap();
+        assert_eq!(*ours, deriver.derive_to_vec().unwrap());
+    }
+
+    #[test]
+    fn malformed_signatures_and_keys_are_refused_without_panic() {
+        let key = EcKeyPair::generate().unwrap();
+        let mut cert = key
+            .certificate((1, 55), usage::OCA, algo::ECDSA_SHA256)
+            .unwrap();
+        key.sign_certificate(&mut cert, usage::OCA, algo::ECDSA_SHA256)
+            .unwrap();
+        let public = key.public().unwrap();
+        let mut bad = cert.sigs[0].sig;
+        bad[60] = 1; // r above 384 bits
+        assert!(!public.verify(algo::ECDSA_SHA256, &cert.body(), &bad));
+        assert!(!public.verify(algo::ECDSA_SHA256, &cert.body(), &[0u8; SIG_LEN]));
+        assert!(!public.verify(algo::ECDSA_SHA256, &cert.body(), &[0xffu8; SIG_LEN]));
+        assert!(!public.verify(0x9999, &cert.body(), &cert.sigs[0].sig));
+        assert!(EcKeyPair::from_der(b"not DER").is_err());
+        assert!(EcKeyPair::from_der(&[]).is_err());
+        let mut wide = cert.clone();
+        wide.pubkey[4 + 60] = 1; // x above 384 bits
+        assert!(EcPublic::from_certificate(&wide).is_none());
     }
 }

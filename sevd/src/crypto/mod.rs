@@ -23,6 +23,9 @@ pub enum CryptoError {
     /// Sealing (AES-GCM) failed: a wrong key length, or a message too long.
     #[error("sealing failed")]
     Seal,
+    /// A key, point or signature that cannot be used (named, never its bytes).
+    #[error("unusable key material: {0}")]
+    Key(&'static str),
     /// The system's random source failed.
     #[error("no random bytes from the system: {0}")]
     Random(getrandom::Error),
