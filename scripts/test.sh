@@ -18,6 +18,8 @@ suite_mounts() { awk -v d="$suite_tmp/" 'index($5, d) == 1 { print $5 }' /proc/s
 for m in $(suite_mounts); do umount -l "$m" || true; done
 rm -rf "$suite_tmp"
 mkdir -p "$suite_tmp"
+# The chip the tests share is made once per run (tests/src/lib.rs, shared_chip).
+rm -rf target/tmp/chip-fixture
 
 # virtee's sevctl, unmodified, for tests/tests/sevctl.rs (built once into target/).
 sevctl_root=target/sevctl-0.6.2

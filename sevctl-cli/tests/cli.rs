@@ -5,10 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+/// The suite's shared chip (tests/src/lib.rs, `shared_chip`): one per run, in target/tmp.
 fn chip() -> &'static [u8] {
     static CHIP: OnceLock<Vec<u8>> = OnceLock::new();
     CHIP.get_or_init(|| {
-        sevd::firmware::chip::Chip::generate((1, 55))
+        let dir = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chip-fixture"));
+        let state =
+            sevd::state::StateDir::open_waiting(dir, std::time::Duration::from_secs(120)).unwrap();
+        state
+            .load_or_create_chip((1, 55))
             .unwrap()
             .encode()
             .to_vec()
@@ -426,7 +431,7 @@ fn raw_regions_are_loaded_measured_and_encrypted() {
     padded.resize(blob.len().div_ceil(16) * 16, 0);
     assert_eq!(
         v["launch_digest"],
-        hex::encode(openssl::sha::sha256(&padded)),
+        hex::encode(sevd::crypto::sha256(&padded)),
         "the digest covers the region, padded to 16 bytes"
     );
     // A region outside guest memory is refused.

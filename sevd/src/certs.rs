@@ -5,7 +5,7 @@
 use uapi::ca::CaCertificate;
 use uapi::cert::{algo, usage, Certificate};
 
-use crate::crypto::ca::{ca_digest, ca_public_key, verify_pss};
+use crate::crypto::ca::{ca_digest, ca_public_key, verify_pss, PssHash};
 use crate::crypto::ecc::EcPublic;
 
 /// Why a certificate or a chain was refused.
@@ -141,9 +141,9 @@ pub fn verify_cek(ask: &CaCertificate, cek: &Certificate) -> Result<(), CertErro
             signee: "CEK",
         })?;
     let digest = if slot.algo == algo::RSA_SHA256 {
-        openssl::hash::MessageDigest::sha256()
+        PssHash::Sha256
     } else {
-        openssl::hash::MessageDigest::sha384()
+        PssHash::Sha384
     };
     let key = ca_public_key(ask).map_err(|_| invalid("ASK", "RSA key is malformed"))?;
     if verify_pss(&key, digest, &cek.body(), &slot.sig) {

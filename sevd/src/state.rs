@@ -196,6 +196,19 @@ impl StateDir {
         })
     }
 
+    /// Opens the directory, waiting up to `patience` for another process to let it go.
+    pub fn open_waiting(path: &Path, patience: std::time::Duration) -> Result<Self, StateError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Self::open(path) {
+                Err(StateError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path

@@ -111,13 +111,21 @@ pub fn can_mount() -> bool {
     nix::unistd::geteuid().is_root() && Path::new("/dev/fuse").exists()
 }
 
-/// One chip identity per test process: RSA-4096 key generation is slow and is not what
-/// these tests test.
+/// The chip the tests share: one per run of the suite, made by whichever test needs it first
+/// (RSA-4096 generation takes seconds and is not what the tests test) and kept in
+/// `target/tmp/chip-fixture` (scripts/test.sh clears it, so each run makes its own).
 pub fn shared_chip() -> &'static [u8] {
     static CHIP: OnceLock<Vec<u8>> = OnceLock::new();
     CHIP.get_or_init(|| {
-        sevd::firmware::chip::Chip::generate((1, 55))
-            .expect("chip")
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/tmp/chip-fixture"
+        ));
+        let state = sevd::state::StateDir::open_waiting(dir, Duration::from_secs(120))
+            .expect("the chip fixture's directory");
+        state
+            .load_or_create_chip((1, 55))
+            .expect("the shared chip")
             .encode()
             .to_vec()
     })

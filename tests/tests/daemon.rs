@@ -291,3 +291,20 @@ fn check_unit(name: &str) {
         "systemd-analyze verify:\n{text}"
     );
 }
+
+/// The product links no C crypto library: no libssl or libcrypto in sevd or sevctl. (The
+/// binaries of this build's profile: a release build links the same crates.)
+#[test]
+fn sevd_and_sevctl_link_no_openssl() {
+    let sevd = tests::sevd_bin();
+    for bin in [sevd.clone(), sevd.with_file_name("sevctl")] {
+        let out = Command::new("ldd").arg(&bin).output().expect("run ldd");
+        let libs = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "ldd {}", bin.display());
+        assert!(
+            !libs.contains("libssl") && !libs.contains("libcrypto"),
+            "{} links OpenSSL:\n{libs}",
+            bin.display()
+        );
+    }
+}

@@ -7,7 +7,6 @@ pub mod ecc;
 
 use aes::cipher::{KeyIvInit, StreamCipher};
 use hmac::{Hmac, Mac};
-use openssl::bn::{BigNum, BigNumRef};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -17,9 +16,6 @@ pub use sha2::{Digest, Sha256};
 /// A failure inside the crypto library; the message never holds key material.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
-    /// OpenSSL failed.
-    #[error("crypto library failure: {0}")]
-    Library(#[from] openssl::error::ErrorStack),
     /// Sealing (AES-GCM) failed: a wrong key length, or a message too long.
     #[error("sealing failed")]
     Seal,
@@ -92,19 +88,6 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     Ok(out)
 }
 
-/// A little-endian big number.
-pub fn bn_from_le(le: &[u8]) -> Result<BigNum, CryptoError> {
-    let be: Vec<u8> = le.iter().rev().copied().collect();
-    Ok(BigNum::from_slice(&be)?)
-}
-
-/// A big number as `width` little-endian bytes (zero-padded).
-pub fn bn_to_le(bn: &BigNumRef, width: usize) -> Result<Vec<u8>, CryptoError> {
-    let mut v = bn.to_vec_padded(width as i32)?;
-    v.reverse();
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,16 +140,5 @@ mod tests {
         let ct = aes128_ctr(&key, &iv, b"attack at dawn").unwrap();
         assert_ne!(&ct, b"attack at dawn");
         assert_eq!(aes128_ctr(&key, &iv, &ct).unwrap(), b"attack at dawn");
-    }
-
-    #[test]
-    fn little_endian_big_numbers_round_trip() {
-        let le = [1u8, 2, 3, 0, 0];
-        let bn = bn_from_le(&le).unwrap();
-        assert_eq!(
-            bn.to_dec_str().unwrap().to_string(),
-            (1 + 2 * 256 + 3 * 65536).to_string()
-        );
-        assert_eq!(bn_to_le(&bn, 5).unwrap(), le);
     }
 }

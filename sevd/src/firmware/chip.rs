@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use uapi::ca::CaCertificate;
 use uapi::cert::{algo, usage, Certificate, CERT_LEN};
 
-use crate::crypto::ca::RsaKeyPair;
+use crate::crypto::ca::{PssHash, RsaKeyPair};
 use crate::crypto::ecc::EcKeyPair;
 use crate::crypto::{kdf, sha256, CryptoError};
 
@@ -62,7 +62,7 @@ impl Chip {
 
         let cek_key = cek_from_seed(&*seed)?;
         let mut cek = cek_key.certificate(api, usage::CEK, algo::ECDSA_SHA256)?;
-        let sig = ask_key.sign_pss(openssl::hash::MessageDigest::sha384(), &cek.body())?;
+        let sig = ask_key.sign_pss(PssHash::Sha384, &cek.body())?;
         let slot = &mut cek.sigs[0];
         slot.usage = usage::ASK;
         slot.algo = algo::RSA_SHA384;
@@ -98,6 +98,17 @@ impl Chip {
     /// are on disk only under it.
     pub fn nv_seal_key(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         kdf(&*self.seed, b"sevd-nv-seal", &[], 32)
+    }
+
+    /// The same chip with another seed: a different part with the same roots (tests).
+    #[cfg(test)]
+    pub(crate) fn with_seed(&self, seed: [u8; SEED_LEN]) -> Chip {
+        Chip {
+            seed: Zeroizing::new(seed),
+            ark: self.ark.clone(),
+            ask: self.ask.clone(),
+            cek: self.cek.clone(),
+        }
     }
 
     /// The file form: magic ‖ seed ‖ ARK ‖ ASK ‖ CEK ‖ SHA-256 of all before it.

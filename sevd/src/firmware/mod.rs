@@ -183,12 +183,21 @@ pub(crate) mod test_support {
     use super::*;
     use std::sync::OnceLock;
 
-    /// One chip per test binary: RSA-4096 generation is slow and not what these tests test.
+    /// The suite's shared chip (one per run, in target/tmp/chip-fixture; see
+    /// tests/src/lib.rs): RSA-4096 generation is slow and not what these tests test.
     pub fn chip() -> Chip {
         static CHIP: OnceLock<Vec<u8>> = OnceLock::new();
         let bytes = CHIP.get_or_init(|| {
-            Chip::generate((1, 55))
-                .expect("chip generation")
+            let dir = std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/tmp/chip-fixture"
+            ));
+            let state =
+                crate::state::StateDir::open_waiting(dir, std::time::Duration::from_secs(120))
+                    .expect("the chip fixture's directory");
+            state
+                .load_or_create_chip((1, 55))
+                .expect("the shared chip")
                 .encode()
                 .to_vec()
         });
