@@ -51,6 +51,12 @@ impl Target {
                     dir.display()
                 );
             }
+            if !dir.join(sevd::state::CHIP_FILE).exists() {
+                // RSA-4096 generation takes seconds: say so, so a first run never looks hung.
+                eprintln!(
+                    "sevctl: making the embedded platform's chip identity (RSA-4096 ARK and ASK); this takes a few seconds, once"
+                );
+            }
             Ok(Platform::embedded(&dir, FirmwareConfig::default(), None)?)
         } else {
             Ok(Platform::device(&self.device)?)
