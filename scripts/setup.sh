@@ -7,8 +7,8 @@ packages=(
   gcc              # C test client, layout test, openssl-sys
   libc6-dev
   linux-libc-dev   # <linux/psp-sev.h>, <linux/kvm.h> for the layout test and the C client
-  libssl-dev       # OpenSSL: the firmware's ECC and RSA for now, the referee in tests, the sev crate
-  pkg-config       # finds OpenSSL
+  libssl-dev       # OpenSSL, for the tests only: the referee of our crypto, and the sev crate
+  pkg-config       # finds OpenSSL (tests)
   fuse3            # fusermount3, to clean up FUSE mounts by hand (sevd itself needs no helper)
   ovmf             # Debian's OVMF, for examples/debian-ovmf.yaml and its test
   systemd          # systemd-analyze, for the units' tests
