@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the benchmarks against a freshly built release sevd (cargo bench does not build
-# another package's binaries). Run as root.
+# Runs the benchmarks (round trip, launch, CLI, and each crypto primitive against OpenSSL)
+# against a freshly built release sevd (cargo bench does not build another package's
+# binaries). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,3 +9,4 @@ cargo build --release --quiet -p sevd -p sevctl-cli -p tests --bins
 cargo bench -p tests --bench roundtrip
 cargo bench -p tests --bench launch
 cargo bench -p tests --bench cli
+cargo bench -p tests --bench crypto
