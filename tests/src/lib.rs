@@ -137,7 +137,7 @@ pub fn sev_issue(file: &File, cmd: u32, data: u64, error: u32) -> (Result<(), i3
     let mut arg = SevIssueCmd { cmd, data, error };
     // SAFETY: `arg` is a live 16-byte packed struct for the duration of the call.
     let r = unsafe {
-        libc::ioctl(
+        ioctl_sys::ioctl(
             file.as_raw_fd(),
             SEV_ISSUE_CMD as _,
             &mut arg as *mut SevIssueCmd,
@@ -177,7 +177,7 @@ pub fn vm_encrypt_op<T>(
     };
     // SAFETY: `cmd` is a live kvm_sev_cmd, and `data` a live struct, for the whole call.
     let r = unsafe {
-        libc::ioctl(
+        ioctl_sys::ioctl(
             vm.as_raw_fd(),
             uapi::ioctl::SEVD_VM_ENCRYPT_OP as _,
             &mut cmd as *mut uapi::kvm::KvmSevCmd,
@@ -587,7 +587,7 @@ impl VmClient {
     /// A raw ioctl on the VM file.
     pub fn ioctl(&self, request: u32, arg: u64) -> Result<(), i32> {
         // SAFETY: the caller passes a pointer to a live struct of the request's size.
-        let r = unsafe { libc::ioctl(self.vm.as_raw_fd(), request as _, arg) };
+        let r = unsafe { ioctl_sys::ioctl(self.vm.as_raw_fd(), request as _, arg) };
         if r < 0 {
             Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
         } else {

@@ -1,7 +1,8 @@
 //! Every ioctl request number this project serves or issues, in one place.
 //!
-//! Built as `include/uapi/asm-generic/ioctl.h` builds them (x86 uses the generic layout):
-//! `dir << 30 | size << 16 | type << 8 | nr`.
+//! Encoded by the `ioctl-sys` crate as `include/uapi/asm-generic/ioctl.h` encodes them (x86
+//! uses the generic layout): `dir << 30 | size << 16 | type << 8 | nr`. `tests/layout.rs`
+//! compares each with the C compiler's value of the header's macro.
 
 use crate::kvm::{
     KvmRegs, KvmSevCmd, KvmSregs, KvmUserspaceMemoryRegion, SevdGuestAccess, SevdVmsa,
@@ -9,16 +10,20 @@ use crate::kvm::{
 use crate::psp_sev::SevIssueCmd;
 
 /// `_IOC_NONE`.
-pub const IOC_NONE: u32 = 0;
+pub const IOC_NONE: u32 = ioctl_sys::NONE as u32;
 /// `_IOC_WRITE`: user space writes, the driver reads.
-pub const IOC_WRITE: u32 = 1;
+pub const IOC_WRITE: u32 = ioctl_sys::WRITE as u32;
 /// `_IOC_READ`: the driver writes back.
-pub const IOC_READ: u32 = 2;
+pub const IOC_READ: u32 = ioctl_sys::READ as u32;
 
-/// `_IOC(dir, type, nr, size)`.
+/// `_IOC(dir, type, nr, size)`, encoded by `ioctl-sys`; a size that does not fit the field
+/// stops the build.
 pub const fn ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
-    assert!(size < (1 << 14), "_IOC_SIZE has 14 bits");
-    (dir << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
+    assert!(
+        size < (1 << ioctl_sys::SIZEBITS),
+        "the size must fit _IOC_SIZE's field"
+    );
+    ioctl_sys::ioc!(dir, ty, nr, size)
 }
 
 /// `_IO(type, nr)`.
@@ -43,12 +48,12 @@ pub const fn iowr(ty: u8, nr: u8, size: usize) -> u32 {
 
 /// `_IOC_SIZE(nr)`.
 pub const fn ioc_size(request: u32) -> usize {
-    ((request >> 16) & 0x3fff) as usize
+    ((request >> ioctl_sys::SIZESHIFT) & ioctl_sys::SIZEMASK) as usize
 }
 
 /// `_IOC_DIR(nr)`.
 pub const fn ioc_dir(request: u32) -> u32 {
-    request >> 30
+    (request >> ioctl_sys::DIRSHIFT) & ioctl_sys::DIRMASK
 }
 
 /// `SEV_IOC_TYPE`, `'S'` (psp-sev.h).

@@ -8,7 +8,7 @@ use crate::Errno;
 
 /// `_IOC_SIZE(request)`.
 fn ioc_size(request: u32) -> usize {
-    ((request >> 16) & 0x3fff) as usize
+    ((request >> ioctl_sys::SIZESHIFT) & ioctl_sys::SIZEMASK) as usize
 }
 
 /// `ioctl(fd, request, arg)` where `arg` holds the request's argument struct. Refuses
@@ -27,7 +27,7 @@ pub fn ioctl_value(fd: impl AsFd, request: u32, value: u64) -> Result<i32, Errno
         return Err(Errno::EINVAL);
     }
     // SAFETY: an `_IO` request carries no pointer; the kernel takes `value` as a number.
-    let r = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), request as libc::Ioctl, value) };
+    let r = unsafe { ioctl_sys::ioctl(fd.as_fd().as_raw_fd(), request.into(), value) };
     if r < 0 {
         Err(Errno::last())
     } else {
@@ -49,13 +49,7 @@ pub fn ioctl_bytes_sized(
     }
     // SAFETY: `arg` is a live, writable buffer of at least `kernel_len` bytes, which the
     // caller states is all the kernel copies in and out for this request.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_fd().as_raw_fd(),
-            request as libc::Ioctl,
-            arg.as_mut_ptr(),
-        )
-    };
+    let r = unsafe { ioctl_sys::ioctl(fd.as_fd().as_raw_fd(), request.into(), arg.as_mut_ptr()) };
     if r < 0 {
         Err(Errno::last())
     } else {

@@ -50,7 +50,7 @@ fn can_mount() -> bool {
 
 fn ioctl(fd: i32, req: u32, arg: &mut u64) -> Result<(), i32> {
     // SAFETY: `arg` is a valid u64 for the duration of the call; the request sizes are 8.
-    let r = unsafe { libc::ioctl(fd, req as _, arg as *mut u64) };
+    let r = unsafe { ioctl_sys::ioctl(fd, req as _, arg as *mut u64) };
     if r < 0 {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
     } else {

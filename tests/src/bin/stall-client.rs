@@ -45,7 +45,7 @@ fn map(file: &File, len: usize, anonymous: bool) -> u64 {
 
 fn ioctl<T>(file: &File, request: u32, arg: &mut T) -> Result<(), i32> {
     // SAFETY: `arg` is a live struct of the request's size for the duration of the call.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), request as _, arg as *mut T) };
+    let r = unsafe { ioctl_sys::ioctl(file.as_raw_fd(), request as _, arg as *mut T) };
     if r < 0 {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
     } else {
