@@ -5,6 +5,6 @@
 # hypervisor see them. Extra arguments go to `sevctl launch` (e.g. --json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh run
 cargo build --release --quiet -p sevctl-cli
 exec target/release/sevctl launch examples/sev-es.yaml "$@"

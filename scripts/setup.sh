@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Installs the system packages the project builds and tests with (Debian), only those that
-# are missing. Safe to run again.
+# Installs the system packages the project needs (Debian), only those that are missing.
+# Safe to run again.
+#
+#   scripts/setup.sh run    what the main job needs (scripts/run.sh): a C linker for cargo
+#   scripts/setup.sh        everything the test suite needs as well (the default)
 set -euo pipefail
 
+# The main job builds sevctl, which is pure Rust: no OpenSSL, no FUSE.
+run_packages=(
+  gcc              # the linker cargo calls
+  libc6-dev
+)
 packages=(
   gcc              # C test client, layout test, openssl-sys
   libc6-dev
@@ -15,6 +23,10 @@ packages=(
   systemd-container # systemd-nspawn, which boots the units in scripts/systemd-test.sh
   debootstrap      # the Debian root file system that test boots
 )
+
+if [[ ${1:-test} == run ]]; then
+  packages=("${run_packages[@]}")
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -29,6 +41,6 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-if [[ ! -e /dev/fuse ]]; then
+if [[ ${1:-test} != run && ! -e /dev/fuse ]]; then
   modprobe fuse 2>/dev/null || mknod -m 0600 /dev/fuse c 10 229
 fi

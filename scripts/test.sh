@@ -32,6 +32,12 @@ export SEVCTL_BIN=$PWD/$sevctl_root/bin/sevctl
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet
+# The product is pure Rust: OpenSSL is only the tests' referee (dev-dependencies).
+if cargo tree -e normal -p sevd -p sevctl-cli -p uapi -p vfs --prefix none 2>/dev/null |
+  grep -qE '^openssl(-sys)? '; then
+  echo "test: a product crate depends on OpenSSL (cargo tree -e normal)" >&2
+  exit 1
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
