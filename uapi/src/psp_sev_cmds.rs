@@ -259,6 +259,15 @@ pub const SEV_CMDS: [SevCmdInfo; SEV_MAX as usize] = [
     ),
 ];
 
+impl SevCmdInfo {
+    /// Whether the driver reads the struct at `data`. A query that points at no buffer only
+    /// writes its struct (PLATFORM_STATUS, GET_ID, SNP_PLATFORM_STATUS): the kernel never
+    /// reads it, so neither does a driver that mirrors it.
+    pub fn reads_struct(&self) -> bool {
+        self.size != 0 && !(self.effect == Effect::Query && self.bufs.is_empty())
+    }
+}
+
 impl SevCmd {
     /// The command's row of [`SEV_CMDS`].
     pub fn info(self) -> &'static SevCmdInfo {
@@ -287,6 +296,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_the_status_queries_leave_their_struct_unread() {
+        let unread: Vec<SevCmd> = SEV_CMDS
+            .iter()
+            .filter(|r| r.size != 0 && !r.reads_struct())
+            .map(|r| r.cmd)
+            .collect();
+        assert_eq!(
+            unread,
+            [
+                SevCmd::PlatformStatus,
+                SevCmd::GetId,
+                SevCmd::SnpPlatformStatus
+            ]
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// HMAC-SHA256 over the concatenation of `parts`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], CryptoError> {
     // HMAC takes a key of any length; this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| CryptoError::Seal)?;
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| CryptoError::Key("HMAC key"))?;
     for part in parts {
         mac.update(part);
     }

@@ -88,9 +88,4 @@ impl KvmAsids {
             self.reclaim[asid as usize] = true;
         }
     }
-
-    /// ASIDs in use (not counting those awaiting a flush).
-    pub(crate) fn in_use(&self) -> usize {
-        self.used.iter().filter(|u| u.is_some()).count()
-    }
 }

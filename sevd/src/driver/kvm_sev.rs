@@ -319,14 +319,6 @@ impl KvmSev {
         self.vms.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// ASIDs held by live guests.
-    pub fn asids_in_use(&self) -> usize {
-        self.asids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .in_use()
-    }
-
     /// An ioctl on VM `fh` from thread `pid` of process `owner`, whose memory is `mem`.
     pub fn ioctl(
         &self,

@@ -128,8 +128,8 @@ impl Passthrough {
         if info.size == 0 {
             return self.raw(files, writable, cmd, 0, error);
         }
-        // The status commands' structs are output only: the kernel never reads them.
-        let out_only = matches!(cmd, SevCmd::PlatformStatus | SevCmd::SnpPlatformStatus);
+        // The status queries' structs are output only: the kernel never reads them.
+        let out_only = !info.reads_struct();
         let user = if out_only {
             vec![0u8; info.size]
         } else {

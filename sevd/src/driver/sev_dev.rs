@@ -406,7 +406,7 @@ impl SevBackend for Mutex<SevDev> {
 
 /// `sev_ioctl`'s first steps: the request number, the 16-byte header, the command id.
 /// Errors here are returned without copying the header back.
-pub fn parse_issue(request: &IoctlRequest<'_>) -> Result<(SevIssueCmd, SevCmd), Errno> {
+fn parse_issue(request: &IoctlRequest<'_>) -> Result<(SevIssueCmd, SevCmd), Errno> {
     // sev_fops has no compat_ioctl: 32-bit callers get ENOTTY from the VFS.
     if request.compat {
         return Err(Errno::ENOTTY);
@@ -421,7 +421,7 @@ pub fn parse_issue(request: &IoctlRequest<'_>) -> Result<(SevIssueCmd, SevCmd), 
 
 /// The reply for a handled command: the header always goes back, with the firmware's
 /// status in `error` if the firmware ran, else the caller's own value.
-pub fn issue_reply(mut arg: SevIssueCmd, error: u32, result: Result<(), Errno>) -> IoctlReply {
+fn issue_reply(mut arg: SevIssueCmd, error: u32, result: Result<(), Errno>) -> IoctlReply {
     if error != NOT_REACHED {
         arg.error = error;
     }

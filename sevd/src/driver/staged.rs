@@ -56,7 +56,7 @@ impl Staged {
     pub fn stage(mem: &dyn CallerMemory, cmd: SevCmd, data: u64) -> Staged {
         let info = cmd.info();
         let mut staged = Staged::default();
-        if info.size == 0 {
+        if !info.reads_struct() {
             return staged;
         }
         staged.add(mem, data, info.size);
