@@ -2,9 +2,10 @@
 //!
 //! 1. LAUNCH_UPDATE_DATA throughput (measure plus encrypt) for 64 MiB and 1 GiB, in-process
 //!    (embedded platform) and through the daemon, against the baseline of OpenSSL's raw
-//!    single-threaded SHA-256 plus AES-128-XTS over the same bytes, with no I/O. Targets:
-//!    in-process at least 0.8 of the baseline, daemon at least 0.6. The daemon's peak memory
-//!    is reported to show it holds no copy of the guest.
+//!    single-threaded SHA-256 plus AES-128-XTS over the same bytes, with no I/O. Targets
+//!    (issue 10): in-process at least 0.9 of the baseline at 64 MiB and 1.0 at 1 GiB; through
+//!    the daemon at least 0.7 and 0.8. The daemon's peak memory is reported to show it holds
+//!    no copy of the guest.
 //! 2. A complete SEV-ES launch through the daemon (2 MiB image, 4 vCPUs, a session, one
 //!    secret): median wall time.
 //!
@@ -148,7 +149,7 @@ fn main() {
     let embedded = Platform::embedded(dir.path(), FirmwareConfig::default(), None).unwrap();
 
     println!("LAUNCH_UPDATE_DATA throughput (measure + encrypt), best of 3:");
-    for size in [64 * MIB, 1024 * MIB] {
+    for (size, in_target, daemon_target) in [(64 * MIB, 0.9, 0.7), (1024 * MIB, 1.0, 0.8)] {
         let best = |f: &dyn Fn() -> Duration| (0..3).map(|_| f()).min().unwrap();
         let base = best(&|| baseline(size));
         let inproc = best(&|| update(&embedded, size));
@@ -156,7 +157,7 @@ fn main() {
         let through = best(&|| update(&daemon, size));
         let hwm_after = vm_hwm_kib(sevd.pid());
         println!(
-            "  {:>5} MiB: baseline {:.2} GB/s; in-process {:.2} GB/s = {:.2} of baseline (target 0.8); daemon {:.2} GB/s = {:.2} of baseline (target 0.6); sevd peak RSS {} MiB (+{} MiB)",
+            "  {:>5} MiB: baseline {:.2} GB/s; in-process {:.2} GB/s = {:.2} of baseline (target {in_target}); daemon {:.2} GB/s = {:.2} of baseline (target {daemon_target}); sevd peak RSS {} MiB (+{} MiB)",
             size / MIB,
             gbps(size, base),
             gbps(size, inproc),

@@ -35,8 +35,9 @@ pub struct MemError {
     pub len: usize,
 }
 
-/// Reads and writes the memory of the process that issued a request.
-pub trait CallerMemory {
+/// Reads and writes the memory of the process that issued a request. `Sync`, so one request
+/// may copy on several threads (a long guest-memory update reads ahead while it works).
+pub trait CallerMemory: Sync {
     /// Fills `buf` from `addr`; all or an error.
     fn read(&self, addr: UserAddr, buf: &mut [u8]) -> Result<(), MemError>;
 

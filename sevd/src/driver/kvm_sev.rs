@@ -19,6 +19,7 @@ use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, UserAddr};
 
 use super::kvm_asids::{AsidError, KvmAsids};
 use super::sev_dev::{SevDev, NOT_REACHED};
+use super::stage_pipe::{each_staged, stage_into, unstage};
 use super::vm_memory::Slots;
 use super::{read_obj, write_bytes, write_obj};
 use crate::firmware::{FwResult, LaunchSecret};
@@ -29,10 +30,10 @@ const VMSA_BASE: u64 = 1 << 52;
 const PAGE: u64 = 4096;
 /// Largest SEVD_VM_GUEST_ACCESS.
 const GUEST_ACCESS_MAX: u32 = 16 << 20;
-/// Largest piece of guest memory staged and handed to the firmware at once: small enough
-/// that the staged copy is still in cache when the firmware encrypts it and when it goes
-/// back, large enough that the firmware's hashing runs beside its encryption.
-const UPDATE_PIECE: u64 = 4 << 20;
+/// Largest piece of guest memory staged and handed to the firmware at once. Pieces are read
+/// ahead and written behind while the firmware works (`stage_pipe`), so a small piece costs
+/// little time and bounds the daemon's memory: three pieces per update in flight.
+const UPDATE_PIECE: u64 = 1 << 20;
 /// Largest piece handed to the firmware at once when it works in place (the kernel's
 /// `sev_launch_update_data` hands it whole pinned ranges; 16 MiB bounds one command).
 const IN_PLACE_PIECE: u64 = 16 << 20;
@@ -174,37 +175,6 @@ fn stage(
     len: u64,
 ) -> Result<VecGuestMemory, Errno> {
     stage_into(Vec::new(), slots, mem, gpa, len)
-}
-
-/// [`stage`] into a buffer that is reused across pieces.
-fn stage_into(
-    mut buf: Vec<u8>,
-    slots: &Slots,
-    mem: &dyn CallerMemory,
-    gpa: u64,
-    len: u64,
-) -> Result<VecGuestMemory, Errno> {
-    buf.resize(len as usize, 0);
-    slots
-        .memory(mem)
-        .read(GuestAddress(gpa), &mut buf)
-        .map_err(|_| Errno::EFAULT)?;
-    Ok(VecGuestMemory::from_region(GuestAddress(gpa), buf))
-}
-
-/// Writes a staged span back into the VMM's memory; gives the buffer back for reuse.
-fn unstage(
-    slots: &Slots,
-    mem: &dyn CallerMemory,
-    gpa: u64,
-    staged: VecGuestMemory,
-) -> Result<Vec<u8>, Errno> {
-    let bytes = staged.into_first_region();
-    slots
-        .memory(mem)
-        .write(GuestAddress(gpa), &bytes)
-        .map_err(|_| Errno::EFAULT)?;
-    Ok(bytes)
 }
 
 /// The 16-byte-aligned span around `at`+`n` (the memory controller's block).
@@ -588,25 +558,25 @@ impl KvmSev {
             }
             return Ok(());
         }
-        let mut buf = Vec::new();
+        let mut staged_pieces = vec![];
         for (gpa, len) in pieces {
             let mut done = 0;
             while done < len {
                 let n = (len - done).min(UPDATE_PIECE);
-                let at = gpa.0 + done;
-                let staged = stage_into(buf, &vm.slots, ctx.mem, at, n)?;
-                let r = self.dev().firmware_mut().launch_update_data(
-                    sev.handle,
-                    GuestAddress(at),
-                    n as u32,
-                    &staged,
-                );
-                ctx.fw(r)?;
-                buf = unstage(&vm.slots, ctx.mem, at, staged)?;
+                staged_pieces.push((gpa.0 + done, n));
                 done += n;
             }
         }
-        Ok(())
+        let handle = sev.handle;
+        each_staged(&vm.slots, ctx.mem, &staged_pieces, |at, n, staged| {
+            let r = self.dev().firmware_mut().launch_update_data(
+                handle,
+                GuestAddress(at),
+                n as u32,
+                staged,
+            );
+            super::fw_result(ctx.error, r)
+        })
     }
 
     /// `sev_launch_update_vmsa`: every vCPU's save area, in vCPU order.

@@ -3,6 +3,7 @@
 //! negotiation, errno and `error`).
 
 pub mod sev_dev;
+mod stage_pipe;
 pub mod staged;
 
 use uapi::{ByteValued, Status};

@@ -3,7 +3,7 @@
 //! buffer gives the kernel, and more: the caller's memory is never touched while the
 //! firmware or the device is busy, so a caller whose pages never arrive stalls no one else).
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use uapi::psp_sev::SevCmd;
 use uapi::psp_sev_cmds::Dir;
@@ -35,7 +35,7 @@ impl Region {
 #[derive(Debug, Default)]
 pub struct Staged {
     regions: Vec<Region>,
-    writes: RefCell<Vec<(u64, Vec<u8>)>>,
+    writes: Mutex<Vec<(u64, Vec<u8>)>>,
 }
 
 impl Staged {
@@ -81,7 +81,7 @@ impl Staged {
     /// Writes what the handler wrote, in its order; the first failure is EFAULT, as the
     /// kernel's handler would have returned at that `copy_to_user`.
     pub fn flush(self, mem: &dyn CallerMemory) -> Result<(), Errno> {
-        for (addr, bytes) in self.writes.into_inner() {
+        for (addr, bytes) in self.writes.into_inner().unwrap_or_else(|e| e.into_inner()) {
             mem.write(UserAddr(addr), &bytes)
                 .map_err(|_| Errno::EFAULT)?;
         }
@@ -126,7 +126,10 @@ impl CallerMemory for Staged {
     }
 
     fn write(&self, addr: UserAddr, data: &[u8]) -> Result<(), MemError> {
-        self.writes.borrow_mut().push((addr.0, data.to_vec()));
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((addr.0, data.to_vec()));
         Ok(())
     }
 }

@@ -24,6 +24,12 @@ pub trait GuestMemory {
     fn write(&self, gpa: GuestAddress, data: &[u8]) -> Result<(), GuestMemoryError>;
     /// Whether all of `gpa`+`len` is backed, so a long operation can refuse before it starts.
     fn check_range(&self, gpa: GuestAddress, len: u64) -> Result<(), GuestMemoryError>;
+    /// Runs `f` on the bytes of `gpa`+`len` where they lie, if they are one buffer of this
+    /// process, and says whether it did. Memory reached by copying (the VMM's) says no, and
+    /// the caller copies instead.
+    fn in_place(&self, _gpa: GuestAddress, _len: u64, _f: &mut dyn FnMut(&mut [u8])) -> bool {
+        false
+    }
 }
 
 /// Guest memory made of local buffers at guest physical addresses: the embedded mode's
@@ -106,6 +112,24 @@ impl GuestMemory for VecGuestMemory {
             at = r.0 + r.1.len() as u64;
         }
         Ok(())
+    }
+
+    fn in_place(&self, gpa: GuestAddress, len: u64, f: &mut dyn FnMut(&mut [u8])) -> bool {
+        let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(end) = gpa.0.checked_add(len) else {
+            return false;
+        };
+        let whole = regions
+            .iter_mut()
+            .find(|(base, data)| gpa.0 >= *base && end <= *base + data.len() as u64);
+        match whole {
+            Some((base, data)) => {
+                let off = (gpa.0 - *base) as usize;
+                f(&mut data[off..off + len as usize]);
+                true
+            }
+            None => false,
+        }
     }
 
     fn read(&self, gpa: GuestAddress, buf: &mut [u8]) -> Result<(), GuestMemoryError> {

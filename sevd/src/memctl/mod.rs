@@ -145,9 +145,10 @@ impl MemoryController {
     }
 
     /// Encrypts guest memory in place, chunk by chunk, handing the plaintext to `inspect`
-    /// first, in order (LAUNCH_UPDATE_DATA measures it). Holds a few chunks at most, never
-    /// the range. Above one chunk, `inspect` runs on a second thread while this one copies
-    /// and encrypts, as the PSP's hash and AES engines work side by side.
+    /// first, in order (LAUNCH_UPDATE_DATA measures it). Memory of this process is worked on
+    /// where it lies; other memory is copied a chunk at a time, so a few chunks at most are
+    /// held, never the range. Above one chunk, `inspect` runs on a second thread a chunk
+    /// ahead of the cipher, as the PSP's hash and AES engines work side by side.
     pub fn encrypt_range(
         &self,
         asid: u32,
@@ -157,65 +158,45 @@ impl MemoryController {
         inspect: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<(), MemctlError> {
         check_aligned(gpa, len as usize)?;
-        let key = self.key(asid)?;
+        let key = &self.key(asid)?.0;
         mem.check_range(gpa, len)?;
-        if len <= CHUNK as u64 {
-            let mut buf = vec![0u8; len as usize];
-            mem.read(gpa, &mut buf)?;
-            xts::apply_inspecting(&key.0, gpa.0, &mut buf, true, inspect)?;
-            mem.write(gpa, &buf)?;
-            return Ok(());
+        let side = len > CHUNK as u64;
+        let mut result = Ok(());
+        let direct = mem.in_place(gpa, len, &mut |bytes| {
+            let mut chunks = bytes.chunks_mut(CHUNK).enumerate();
+            result = hash_then_encrypt(
+                key,
+                side,
+                inspect,
+                |_| Ok(chunks.next().map(|(i, c)| (gpa.0 + (i * CHUNK) as u64, c))),
+                |_, _| Ok(None),
+            );
+        });
+        if direct {
+            return result;
         }
-        std::thread::scope(|s| {
-            // Plaintext copies go to the hasher and come back for reuse: three in flight.
-            let (to_hasher, from_main) = mpsc::sync_channel::<Vec<u8>>(2);
-            let (to_main, returned) = mpsc::sync_channel::<Vec<u8>>(3);
-            let hasher = s.spawn(move || {
-                for plain in from_main {
-                    inspect(&plain);
-                    if to_main.send(plain).is_err() {
-                        break;
-                    }
-                }
-            });
-            let mut work = vec![0u8; CHUNK];
-            let mut spare: Vec<Vec<u8>> = (0..3).map(|_| Vec::with_capacity(CHUNK)).collect();
-            let mut done = 0u64;
-            let result = loop {
+        let mut done = 0u64;
+        hash_then_encrypt(
+            key,
+            side,
+            inspect,
+            |spare: Option<Vec<u8>>| {
                 if done >= len {
-                    break Ok(());
+                    return Ok(None);
                 }
                 let n = (len - done).min(CHUNK as u64) as usize;
-                let at = GuestAddress(gpa.0 + done);
-                let chunk = &mut work[..n];
-                if let Err(e) = mem.read(at, chunk) {
-                    break Err(MemctlError::from(e));
-                }
-                let mut plain = match spare.pop() {
-                    Some(p) => p,
-                    None => match returned.recv() {
-                        Ok(p) => p,
-                        Err(_) => break Ok(()),
-                    },
-                };
-                plain.clear();
-                plain.extend_from_slice(chunk);
-                if to_hasher.send(plain).is_err() {
-                    break Ok(());
-                }
-                if let Err(e) = xts::apply(&key.0, at.0, chunk, true) {
-                    break Err(e.into());
-                }
-                if let Err(e) = mem.write(at, chunk) {
-                    break Err(e.into());
-                }
+                let at = gpa.0 + done;
+                let mut buf = spare.unwrap_or_default();
+                buf.resize(n, 0);
+                mem.read(GuestAddress(at), &mut buf)?;
                 done += n as u64;
-            };
-            drop(to_hasher);
-            // The hasher only ends when its channel does; a panic in it is a bug here.
-            let _ = hasher.join();
-            result
-        })
+                Ok(Some((at, buf)))
+            },
+            |at, buf| {
+                mem.write(GuestAddress(at), &buf)?;
+                Ok(Some(buf))
+            },
+        )
     }
 
     /// The plaintext of the 16-byte blocks covering `gpa`+`len`, and where they start.
@@ -264,6 +245,77 @@ impl MemoryController {
         mem.write(GuestAddress(start), &buf)?;
         Ok(())
     }
+}
+
+/// Chunks in flight between the cipher and the hasher: one being hashed, one waiting.
+const IN_FLIGHT: usize = 2;
+
+/// The pipeline of [`MemoryController::encrypt_range`]: `produce` gives the next chunk (and
+/// its guest address), reusing a buffer `consume` gave back; each chunk is inspected, then
+/// encrypted, then handed to `consume`. With `side`, inspection runs on a scoped thread one
+/// chunk ahead, so no chunk is encrypted before it is inspected and the order holds.
+fn hash_then_encrypt<T: AsMut<[u8]> + AsRef<[u8]> + Send>(
+    key: &[u8; 32],
+    side: bool,
+    inspect: &mut (dyn FnMut(&[u8]) + Send),
+    mut produce: impl FnMut(Option<T>) -> Result<Option<(u64, T)>, MemctlError>,
+    mut consume: impl FnMut(u64, T) -> Result<Option<T>, MemctlError>,
+) -> Result<(), MemctlError> {
+    if !side {
+        let mut spare = None;
+        while let Some((at, mut chunk)) = produce(spare.take())? {
+            xts::apply_inspecting(key, at, chunk.as_mut(), true, &mut *inspect)?;
+            spare = consume(at, chunk)?;
+        }
+        return Ok(());
+    }
+    std::thread::scope(|s| {
+        let (to_hasher, hasher_in) = mpsc::sync_channel::<(u64, T)>(IN_FLIGHT);
+        let (hasher_out, hashed) = mpsc::sync_channel::<(u64, T)>(IN_FLIGHT + 1);
+        let hasher = s.spawn(move || {
+            for (at, chunk) in hasher_in {
+                inspect(chunk.as_ref());
+                if hasher_out.send((at, chunk)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut spare = None;
+        let mut in_flight = 0;
+        let mut produced_all = false;
+        let result = loop {
+            while !produced_all && in_flight < IN_FLIGHT {
+                match produce(spare.take()) {
+                    Ok(Some(item)) => {
+                        if to_hasher.send(item).is_err() {
+                            break;
+                        }
+                        in_flight += 1;
+                    }
+                    Ok(None) => produced_all = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            if in_flight == 0 {
+                break Ok(());
+            }
+            let Ok((at, mut chunk)) = hashed.recv() else {
+                break Ok(());
+            };
+            in_flight -= 1;
+            if let Err(e) = xts::apply(key, at, chunk.as_mut(), true) {
+                break Err(e.into());
+            }
+            match consume(at, chunk) {
+                Ok(back) => spare = back,
+                Err(e) => break Err(e),
+            }
+        };
+        drop(to_hasher);
+        // The hasher ends when its channel does; a panic in it is a bug here.
+        let _ = hasher.join();
+        result
+    })
 }
 
 fn check_aligned(gpa: GuestAddress, len: usize) -> Result<(), MemctlError> {
