@@ -87,8 +87,9 @@ fn load_and_update(vm: &mut Vm, label: &str, gpa: u64, data: &[u8]) -> Result<()
     Ok(())
 }
 
-/// Reads a region file straight into guest memory (no copy of it is held), hashing it as it
-/// goes, then measures and encrypts it. Returns its size.
+/// Reads a region file straight into guest memory (no copy of it is held), measuring and
+/// encrypting it as it goes. The owner hashes each piece as it is read, on the loading
+/// thread, while the firmware measures and encrypts the pieces before it. Returns its size.
 fn stream_region(
     vm: &mut Vm,
     file: &std::path::Path,
@@ -100,25 +101,26 @@ fn stream_region(
     let mut f = std::fs::File::open(file).map_err(what)?;
     let size = f.metadata().map_err(what)?.len() as usize;
     let len = size.div_ceil(16) * 16;
-    let mem = vm.memory_mut(gpa, len).ok_or_else(|| {
-        input(format!(
+    if vm.memory(gpa, len).is_none() {
+        return Err(input(format!(
             "{}: {len:#x} bytes at {gpa:#x} are outside guest memory",
             file.display()
-        ))
-    })?;
-    for chunk in mem[..size].chunks_mut(1 << 20) {
-        f.read_exact(chunk).map_err(what)?;
-        measured.update(chunk);
+        )));
     }
-    mem[size..].fill(0);
-    measured.update(&mem[size..]);
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(PIECE);
-        vm.launch_update_data(gpa + done as u64, n as u32)?;
-        done += n;
-        progress("LAUNCH_UPDATE_DATA", done, len);
-    }
+    let mut loaded = 0;
+    vm.load_and_update(
+        gpa,
+        len,
+        |piece: &mut [u8]| -> Result<()> {
+            let from_file = piece.len().min(size - loaded);
+            f.read_exact(&mut piece[..from_file]).map_err(what)?;
+            piece[from_file..].fill(0);
+            loaded += from_file;
+            measured.update(&*piece);
+            Ok(())
+        },
+        |done| progress("LAUNCH_UPDATE_DATA", done, len),
+    )?;
     Ok(size)
 }
 

@@ -414,7 +414,8 @@ fn launches_on_debians_ovmf_when_installed() {
 fn raw_regions_are_loaded_measured_and_encrypted() {
     let st = state();
     let dir = tempfile::tempdir().unwrap();
-    let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    // Several of the embedded platform's load pieces, and a tail that is not a block.
+    let blob: Vec<u8> = (0..700_001u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(dir.path().join("blob.bin"), &blob).unwrap();
     let manifest = "apiVersion: sevctl/v1\nguest:\n  memory: 4M\n  mode: sev\nimages:\n  regions:\n    - address: 0x100000\n      file: blob.bin\nsecrets:\n  placement: 0x10000\n  entries:\n    - guid: 736869e5-84f0-4973-92ec-06879ce3da0b\n      value: hello\n";
     std::fs::write(dir.path().join("m.yaml"), manifest).unwrap();

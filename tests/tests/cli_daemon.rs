@@ -94,6 +94,41 @@ fn sevctl_launches_through_the_daemon() {
 }
 
 #[test]
+fn a_region_of_several_pieces_is_measured_alike_through_the_daemon() {
+    require_mount!();
+    let sevd = Sevd::start();
+    let node = sevd.node();
+    let ca = sevd.state_dir.join("ask_ark.cert");
+    let dir = tempfile::tempdir().unwrap();
+    // Three of the device's load pieces (8 MiB), each many of the daemon's staged pieces.
+    let blob: Vec<u8> = (0..(20 << 20) + 5u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("blob.bin"), &blob).unwrap();
+    let manifest = "apiVersion: sevctl/v1\nguest:\n  memory: 32M\n  mode: sev\nimages:\n  regions:\n    - address: 0x100000\n      file: blob.bin\nsecrets:\n  placement: 0x10000\n  entries:\n    - guid: 736869e5-84f0-4973-92ec-06879ce3da0b\n      value: hello\n";
+    std::fs::write(dir.path().join("m.yaml"), manifest).unwrap();
+    let json = ok(
+        &ours(),
+        dir.path(),
+        &[
+            "--device",
+            node.to_str().unwrap(),
+            "--json",
+            "launch",
+            "m.yaml",
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut padded = blob;
+    padded.resize(padded.len().div_ceil(16) * 16, 0);
+    assert_eq!(
+        v["launch_digest"],
+        hex::encode(sevd::crypto::sha256(&padded)),
+        "the owner's digest covers the region; the launch succeeded, so the firmware's agrees"
+    );
+}
+
+#[test]
 fn virtee_session_files_drive_our_launch() {
     require_mount!();
     let virtee = tests::require_sevctl!();

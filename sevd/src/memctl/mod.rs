@@ -86,6 +86,8 @@ pub struct MemoryController {
 
 /// How much guest memory is encrypted at a time: bounds the controller's own memory.
 const CHUNK: usize = 256 * 1024;
+/// Ranges longer than this are hashed on a side thread ([`MemoryController::encrypt_range`]).
+pub const SIDE_HASH_ABOVE: usize = CHUNK;
 
 impl MemoryController {
     /// A controller with every slot empty.
@@ -160,7 +162,7 @@ impl MemoryController {
         check_aligned(gpa, len as usize)?;
         let key = &self.key(asid)?.0;
         mem.check_range(gpa, len)?;
-        let side = len > CHUNK as u64;
+        let side = len > SIDE_HASH_ABOVE as u64;
         let mut result = Ok(());
         let direct = mem.in_place(gpa, len, &mut |bytes| {
             let mut chunks = bytes.chunks_mut(CHUNK).enumerate();

@@ -235,12 +235,55 @@ impl Platform {
     }
 }
 
-/// One memory slot's backing: a page-aligned span of a buffer of this process.
+/// One `SEVD_VM_ENCRYPT_OP` on a VM's transport.
+fn vm_op(
+    t: &dyn VmTransport,
+    id: KvmSevCmdId,
+    name: &'static str,
+    data: u64,
+) -> Result<(), PlatformError> {
+    let mut cmd = KvmSevCmd {
+        id: id as u32,
+        pad0: 0,
+        data,
+        error: 0,
+        sev_fd: t.sev_fd(),
+    };
+    let r = t.ioctl(SEVD_VM_ENCRYPT_OP, cmd.as_bytes_mut());
+    explained(t, name, check(name, r, cmd.error))
+}
+
+/// Replaces a bare errno with the transport's explanation, when it has one.
+fn explained(
+    t: &dyn VmTransport,
+    cmd: &'static str,
+    r: Result<(), PlatformError>,
+) -> Result<(), PlatformError> {
+    match r {
+        Err(PlatformError::Os { .. }) => match t.explain() {
+            Some(why) => Err(PlatformError::Kvm { cmd, why }),
+            None => r,
+        },
+        other => other,
+    }
+}
+
+/// One memory slot's backing: anonymous memory of this process, as a VMM's guest RAM is.
 struct RamRegion {
     gpa: u64,
-    buf: Vec<u8>,
-    offset: usize,
-    size: usize,
+    buf: memmap2::MmapMut,
+}
+
+/// Guest RAM of `size` bytes, zero, page-aligned and backed on first touch. Marked for
+/// transparent huge pages, so loading a large guest takes one fault per 2 MiB instead of one
+/// per 4 KiB; where the kernel offers none, the advice is ignored and small pages serve.
+fn guest_ram(size: usize) -> Result<memmap2::MmapMut, PlatformError> {
+    let ram = memmap2::MmapMut::map_anon(size).map_err(|e| PlatformError::Kvm {
+        cmd: "guest RAM",
+        why: format!("cannot map {size} bytes: {e}"),
+    })?;
+    let _ = ram.advise(memmap2::Advice::HugePage);
+    Ok(ram)
 }
 
 /// A VM and its guest memory (the hypervisor's view).
@@ -254,45 +297,90 @@ impl Vm {
     /// memory slot (`KVM_SET_USER_MEMORY_REGION`), e.g. a firmware image below 4 GiB.
     pub fn map(&mut self, gpa: u64, size: usize) -> Result<(), PlatformError> {
         let size = size.div_ceil(4096) * 4096;
-        let buf = vec![0u8; size + 4096];
-        let offset = (4096 - buf.as_ptr() as usize % 4096) % 4096;
+        let mut buf = guest_ram(size)?;
         let mut region = KvmUserspaceMemoryRegion {
             slot: self.regions.len() as u32,
             flags: 0,
             guest_phys_addr: gpa,
             memory_size: size as u64,
-            userspace_addr: buf.as_ptr() as u64 + offset as u64,
+            userspace_addr: buf.as_mut_ptr() as u64,
         };
         let r = self
             .t
             .ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes_mut());
         check("KVM_SET_USER_MEMORY_REGION", r, 0)?;
-        self.regions.push(RamRegion {
-            gpa,
-            buf,
-            offset,
-            size,
-        });
+        self.regions.push(RamRegion { gpa, buf });
         Ok(())
+    }
+
+    /// Loads `len` bytes at guest address `gpa` a piece at a time (the transport's size) and
+    /// measures and encrypts each piece (LAUNCH_UPDATE_DATA) once it is loaded. `load` fills the pieces in
+    /// order on a second thread (a guest owner may hash each as it loads it), while this one
+    /// hands the pieces loaded so far to the firmware; `progress` hears the bytes done.
+    pub fn load_and_update<E: From<PlatformError> + Send>(
+        &mut self,
+        gpa: u64,
+        len: usize,
+        mut load: impl FnMut(&mut [u8]) -> Result<(), E> + Send,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(), E> {
+        let name = "LAUNCH_UPDATE_DATA";
+        let outside = PlatformError::Os {
+            cmd: name,
+            errno: Errno::EFAULT,
+        };
+        let (i, off) = self.region_of(gpa, len).ok_or(outside)?;
+        // Fault the range in at once, before the threads start (one call, huge pages).
+        let _ = self.regions[i]
+            .buf
+            .advise_range(memmap2::Advice::PopulateWrite, off, len);
+        let t = &*self.t;
+        let piece = t.update_piece().max(4096);
+        let mem = &mut self.regions[i].buf[off..off + len];
+        std::thread::scope(|s| {
+            let (to_main, loaded) = std::sync::mpsc::sync_channel::<Result<&mut [u8], E>>(2);
+            s.spawn(move || {
+                for p in mem.chunks_mut(piece) {
+                    let r = load(p).map(|()| p);
+                    let failed = r.is_err();
+                    if to_main.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            let mut done = 0;
+            for p in loaded {
+                // No reference to the piece is kept: the firmware rewrites it through its
+                // address.
+                let p = p?;
+                let mut arg = KvmSevLaunchUpdateData {
+                    uaddr: p.as_mut_ptr() as u64,
+                    len: p.len() as u32,
+                    pad0: 0,
+                };
+                vm_op(t, KvmSevCmdId::LaunchUpdateData, name, addr(&mut arg))?;
+                done += p.len();
+                progress(done);
+            }
+            Ok(())
+        })
     }
 
     fn region_of(&self, gpa: u64, len: usize) -> Option<(usize, usize)> {
         self.regions.iter().enumerate().find_map(|(i, r)| {
             let off = gpa.checked_sub(r.gpa)? as usize;
-            (off.checked_add(len)? <= r.size).then_some((i, r.offset + off))
+            (off.checked_add(len)? <= r.buf.len()).then_some((i, off))
         })
     }
 
     /// Guest RAM (slot 0, at guest address 0) as the hypervisor sees it.
     pub fn ram(&self) -> &[u8] {
-        let r = &self.regions[0];
-        &r.buf[r.offset..r.offset + r.size]
+        &self.regions[0].buf
     }
 
     /// Guest RAM, to load images into before they are measured.
     pub fn ram_mut(&mut self) -> &mut [u8] {
-        let r = &mut self.regions[0];
-        &mut r.buf[r.offset..r.offset + r.size]
+        &mut self.regions[0].buf
     }
 
     /// The hypervisor's view of `gpa`+`len`, in whichever slot holds it.
@@ -312,38 +400,12 @@ impl Vm {
     pub fn uaddr(&self, gpa: u64) -> u64 {
         match self.region_of(gpa, 0) {
             Some((i, at)) => self.regions[i].buf.as_ptr() as u64 + at as u64,
-            None => {
-                let r = &self.regions[0];
-                (r.buf.as_ptr() as u64 + r.offset as u64).wrapping_add(gpa)
-            }
+            None => (self.regions[0].buf.as_ptr() as u64).wrapping_add(gpa),
         }
     }
 
     fn op(&self, id: KvmSevCmdId, name: &'static str, data: u64) -> Result<(), PlatformError> {
-        let mut cmd = KvmSevCmd {
-            id: id as u32,
-            pad0: 0,
-            data,
-            error: 0,
-            sev_fd: self.t.sev_fd(),
-        };
-        let r = self.t.ioctl(SEVD_VM_ENCRYPT_OP, cmd.as_bytes_mut());
-        self.explained(name, check(name, r, cmd.error))
-    }
-
-    /// Replaces a bare errno with the transport's explanation, when it has one.
-    fn explained(
-        &self,
-        cmd: &'static str,
-        r: Result<(), PlatformError>,
-    ) -> Result<(), PlatformError> {
-        match r {
-            Err(PlatformError::Os { .. }) => match self.t.explain() {
-                Some(why) => Err(PlatformError::Kvm { cmd, why }),
-                None => r,
-            },
-            other => other,
-        }
+        vm_op(&*self.t, id, name, data)
     }
 
     /// KVM_SEV_INIT or KVM_SEV_ES_INIT.
@@ -397,7 +459,11 @@ impl Vm {
             uaddr: page.as_ptr() as u64,
         };
         let r = self.t.ioctl(SEVD_VM_SET_VMSA, arg.as_bytes_mut());
-        self.explained("SEVD_VM_SET_VMSA", check("SEVD_VM_SET_VMSA", r, 0))
+        explained(
+            &*self.t,
+            "SEVD_VM_SET_VMSA",
+            check("SEVD_VM_SET_VMSA", r, 0),
+        )
     }
 
     /// KVM_SEV_LAUNCH_UPDATE_VMSA: every vCPU's save area, in vCPU order.
@@ -458,7 +524,11 @@ impl Vm {
             write: 0,
         };
         let r = self.t.ioctl(SEVD_VM_GUEST_ACCESS, arg.as_bytes_mut());
-        self.explained("SEVD_VM_GUEST_ACCESS", check("SEVD_VM_GUEST_ACCESS", r, 0))?;
+        explained(
+            &*self.t,
+            "SEVD_VM_GUEST_ACCESS",
+            check("SEVD_VM_GUEST_ACCESS", r, 0),
+        )?;
         Ok(out)
     }
 }

@@ -36,6 +36,13 @@ pub trait VmTransport: Send {
     fn explain(&self) -> Option<String> {
         None
     }
+
+    /// How much guest memory each LAUNCH_UPDATE_DATA of a long load covers
+    /// ([`super::Vm::load_and_update`]). A device (the daemon, or KVM) works on its own
+    /// threads, so large pieces spread the cost of a call.
+    fn update_piece(&self) -> usize {
+        8 << 20
+    }
 }
 
 /// Device nodes: `sev` and `sev-vm` beside it (the daemon's, or on hardware the kernel's).
@@ -214,6 +221,12 @@ impl VmTransport for EmbeddedVm {
 
     fn sev_fd(&self) -> u32 {
         EMBEDDED_SEV_FD
+    }
+
+    /// The firmware runs on the caller's thread here: pieces it hashes and encrypts without
+    /// a side thread leave the other core to the loader.
+    fn update_piece(&self) -> usize {
+        crate::memctl::SIDE_HASH_ABOVE
     }
 }
 
