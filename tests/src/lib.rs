@@ -548,6 +548,35 @@ impl VmClient {
         Self::from_files(vm, sevd.open(), ram_len)
     }
 
+    /// As [`VmClient::new`], the VM's type set first (`SEVD_VM_SET_TYPE`).
+    pub fn new_typed(sevd: &Sevd, ram_len: usize, vm_type: u64) -> VmClient {
+        let vm = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(sevd.vm_node())
+            .expect("open sev-vm");
+        // SAFETY: the argument points at a live u64, the request's size.
+        let r = unsafe {
+            ioctl_sys::ioctl(
+                vm.as_raw_fd(),
+                uapi::ioctl::SEVD_VM_SET_TYPE as _,
+                &vm_type as *const u64,
+            )
+        };
+        assert_eq!(r, 0, "SEVD_VM_SET_TYPE {vm_type}");
+        Self::from_files(vm, sevd.open(), ram_len)
+    }
+
+    /// A VM on an open `sev-vm` file with no RAM and no ioctl issued yet.
+    pub fn from_files_unmapped(vm: File, sev: File) -> VmClient {
+        VmClient {
+            vm,
+            sev,
+            ram: std::ptr::null_mut(),
+            ram_len: 0,
+        }
+    }
+
     /// A VM on an open `sev-vm` file, with `sev` as its `sev_fd` and `ram_len` bytes of RAM.
     pub fn from_files(vm: File, sev: File, ram_len: usize) -> VmClient {
         // SAFETY: an anonymous private mapping; the pointer is checked below and unmapped on drop.
@@ -667,7 +696,10 @@ impl VmClient {
 
 impl Drop for VmClient {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`.
+        if self.ram.is_null() {
+            return;
+        }
+        // SAFETY: unmaps exactly the mapping made in `from_files`.
         unsafe { libc::munmap(self.ram as *mut libc::c_void, self.ram_len) };
     }
 }

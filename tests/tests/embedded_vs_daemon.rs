@@ -35,7 +35,10 @@ fn launch(p: &Platform) -> [u8; 48] {
     }
     vm.launch_update_data(0, 0x10000).unwrap();
     for vcpu in 0..4 {
-        vm.set_vmsa(vcpu, &[vcpu as u8 + 1; 4096]).unwrap();
+        let mut page = [vcpu as u8 + 1; 4096];
+        // DR7 as KVM accepts it in a save area.
+        page[0x160..0x168].copy_from_slice(&0x400u64.to_le_bytes());
+        vm.set_vmsa(vcpu, &page).unwrap();
     }
     vm.launch_update_vmsa().unwrap();
     vm.launch_measure().unwrap()

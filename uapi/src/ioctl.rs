@@ -97,6 +97,9 @@ pub const SEVD_VM_ENCRYPT_OP: u32 = iowr(SEV_IOC_TYPE, 0x80, size_of::<KvmSevCmd
 pub const SEVD_VM_SET_VMSA: u32 = iow(SEV_IOC_TYPE, 0x81, size_of::<SevdVmsa>());
 /// `SEVD_VM_GUEST_ACCESS = _IOWR('S', 0x82, struct sevd_guest_access)`: guest-view access.
 pub const SEVD_VM_GUEST_ACCESS: u32 = iowr(SEV_IOC_TYPE, 0x82, size_of::<SevdGuestAccess>());
+/// `SEVD_VM_SET_TYPE = _IOW('S', 0x83, __u64)`: the VM type `KVM_CREATE_VM` takes
+/// (`KVM_X86_*_VM`), before any other ioctl on the VM.
+pub const SEVD_VM_SET_TYPE: u32 = iow(SEV_IOC_TYPE, 0x83, size_of::<u64>());
 
 #[cfg(test)]
 mod tests {
@@ -112,6 +115,8 @@ mod tests {
         assert_eq!(KVM_CREATE_VM, 0xAE01);
         assert_eq!(KVM_SET_USER_MEMORY_REGION, 0x4020_AE46);
         assert_eq!(SEVD_VM_ENCRYPT_OP, 0xC018_5380);
+        // DESIGN.md's number for the VM type.
+        assert_eq!(SEVD_VM_SET_TYPE, 0x4008_5383);
         assert_eq!(ioc_size(SEV_ISSUE_CMD), 16);
         assert_eq!(ioc_dir(SEV_ISSUE_CMD), IOC_READ | IOC_WRITE);
     }

@@ -10,20 +10,24 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uapi::ioctl::{
-    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_SET_VMSA,
+    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_SET_TYPE,
+    SEVD_VM_SET_VMSA,
 };
 use uapi::kvm::*;
 use uapi::psp_sev::SEV_FW_BLOB_MAX_SIZE;
 use uapi::ByteValued;
 use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, UserAddr};
 
-use super::kvm_asids::{AsidError, KvmAsids};
+use super::kvm_asids::KvmAsids;
 use super::sev_dev::{SevDev, NOT_REACHED};
 use super::stage_pipe::{each_staged, stage_into, unstage};
 use super::vm_memory::Slots;
 use super::{read_obj, write_bytes, write_obj};
 use crate::firmware::{FwResult, LaunchSecret};
 use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
+
+mod init;
+pub use init::SUPPORTED_VMSA_FEATURES;
 
 /// Where VMSA pages live in the firmware's view: above any guest physical address.
 const VMSA_BASE: u64 = 1 << 52;
@@ -101,6 +105,10 @@ struct SevVm {
     fd: u32,
     /// Where the firmware sees the VMSA pages.
     vmsa_mem: VecGuestMemory,
+    /// SEV_FEATURES of every save area (`kvm_sev_init.vmsa_features`; 0 for the legacy init).
+    vmsa_features: u64,
+    /// Whether the vCPUs' FPU state goes into their save areas (INIT2, not the legacy init).
+    sync_fpu: bool,
 }
 
 /// One VM.
@@ -109,6 +117,10 @@ struct Vm {
     owner: u32,
     /// The uid that created it, charged for it.
     uid: u32,
+    /// `KVM_CREATE_VM`'s type (`SEVD_VM_SET_TYPE`; the default type until then).
+    vm_type: u32,
+    /// Whether any ioctl reached it yet (the type can only be set before).
+    used: bool,
     slots: Slots,
     sev: Option<SevVm>,
     vmsas: BTreeMap<u32, Vmsa>,
@@ -218,6 +230,10 @@ impl KvmSev {
         self.dev.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn asids(&self) -> MutexGuard<'_, KvmAsids> {
+        self.asids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Logs that `uid` hit `limit`, once per uid and limit.
     fn limit_hit(&self, uid: u32, limit: &'static str, errno: Errno) -> Errno {
         let first = self
@@ -246,6 +262,8 @@ impl KvmSev {
         let vm = Vm {
             owner,
             uid,
+            vm_type: KVM_X86_DEFAULT_VM,
+            used: false,
             slots: Slots::default(),
             sev: None,
             vmsas: BTreeMap::new(),
@@ -336,7 +354,13 @@ impl KvmSev {
         if vm.owner != owner {
             return Err(Errno::EIO);
         }
+        let first = !std::mem::replace(&mut vm.used, true);
         match request.cmd {
+            SEVD_VM_SET_TYPE => {
+                let ty: [u8; 8] = request.in_data.try_into().map_err(|_| Errno::EINVAL)?;
+                self.set_type(&mut vm, u64::from_ne_bytes(ty), first)?;
+                Ok(IoctlReply::ok(vec![]))
+            }
             KVM_SET_USER_MEMORY_REGION => {
                 let r =
                     KvmUserspaceMemoryRegion::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
@@ -416,7 +440,8 @@ impl KvmSev {
     ) -> Result<Result<(), Errno>, Errno> {
         use KvmSevCmdId::*;
         Ok(match id {
-            Init | EsInit => self.sev_guest_init(vm, id == EsInit, ctx),
+            Init | EsInit => self.legacy_init(vm, id == EsInit, ctx),
+            Init2 => self.init2(vm, ctx),
             LaunchStart => self.launch_start(vm, ctx),
             LaunchUpdateData => self.launch_update_data(vm, ctx),
             LaunchUpdateVmsa => self.launch_update_vmsa(vm, ctx),
@@ -429,41 +454,9 @@ impl KvmSev {
             GuestStatus => self.guest_status(vm, ctx),
             DbgDecrypt => self.dbg_crypt(vm, ctx, true),
             DbgEncrypt => self.dbg_crypt(vm, ctx, false),
-            // INIT2 needs a VM created with an SEV type; migration and attestation reports
-            // are not offered by this daemon.
+            // Migration and attestation reports are not offered by this daemon.
             _ => return Err(Errno::EINVAL),
         })
-    }
-
-    /// `sev_guest_init`: an ASID and an initialised platform.
-    fn sev_guest_init(&self, vm: &mut Vm, es: bool, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
-        let mut asids = self.asids.lock().unwrap_or_else(|e| e.into_inner());
-        if es && asids.range(true).is_empty() {
-            return Err(Errno::ENOTTY);
-        }
-        if vm.sev.is_some() {
-            return Err(Errno::EINVAL);
-        }
-        let mut dev = self.dev();
-        let asid = match asids.alloc(es, vm.uid, &mut dev) {
-            Ok(a) => a,
-            Err(AsidError::UidLimit) => {
-                return Err(self.limit_hit(vm.uid, "ASIDs", AsidError::UidLimit.errno()))
-            }
-            Err(e) => return Err(e.errno()),
-        };
-        if let Err(e) = dev.platform_init(ctx.error) {
-            asids.free(asid);
-            return Err(e);
-        }
-        vm.sev = Some(SevVm {
-            es,
-            asid,
-            handle: 0,
-            fd: 0,
-            vmsa_mem: VecGuestMemory::new(),
-        });
-        Ok(())
     }
 
     /// The SEV context, or ENOTTY for a VM that is not an SEV guest.
@@ -596,9 +589,12 @@ impl KvmSev {
             if sev.vmsa_mem.check_range(gpa, PAGE).is_err() {
                 sev.vmsa_mem.add_region(gpa, PAGE as usize);
             }
+            let mut page = vmsa.page.clone();
+            init::sync_vmsa(&mut page, sev.vmsa_features, sev.sync_fpu)?;
             sev.vmsa_mem
-                .write(gpa, &vmsa.page[..])
+                .write(gpa, &page[..])
                 .map_err(|_| Errno::EFAULT)?;
+            zeroize::Zeroize::zeroize(&mut page[..]);
             ctx.fw(fw.launch_update_vmsa(sev.handle, gpa, PAGE as u32, &sev.vmsa_mem))?;
             vmsa.protected = true;
             vmsa.page.fill(0);

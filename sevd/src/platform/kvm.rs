@@ -1,7 +1,8 @@
 //! The KVM launch path: the same launch, through `/dev/kvm` on a host whose kernel drives real
-//! SEV hardware. The VM is created with KVM's SEV or SEV-ES type when the launch asks for
-//! one, `KVM_SEV_INIT2` gets the kernel's `/dev/sev`, memory slots are registered, and the
-//! launch commands go through `KVM_MEMORY_ENCRYPT_OP` with the same `uapi` structs the
+//! SEV hardware. The VM is created when the launch initialises it: with the type the launch
+//! set and `KVM_SEV_INIT2`, or with the default type and the legacy `KVM_SEV_INIT` /
+//! `KVM_SEV_ES_INIT` on kernels without VM types (before 6.10). Memory slots are registered
+//! and the launch commands go through `KVM_MEMORY_ENCRYPT_OP` with the same `uapi` structs the
 //! `sev-vm` node takes. vCPU save areas are KVM's own, built from each vCPU's reset state.
 
 use std::fs::{File, OpenOptions};
@@ -21,10 +22,10 @@ use super::transport::{Transport, VmTransport};
 const KVM_API_VERSION: i32 = 12;
 
 fn vm_type_name(t: u32) -> &'static str {
-    if t == KVM_X86_SEV_ES_VM {
-        "KVM_X86_SEV_ES_VM"
-    } else {
-        "KVM_X86_SEV_VM"
+    match t {
+        KVM_X86_SEV_ES_VM => "KVM_X86_SEV_ES_VM",
+        KVM_X86_SEV_VM => "KVM_X86_SEV_VM",
+        _ => "KVM_X86_DEFAULT_VM",
     }
 }
 
@@ -33,6 +34,8 @@ pub struct Kvm {
     kvm_path: PathBuf,
     sev_path: PathBuf,
     sev: File,
+    /// Whether KVM takes SEV VM types and INIT2 (`KVM_CAP_VM_TYPES`), or only the legacy init.
+    vm_types: bool,
 }
 
 /// Why the KVM path cannot be used here, in words.
@@ -68,7 +71,14 @@ impl Kvm {
         }
         let types = vfs::ioctl_value(&kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES as u64)
             .unwrap_or(0) as u32;
-        if types & (1 << KVM_X86_SEV_VM) == 0 {
+        let vm_types = types & (1 << KVM_X86_SEV_VM) != 0;
+        // Without VM types, a default VM answers KVM_MEMORY_ENCRYPT_OP with a NULL argument
+        // with 0 when KVM has SEV (the probe QEMU uses).
+        let legacy = !vm_types
+            && vfs::ioctl_new_fd(&kvm, KVM_CREATE_VM, KVM_X86_DEFAULT_VM as u64)
+                .and_then(|vm| vfs::ioctl_value(&vm, KVM_MEMORY_ENCRYPT_OP, 0))
+                .is_ok();
+        if !vm_types && !legacy {
             // Ask anyway, so the message carries the kernel's own refusal.
             let refusal = match vfs::ioctl_new_fd(&kvm, KVM_CREATE_VM, KVM_X86_SEV_VM as u64) {
                 Err(e) => format!(
@@ -78,7 +88,7 @@ impl Kvm {
                 Ok(_) => "KVM_CREATE_VM accepted the SEV type anyway".into(),
             };
             return Err(why(format!(
-                "this host's KVM has no SEV: KVM_CAP_VM_TYPES offers {types:#x}, without KVM_X86_SEV_VM ({}) or KVM_X86_SEV_ES_VM ({}); {refusal}. SEV guests need an AMD CPU with SEV enabled in firmware and kvm_amd loaded with sev=1 (and sev_es=1)",
+                "this host's KVM has no SEV: KVM_CAP_VM_TYPES offers {types:#x}, without KVM_X86_SEV_VM ({}) or KVM_X86_SEV_ES_VM ({}); {refusal}; and a default VM refuses KVM_MEMORY_ENCRYPT_OP. SEV guests need an AMD CPU with SEV enabled in firmware and kvm_amd loaded with sev=1 (and sev_es=1)",
                 KVM_X86_SEV_VM, KVM_X86_SEV_ES_VM
             )));
         }
@@ -99,6 +109,7 @@ impl Kvm {
             kvm_path: kvm_path.to_path_buf(),
             sev_path: sev_path.to_path_buf(),
             sev,
+            vm_types,
         })
     }
 }
@@ -129,11 +140,17 @@ impl Transport for Kvm {
             self.sev_path.display()
         )
     }
+
+    fn offers_vm_types(&self) -> bool {
+        self.vm_types
+    }
 }
 
 #[derive(Default)]
 struct VmState {
     vm: Option<File>,
+    /// The type `SEVD_VM_SET_TYPE` chose, for KVM_CREATE_VM at INIT2.
+    vm_type: Option<u32>,
     /// Slots registered before the VM's type was known.
     slots: Vec<KvmUserspaceMemoryRegion>,
     vcpus: Vec<File>,
@@ -173,29 +190,26 @@ impl KvmVm {
         vfs::ioctl_bytes(vm, KVM_MEMORY_ENCRYPT_REG_REGION, enc.as_bytes_mut()).map(drop)
     }
 
-    /// KVM_CREATE_VM of the type, the stashed slots, KVM_SEV_INIT2.
-    fn init(&self, st: &mut VmState, es: bool, cmd: &mut KvmSevCmd) -> Result<(), Errno> {
-        let ty = if es {
-            KVM_X86_SEV_ES_VM
-        } else {
-            KVM_X86_SEV_VM
+    /// KVM_CREATE_VM, the stashed slots, then the init command as the launch gave it: INIT2
+    /// on the type the launch set, the legacy INIT or ES_INIT on the default type.
+    fn init(&self, st: &mut VmState, cmd: &mut KvmSevCmd) -> Result<(), Errno> {
+        let ty = match KvmSevCmdId::from_id(cmd.id) {
+            Some(KvmSevCmdId::Init2) => st.vm_type.unwrap_or(KVM_X86_DEFAULT_VM),
+            _ => KVM_X86_DEFAULT_VM,
         };
+        if st.vm.is_some() {
+            return Err(Errno::EINVAL);
+        }
         let vm = vfs::ioctl_new_fd(&self.kvm, KVM_CREATE_VM, ty as u64)
             .map_err(|e| self.fail(st, format!("KVM_CREATE_VM({})", vm_type_name(ty)), e))?;
         for mut r in std::mem::take(&mut st.slots) {
             Self::set_slot(&vm, &mut r)
                 .map_err(|e| self.fail(st, "KVM_SET_USER_MEMORY_REGION".into(), e))?;
         }
-        let mut init = KvmSevInit::default();
-        let mut c = KvmSevCmd {
-            id: KvmSevCmdId::Init2 as u32,
-            data: &mut init as *mut _ as u64,
-            sev_fd: self.sev.as_raw_fd() as u32,
-            ..Default::default()
-        };
-        let r = self.encrypt_op(&vm, &mut c);
-        cmd.error = c.error;
-        r.map_err(|e| self.fail(st, "KVM_SEV_INIT2".into(), e))?;
+        // The command's struct, if any, is in this process: KVM reads it where it is.
+        let name = KvmSevCmdId::from_id(cmd.id).map_or("KVM_SEV_INIT", |id| id.name());
+        self.encrypt_op(&vm, cmd)
+            .map_err(|e| self.fail(st, name.into(), e))?;
         st.vm = Some(vm);
         Ok(())
     }
@@ -241,6 +255,14 @@ impl VmTransport for KvmVm {
                     }
                 }
             }
+            SEVD_VM_SET_TYPE => {
+                let ty: [u8; 8] = (*arg).try_into().map_err(|_| Errno::EINVAL)?;
+                if st.vm.is_some() || st.vm_type.is_some() || !st.slots.is_empty() {
+                    return Err(Errno::EINVAL);
+                }
+                st.vm_type = Some(u64::from_ne_bytes(ty) as u32);
+                Ok(())
+            }
             SEVD_VM_SET_VMSA => {
                 let v = SevdVmsa::from_slice(arg).ok_or(Errno::EINVAL)?;
                 // The caller's page is in this process: the launch code passed its address.
@@ -255,8 +277,9 @@ impl VmTransport for KvmVm {
                 let mut cmd = KvmSevCmd::from_slice(arg).ok_or(Errno::EINVAL)?;
                 cmd.sev_fd = self.sev.as_raw_fd() as u32;
                 let r = match KvmSevCmdId::from_id(cmd.id) {
-                    Some(KvmSevCmdId::Init) => self.init(&mut st, false, &mut cmd),
-                    Some(KvmSevCmdId::EsInit) => self.init(&mut st, true, &mut cmd),
+                    Some(KvmSevCmdId::Init | KvmSevCmdId::EsInit | KvmSevCmdId::Init2) => {
+                        self.init(&mut st, &mut cmd)
+                    }
                     _ => match st.vm.as_ref() {
                         Some(vm) => self.encrypt_op(vm, &mut cmd),
                         None => Err(Errno::ENOTTY),

@@ -9,8 +9,8 @@ pub mod transport;
 use std::path::{Path, PathBuf};
 
 use uapi::ioctl::{
-    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_SET_VMSA,
-    SEV_ISSUE_CMD,
+    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_SET_TYPE,
+    SEVD_VM_SET_VMSA, SEV_ISSUE_CMD,
 };
 use uapi::kvm::*;
 use uapi::psp_sev::*;
@@ -223,15 +223,31 @@ impl Platform {
         self.issue(SevCmd::PekCertImport, addr(&mut arg))
     }
 
-    /// A VM with `ram_size` bytes (rounded up to pages) of guest RAM at guest address 0.
+    /// A VM of the default type with `ram_size` bytes (rounded up to pages) of guest RAM at
+    /// guest address 0; it takes the legacy init.
     pub fn create_vm(&self, ram_size: usize) -> Result<Vm, PlatformError> {
+        self.create_vm_of(KVM_X86_DEFAULT_VM, ram_size)
+    }
+
+    /// A VM of type `vm_type` (`KVM_X86_SEV_VM`, `KVM_X86_SEV_ES_VM`: it takes INIT2) with
+    /// `ram_size` bytes of guest RAM at guest address 0.
+    pub fn create_vm_of(&self, vm_type: u32, ram_size: usize) -> Result<Vm, PlatformError> {
         let t = self.t.open_vm().map_err(|errno| PlatformError::Os {
             cmd: "open sev-vm",
             errno,
         })?;
         let mut vm = Vm { t, regions: vec![] };
+        if vm_type != KVM_X86_DEFAULT_VM {
+            vm.set_type(vm_type)?;
+        }
         vm.map(0, ram_size)?;
         Ok(vm)
+    }
+
+    /// Whether VMs take SEV VM types and `KVM_SEV_INIT2`, or only the legacy init (KVM
+    /// before Linux 6.10).
+    pub fn offers_vm_types(&self) -> bool {
+        self.t.offers_vm_types()
     }
 }
 
@@ -406,6 +422,29 @@ impl Vm {
 
     fn op(&self, id: KvmSevCmdId, name: &'static str, data: u64) -> Result<(), PlatformError> {
         vm_op(&*self.t, id, name, data)
+    }
+
+    /// `SEVD_VM_SET_TYPE`: the VM's type (`KVM_X86_SEV_VM`, `KVM_X86_SEV_ES_VM`, ...), as
+    /// `KVM_CREATE_VM` takes it; only as the VM's first ioctl.
+    fn set_type(&self, vm_type: u32) -> Result<(), PlatformError> {
+        let mut arg = (vm_type as u64).to_ne_bytes();
+        let r = self.t.ioctl(SEVD_VM_SET_TYPE, &mut arg);
+        explained(
+            &*self.t,
+            "SEVD_VM_SET_TYPE",
+            check("SEVD_VM_SET_TYPE", r, 0),
+        )
+    }
+
+    /// KVM_SEV_INIT2 on a VM of an SEV type, with the SEV-ES save areas' SEV_FEATURES and
+    /// the GHCB protocol version (0: KVM's default).
+    pub fn sev_init2(&self, vmsa_features: u64, ghcb_version: u16) -> Result<(), PlatformError> {
+        let mut arg = KvmSevInit {
+            vmsa_features,
+            ghcb_version,
+            ..Default::default()
+        };
+        self.op(KvmSevCmdId::Init2, "KVM_SEV_INIT2", addr(&mut arg))
     }
 
     /// KVM_SEV_INIT or KVM_SEV_ES_INIT.

@@ -23,6 +23,12 @@ pub trait Transport: Send {
     fn open_vm(&self) -> Result<Box<dyn VmTransport>, Errno>;
     /// What the platform is, for messages.
     fn describe(&self) -> String;
+
+    /// Whether VMs take SEV VM types and `KVM_SEV_INIT2` (true of the `sev-vm` node; of KVM
+    /// since Linux 6.10), or only the legacy init.
+    fn offers_vm_types(&self) -> bool {
+        true
+    }
 }
 
 /// A VM's ioctl interface.
