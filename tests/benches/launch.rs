@@ -102,10 +102,12 @@ fn full_launch(p: &Platform, image: &[u8]) -> Duration {
     vm.launch_start(0x5, Some((&godh, &session.encode())))
         .unwrap();
     vm.launch_update_data(0, image.len() as u32).unwrap();
-    // A save area as the legacy init measures it: DR7 as KVM accepts it, SEV_FEATURES 0.
+    // A save area as the legacy init measures it: DR7 as KVM accepts it, SEV_FEATURES and
+    // the FPU state zero.
     let mut vmsa = [0x11u8; 4096];
     vmsa[0x160..0x168].copy_from_slice(&0x400u64.to_le_bytes());
     vmsa[0x3b0..0x3b8].fill(0);
+    vmsa[0x400..0x670].fill(0);
     for vcpu in 0..4 {
         vm.set_vmsa(vcpu, &vmsa).unwrap();
     }

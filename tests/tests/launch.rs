@@ -1,6 +1,7 @@
 //! Guest launches through the `sev-vm` node, with the virtee `sev` crate from crates.io as
 //! an independent guest owner: its session is accepted by LAUNCH_START, its launch digest
-//! (OVMF plus SEV-ES VMSAs) matches ours, it verifies our measurement, and its secret packet
+//! (OVMF plus SEV-ES VMSAs, as QEMU 9.1+ on a current kernel makes them: a KVM_X86_SEV_ES_VM
+//! under KVM_SEV_INIT2) matches ours, it verifies our measurement, and its secret packet
 //! reaches the guest, which alone sees it in plaintext.
 
 use sev::certs::sev::{ca, sev as sevcert, Chain};
@@ -50,7 +51,7 @@ fn session_bytes(s: &sev::launch::sev::Session) -> Vec<u8> {
 fn sev_es_launch_with_the_sev_crate_as_guest_owner() {
     require_mount!();
     let sevd = Sevd::start();
-    let mut vm = VmClient::new(&sevd, 4 << 20);
+    let mut vm = VmClient::new_typed(&sevd, 4 << 20, KVM_X86_SEV_ES_VM as u64);
 
     // Owner: verify the chain, make the session.
     let policy_bits = 0x5; // NODBG | ES
@@ -61,8 +62,9 @@ fn sev_es_launch_with_the_sev_crate_as_guest_owner() {
     let godh = encode(&start.cert);
     let session = session_bytes(&start.session);
 
-    // Host: KVM_SEV_ES_INIT, LAUNCH_START.
-    vm.encrypt_op_plain(KvmSevCmdId::EsInit).unwrap();
+    // Host: KVM_SEV_INIT2, LAUNCH_START.
+    vm.encrypt_op(KvmSevCmdId::Init2, &mut KvmSevInit::default())
+        .unwrap();
     let mut ls = KvmSevLaunchStart {
         policy: policy_bits,
         dh_uaddr: godh.as_ptr() as u64,

@@ -170,10 +170,8 @@ fn es_launch(
     // What the owner expects the node to have measured: the save area as KVM syncs it.
     let mut synced = *page;
     synced[0x3b0..0x3b8].copy_from_slice(&vmsa_features.to_le_bytes());
-    if vm_type != KVM_X86_DEFAULT_VM {
+    if vm_type == KVM_X86_DEFAULT_VM {
         synced[0x400..0x670].fill(0);
-        synced[0x408..0x40c].copy_from_slice(&0x1f80u32.to_le_bytes());
-        synced[0x410..0x412].copy_from_slice(&0x037fu16.to_le_bytes());
     }
     let digest = sevd::crypto::sha256(&synced);
     let expected = measure(
@@ -187,13 +185,14 @@ fn es_launch(
     (blob[..32].try_into().unwrap(), expected)
 }
 
-/// A save area with bytes in its FPU area and SEV_FEATURES that the sync replaces.
+/// A save area with QEMU's reset FPU state and SEV_FEATURES that the sync replaces.
 fn vmm_page() -> [u8; 4096] {
     let mut page = [0u8; 4096];
     page[0x160..0x168].copy_from_slice(&0x400u64.to_le_bytes()); // DR7
     page[0x178..0x180].copy_from_slice(&0xfff0u64.to_le_bytes()); // RIP
     page[0x3b0] = 0xff;
-    page[0x400..0x670].fill(0x5a);
+    page[0x408..0x40c].copy_from_slice(&0x1f80u32.to_le_bytes()); // MXCSR
+    page[0x410..0x412].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW
     page
 }
 

@@ -107,7 +107,8 @@ struct SevVm {
     vmsa_mem: VecGuestMemory,
     /// SEV_FEATURES of every save area (`kvm_sev_init.vmsa_features`; 0 for the legacy init).
     vmsa_features: u64,
-    /// Whether the vCPUs' FPU state goes into their save areas (INIT2, not the legacy init).
+    /// Whether the vCPUs' FPU state goes into their save areas (INIT2); the legacy init
+    /// leaves that area zero.
     sync_fpu: bool,
 }
 

@@ -26,15 +26,9 @@ mod vmsa {
     pub const SEV_FEATURES: usize = 0x3b0;
     /// `x87_dp` .. the end of `fpreg_ymm`: the FPU state KVM syncs under INIT2.
     pub const FPU: std::ops::Range<usize> = 0x400..0x670;
-    pub const MXCSR: usize = 0x408;
-    pub const X87_FCW: usize = 0x410;
 }
 /// `DR7_FIXED_1`: the only DR7 bit KVM lets through to a save area it encrypts.
 const DR7_FIXED_1: u64 = 0x400;
-/// The FPU's state after reset (`fpstate_init`, which QEMU's vCPU reset keeps): MXCSR and
-/// the x87 control word; every other FPU byte is zero.
-const RESET_MXCSR: u32 = 0x1f80;
-const RESET_FCW: u16 = 0x037f;
 
 impl KvmSev {
     /// `SEVD_VM_SET_TYPE`: `KVM_CREATE_VM`'s type, before any other ioctl on the VM. Types
@@ -137,9 +131,11 @@ impl KvmSev {
     }
 }
 
-/// `sev_es_sync_vmsa` on the save area the VMM gave: EINVAL for a DR7 with bits KVM refuses;
-/// SEV_FEATURES is the VM's `vmsa_features` (0 under the legacy init); under INIT2 the FPU
-/// state is the vCPU's, which is its reset state here (this node has no FPU ioctls).
+/// `sev_es_sync_vmsa` on the save area the VMM gave, which stands for the vCPU's state: EINVAL
+/// for a DR7 with bits KVM refuses; SEV_FEATURES is the VM's `vmsa_features` (0 under the
+/// legacy init). Under INIT2 the FPU state is the vCPU's, as the VMM gave it (QEMU's reset
+/// state has MXCSR 0x1F80 and FCW 0x037F); the legacy init leaves that area as KVM's page
+/// holds it, zero.
 pub(super) fn sync_vmsa(
     page: &mut [u8; PAGE as usize],
     vmsa_features: u64,
@@ -152,10 +148,8 @@ pub(super) fn sync_vmsa(
         return Err(Errno::EINVAL);
     }
     page[vmsa::SEV_FEATURES..vmsa::SEV_FEATURES + 8].copy_from_slice(&vmsa_features.to_le_bytes());
-    if sync_fpu {
+    if !sync_fpu {
         page[vmsa::FPU].fill(0);
-        page[vmsa::MXCSR..vmsa::MXCSR + 4].copy_from_slice(&RESET_MXCSR.to_le_bytes());
-        page[vmsa::X87_FCW..vmsa::X87_FCW + 2].copy_from_slice(&RESET_FCW.to_le_bytes());
     }
     Ok(())
 }
@@ -171,35 +165,24 @@ mod tests {
     }
 
     #[test]
-    fn the_legacy_init_keeps_the_fpu_and_clears_sev_features() {
+    fn the_legacy_init_clears_the_fpu_and_sev_features() {
         let mut p = page();
-        let before = p.clone();
         sync_vmsa(&mut p, 0, false).unwrap();
         assert_eq!(p[vmsa::SEV_FEATURES..vmsa::SEV_FEATURES + 8], [0; 8]);
-        assert_eq!(p[vmsa::FPU], before[vmsa::FPU]);
-    }
-
-    #[test]
-    fn init2_syncs_the_reset_fpu_and_the_features() {
-        let mut p = page();
-        sync_vmsa(&mut p, SUPPORTED_VMSA_FEATURES, true).unwrap();
-        assert_eq!(p[0x3b0..0x3b8], 0x20u64.to_le_bytes());
-        assert_eq!(p[0x408..0x40c], 0x1f80u32.to_le_bytes());
-        assert_eq!(p[0x410..0x412], 0x037fu16.to_le_bytes());
-        let fpu: Vec<u8> = p[0x400..0x670]
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !(8..12).contains(i) && !(16..18).contains(i))
-            .map(|(_, b)| *b)
-            .collect();
-        assert!(
-            fpu.iter().all(|b| *b == 0),
-            "the rest of the FPU state is zero"
-        );
+        assert!(p[vmsa::FPU].iter().all(|b| *b == 0));
         assert!(
             p[0x670..].iter().all(|b| *b == 0xa5),
             "past the FPU: untouched"
         );
+    }
+
+    #[test]
+    fn init2_keeps_the_vcpus_fpu_and_sets_the_features() {
+        let mut p = page();
+        let before = p.clone();
+        sync_vmsa(&mut p, SUPPORTED_VMSA_FEATURES, true).unwrap();
+        assert_eq!(p[0x3b0..0x3b8], 0x20u64.to_le_bytes());
+        assert_eq!(p[vmsa::FPU], before[vmsa::FPU]);
     }
 
     #[test]
