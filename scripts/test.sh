@@ -29,6 +29,17 @@ if [[ ! -x $sevctl_root/bin/sevctl ]]; then
 fi
 export SEVCTL_BIN=$PWD/$sevctl_root/bin/sevctl
 
+# sev-snp-measure from PyPI, the current-QEMU launch validator, in a virtualenv under target/
+# (libvirt's virt-qemu-sev-validate, the legacy one, comes from setup.sh's packages).
+snp_measure_venv=target/validators/sev-snp-measure-0.0.13
+if [[ ! -x $snp_measure_venv/bin/sev-snp-measure ]]; then
+  echo "test: installing sev-snp-measure 0.0.13 from PyPI (once)"
+  rm -rf "$snp_measure_venv"
+  /usr/bin/python3 -m venv "$snp_measure_venv"
+  "$snp_measure_venv/bin/pip" install --quiet --disable-pip-version-check sev-snp-measure==0.0.13
+fi
+export SEV_SNP_MEASURE=$PWD/$snp_measure_venv/bin/sev-snp-measure
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet

@@ -14,6 +14,7 @@ use sevd::certs::{CaChain, FullChain, PlatformChain};
 use sevd::crypto::Digest;
 use sevd::owner::measurement::{measure, MeasuredPlatform};
 use sevd::platform::{Platform, Vm};
+use uapi::kvm::{KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM};
 
 use crate::error::{input, CliError, Result};
 use crate::manifest::{Manifest, Mode, Placement};
@@ -22,7 +23,7 @@ use crate::owner_cmds::{new_session, secret_packet, OwnerSession};
 use crate::select::Target;
 use crate::tables;
 use crate::util;
-use crate::vmsa::Vmsa;
+use crate::vmsa::{Init, Vmsa};
 
 const FOUR_GIB: u64 = 1 << 32;
 /// LAUNCH_UPDATE_DATA is issued in pieces of this size, so progress can be shown.
@@ -230,6 +231,30 @@ fn session_from_files(f: &crate::manifest::SessionFiles) -> Result<OwnerSession>
     })
 }
 
+/// INIT2 on an SEV VM type, as QEMU 9.1+ on Linux 6.10+, unless the manifest asks for the
+/// legacy init or the platform has no VM types (KVM before 6.10), which is said on stderr.
+/// On KVM the choice is always said.
+fn choose_init(m: &Manifest, p: &Platform) -> Init {
+    let offered = p.offers_vm_types();
+    let init = if m.legacy_vm_type || !offered {
+        Init::Legacy
+    } else {
+        Init::Init2
+    };
+    if !offered && !m.legacy_vm_type {
+        eprintln!("sevctl: {} has no VM types (KVM before Linux 6.10): using the legacy KVM_SEV_INIT, whose SEV-ES save areas carry no FPU state", p.describe());
+    } else if m.kvm {
+        eprintln!(
+            "sevctl: KVM: {}",
+            match init {
+                Init::Legacy => "the legacy KVM_SEV_INIT on the default VM type (legacyVmType)",
+                Init::Init2 => "KVM_SEV_INIT2 on an SEV VM type",
+            }
+        );
+    }
+    init
+}
+
 /// Runs the launch described by `m` on `p`. Returns the running VM (for `--keep`).
 pub fn launch(
     m: &Manifest,
@@ -312,7 +337,12 @@ pub fn launch(
 
     // Host: the VM, its memory, LAUNCH_START.
     let es = m.mode == Mode::SevEs;
-    let mut vm = p.create_vm(m.memory as usize)?;
+    let init = choose_init(m, p);
+    let mut vm = match init {
+        Init::Legacy => p.create_vm(m.memory as usize)?,
+        Init::Init2 if es => p.create_vm_of(KVM_X86_SEV_ES_VM, m.memory as usize)?,
+        Init::Init2 => p.create_vm_of(KVM_X86_SEV_VM, m.memory as usize)?,
+    };
     let ovmf = match &m.ovmf {
         Some(path) => {
             let image = util::read("ovmf", path)?;
@@ -327,13 +357,21 @@ pub fn launch(
             image.len(),
         )?;
     }
-    vm.sev_init(es)?;
+    let init_name = match init {
+        Init::Legacy if es => "KVM_SEV_ES_INIT",
+        Init::Legacy => "KVM_SEV_INIT",
+        Init::Init2 => "KVM_SEV_INIT2",
+    };
+    match init {
+        Init::Legacy => vm.sev_init(es)?,
+        Init::Init2 => vm.sev_init2(0, 0)?,
+    }
     let handle = vm.launch_start(m.policy, Some((&owner.godh, &owner.session)))?;
     log.step(
         "host",
         "LAUNCH_START",
         format!(
-            "handle {handle}, {} guest",
+            "handle {handle}, {} guest, after {init_name}",
             if es { "SEV-ES" } else { "SEV" }
         ),
     );
@@ -386,7 +424,7 @@ pub fn launch(
             ));
         }
         for cpu in 0..m.vcpus {
-            let page = Vmsa::qemu(cpu as u64, reset, m.cpu_signature).encode();
+            let page = Vmsa::reset(m.vmm, init, cpu as u64, reset, m.cpu_signature).encode();
             vm.set_vmsa(cpu, &page)?;
             measured.update(page);
         }

@@ -264,7 +264,7 @@ fn run(cli: Cli) -> Result<()> {
             ca,
             platform,
         } => {
-            let m = manifest::Manifest::load(&manifest)?;
+            let mut m = manifest::Manifest::load(&manifest)?;
             let kvm = match platform.as_deref() {
                 None => m.kvm,
                 Some("kvm") => true,
@@ -275,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
                     )))
                 }
             };
+            m.kvm = kvm;
             let platform = if kvm {
                 sevd::platform::Platform::kvm(std::path::Path::new("/dev/kvm"), &target.device)?
             } else {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{input, Result};
 use crate::util::guid_le;
+use crate::vmsa::{cpu_model_signature, Vmm, CPU_MODELS};
 
 /// The schema version this CLI reads.
 pub const API_VERSION: &str = "sevctl/v1";
@@ -75,6 +76,10 @@ struct RawGuest {
     vcpu_type: Option<String>,
     #[serde(default)]
     policy: Option<RawPolicy>,
+    #[serde(default)]
+    legacy_vm_type: Option<bool>,
+    #[serde(default)]
+    vmm: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +198,11 @@ pub struct Manifest {
     pub mode: Mode,
     /// CPUID 1 EAX of the vCPUs (for VMSAs).
     pub cpu_signature: u32,
+    /// The VMM whose reset state the VMSAs hold.
+    pub vmm: Vmm,
+    /// KVM's legacy init on the default VM type (QEMU's `legacy-vm-type`), instead of a VM
+    /// type and KVM_SEV_INIT2.
+    pub legacy_vm_type: bool,
     /// The policy, raw 32 bits.
     pub policy: u32,
     /// OVMF image.
@@ -260,18 +270,6 @@ fn parse_size(s: &Size) -> std::result::Result<u64, String> {
     }
 }
 
-/// CPUID 1 EAX of QEMU's EPYC models.
-fn cpu_signature(vcpu_type: &str) -> Option<u32> {
-    let (f, m, s) = match vcpu_type.to_ascii_lowercase().as_str() {
-        "epyc" | "epyc-v1" | "epyc-v2" | "epyc-v3" | "epyc-v4" | "epyc-ibpb" => (23, 1, 2),
-        "epyc-rome" | "epyc-rome-v1" | "epyc-rome-v2" => (23, 49, 0),
-        "epyc-milan" | "epyc-milan-v1" | "epyc-milan-v2" => (25, 1, 1),
-        "epyc-genoa" | "epyc-genoa-v1" => (25, 17, 0),
-        _ => return None,
-    };
-    Some(crate::vmsa::Vmsa::signature(f, m, s))
-}
-
 /// Policy flag names (firmware-semantics.md §3).
 fn policy_bit(name: &str) -> Option<u32> {
     Some(match name.to_ascii_lowercase().as_str() {
@@ -336,8 +334,32 @@ impl Manifest {
             ));
         }
         let vcpu_type = g.vcpu_type.as_deref().unwrap_or("EPYC-v4");
-        let cpu_signature = cpu_signature(vcpu_type)
-            .ok_or_else(|| at("vcpuType", format!("vcpuType: expected one of EPYC, EPYC-v1..v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, got {vcpu_type:?}")))?;
+        let cpu_signature = cpu_model_signature(vcpu_type).ok_or_else(|| {
+            let names: Vec<&str> = CPU_MODELS.iter().map(|(n, _)| *n).collect();
+            at(
+                "vcpuType",
+                format!(
+                    "vcpuType: expected one of {}, got {vcpu_type:?}",
+                    names.join(", ")
+                ),
+            )
+        })?;
+        let vmm = match g.vmm.as_deref() {
+            None => Vmm::Qemu,
+            Some(v) => <Vmm as clap::ValueEnum>::from_str(v, true).map_err(|_| {
+                at(
+                    "vmm",
+                    format!("vmm: expected one of {}, got {v:?}", Vmm::NAMES),
+                )
+            })?,
+        };
+        if g.legacy_vm_type.is_some() && mode == Mode::Sev {
+            return Err(at(
+                "legacyVmType",
+                "legacyVmType: only for sev-es; a plain SEV guest has no save area, so both inits measure it alike".into(),
+            ));
+        }
+        let legacy_vm_type = g.legacy_vm_type.unwrap_or(false);
         let mut policy = 0u32;
         if let Some(p) = &g.policy {
             if let Some(raw_policy) = &p.raw {
@@ -516,6 +538,8 @@ impl Manifest {
             vcpus,
             mode,
             cpu_signature,
+            vmm,
+            legacy_vm_type,
             policy,
             ovmf,
             kernel,

@@ -14,7 +14,7 @@ use crate::error::{input, Result};
 use crate::ovmf::Ovmf;
 use crate::tables;
 use crate::util::{self, b64};
-use crate::vmsa::Vmsa;
+use crate::vmsa::{Init, Vmm, Vmsa};
 
 /// The owner's side of a session with a platform whose PDH is `pdh`.
 pub struct OwnerSession {
@@ -290,19 +290,24 @@ pub struct VmsaBuildArgs {
     /// OVMF image, for the APs' reset vector.
     #[arg(long)]
     pub firmware: Option<PathBuf>,
-    /// The VMM whose reset state to build: qemu (krun is not supported here).
+    /// The VMM whose reset state to build: qemu, ec2 or gce (krun is not supported here).
     #[arg(long, default_value = "qemu")]
     pub userspace: String,
+    /// The save area KVM_SEV_INIT2 measures (QEMU 9.1+ on Linux 6.10+: the vCPU's FPU state
+    /// synced in), instead of the legacy init's that virtee sevctl 0.6.2 builds.
+    #[arg(long)]
+    pub init2: bool,
 }
 
 /// `vmsa build`.
 pub fn vmsa_build(args: &VmsaBuildArgs) -> Result<()> {
-    if args.userspace != "qemu" {
-        return Err(input(format!(
-            "--userspace {}: only qemu's reset state is supported",
-            args.userspace
-        )));
-    }
+    let vmm = <Vmm as clap::ValueEnum>::from_str(&args.userspace, true).map_err(|_| {
+        input(format!(
+            "--userspace {}: expected one of {}",
+            args.userspace,
+            Vmm::NAMES
+        ))
+    })?;
     let reset = match &args.firmware {
         Some(fw) if args.cpu != 0 => Some(
             Ovmf::parse(&util::read("--firmware", fw)?)?
@@ -316,9 +321,14 @@ pub fn vmsa_build(args: &VmsaBuildArgs) -> Result<()> {
         args.model.unwrap_or(0),
         args.stepping.unwrap_or(0),
     );
+    let init = if args.init2 {
+        Init::Init2
+    } else {
+        Init::Legacy
+    };
     util::write(
         &args.filename,
-        &Vmsa::qemu(args.cpu, reset, sig).encode(),
+        &Vmsa::reset(vmm, init, args.cpu, reset, sig).encode(),
         false,
     )
 }

@@ -65,6 +65,33 @@ macro_rules! own_dev_sev {
     };
 }
 
+/// The two launch validators: sev-snp-measure (PyPI, named in `SEV_SNP_MEASURE` by
+/// scripts/test.sh) and libvirt's virt-qemu-sev-validate, run by the system Python 3.
+#[macro_export]
+macro_rules! require_validators {
+    () => {
+        match $crate::validators() {
+            Ok(v) => v,
+            Err(why) => $crate::missing!(why),
+        }
+    };
+}
+
+/// `(sev-snp-measure, virt-qemu-sev-validate)`, checked.
+pub fn validators() -> Result<(PathBuf, PathBuf), String> {
+    let snp = std::env::var_os("SEV_SNP_MEASURE")
+        .map(PathBuf::from)
+        .ok_or("SEV_SNP_MEASURE is not set (scripts/test.sh installs sev-snp-measure)")?;
+    if !snp.exists() {
+        return Err(format!("SEV_SNP_MEASURE={} does not exist", snp.display()));
+    }
+    let legacy = PathBuf::from("/usr/bin/virt-qemu-sev-validate");
+    if !legacy.exists() || !Path::new("/usr/bin/python3").exists() {
+        return Err("virt-qemu-sev-validate is not installed (scripts/setup.sh installs libvirt-clients-qemu)".into());
+    }
+    Ok((snp, legacy))
+}
+
 /// `SEVCTL_BIN`, checked.
 pub fn sevctl_bin() -> Result<PathBuf, String> {
     let bin = std::env::var_os("SEVCTL_BIN")
