@@ -263,6 +263,30 @@ fn bad_manifests_are_refused_with_the_line() {
             ":8:",
             "64 hex digits",
         ),
+        (
+            "legacyVmType without a save area",
+            GOOD.replace("  mode: sev-es", "  mode: sev\n  legacyVmType: true"),
+            ":6:",
+            "only for sev-es",
+        ),
+        (
+            "unknown vmm",
+            GOOD.replace("  mode: sev-es", "  mode: sev-es\n  vmm: krun"),
+            ":6:",
+            "qemu, ec2, gce",
+        ),
+        (
+            "unknown vcpuType",
+            GOOD.replace("  mode: sev-es", "  mode: sev-es\n  vcpuType: EPYC-Venice"),
+            ":6:",
+            "EPYC-Rome-v3, EPYC-Milan",
+        ),
+        (
+            "legacyVmType not a bool",
+            GOOD.replace("  mode: sev-es", "  mode: sev-es\n  legacyVmType: maybe"),
+            ":6:",
+            "invalid",
+        ),
         ("not yaml", "apiVersion: [".to_string(), ":1:", ""),
         (
             "missing section",
