@@ -22,6 +22,7 @@ packages=(
   systemd          # systemd-analyze, for the units' tests
   systemd-container # systemd-nspawn, which boots the units in scripts/systemd-test.sh
   debootstrap      # the Debian root file system that test boots
+  qemu-system-x86  # QEMU, whose capability query tests/tests/qemu.rs tries against sevd
   python3-venv     # the virtualenv sev-snp-measure (PyPI) is installed into, under target/
   libvirt-clients-qemu # virt-qemu-sev-validate, the legacy-world launch validator
   python3-lxml     # which it imports at start
