@@ -137,8 +137,8 @@ enum Cmd {
         ca: Option<PathBuf>,
         /// Where the guest runs: sevd (the device or the embedded firmware) or kvm (/dev/kvm
         /// with the kernel's /dev/sev, on real hardware).
-        #[arg(long)]
-        platform: Option<String>,
+        #[arg(long, value_enum)]
+        platform: Option<manifest::PlatformKind>,
     },
     /// Manifests.
     Manifest {
@@ -265,15 +265,9 @@ fn run(cli: Cli) -> Result<()> {
             platform,
         } => {
             let mut m = manifest::Manifest::load(&manifest)?;
-            let kvm = match platform.as_deref() {
+            let kvm = match platform {
                 None => m.kvm,
-                Some("kvm") => true,
-                Some("sevd") => false,
-                Some(other) => {
-                    return Err(error::input(format!(
-                        "--platform {other}: expected sevd or kvm"
-                    )))
-                }
+                Some(p) => p == manifest::PlatformKind::Kvm,
             };
             m.kvm = kvm;
             let platform = if kvm {

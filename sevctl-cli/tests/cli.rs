@@ -236,7 +236,7 @@ fn bad_manifests_are_refused_with_the_line() {
             "bad mode",
             GOOD.replace("sev-es", "snp"),
             ":5:",
-            "sev or sev-es",
+            "expected `sev` or `sev-es`",
         ),
         ("bad memory", GOOD.replace("64M", "lots"), ":3:", "memory"),
         (
@@ -273,7 +273,7 @@ fn bad_manifests_are_refused_with_the_line() {
             "unknown vmm",
             GOOD.replace("  mode: sev-es", "  mode: sev-es\n  vmm: krun"),
             ":6:",
-            "qemu, ec2, gce",
+            "`qemu`, `ec2`, `gce`",
         ),
         (
             "unknown vcpuType",
@@ -548,5 +548,55 @@ fn the_kvm_path_says_what_this_host_lacks() {
     .unwrap();
     let o = sevctl(st.path(), &["launch", m.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).1.contains("expected sevd or kvm"));
+    assert!(
+        text(&o).1.contains("expected `sevd` or `kvm`"),
+        "{}",
+        text(&o).1
+    );
+}
+
+#[test]
+fn manifest_errors_are_where_the_parser_found_the_value() {
+    let example = std::fs::read_to_string(examples().join("sev-es.yaml")).unwrap();
+    let cases = [
+        // The comment on line 2 mentions the word; the value is on line 14.
+        (
+            example.replace("measurement: auto", "measurement: 1234"),
+            ":14:14: measurement: expected auto or 64 hex digits",
+        ),
+        // A value elsewhere that reads `memory`: the error is at guest.memory.
+        (
+            example
+                .replace("name: demo-sev-es", "name: memory")
+                .replace("memory: 64M", "memory: lots"),
+            ":6:11: guest.memory: expected bytes",
+        ),
+        // A key given twice: at the second one.
+        (
+            example.replace("  vcpuType: EPYC-v4", "  mode: sev"),
+            ":9:3: guest.mode: mode is given twice",
+        ),
+        (
+            example.replace("EPYC-v4", "EPYC-Venice"),
+            ":9:13: guest.vcpuType: expected one of EPYC,",
+        ),
+        (
+            example.replace("[nodbg, noks]", "[nodbg, nokeys]"),
+            ":11:20: guest.policy.flags.1: unknown flag \"nokeys\" (expected one of nodbg, noks, es, nosend, domain, sev)",
+        ),
+        // Another version's schema is not judged by this one's.
+        (
+            example.replace("sevctl/v1", "sevctl/v2").replace("guest:", "vm:"),
+            ":3:13: apiVersion: \"sevctl/v2\" is not a version this sevctl reads (it reads \"sevctl/v1\")",
+        ),
+        (
+            example.replace("apiVersion: sevctl/v1\n", ""),
+            "apiVersion: missing",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (code, err) = check(&text);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(expected), "expected {expected:?} in {err}");
+    }
 }

@@ -14,6 +14,7 @@
 //! | [`cert`] | the 0x824-byte SEV certificate (SEV API §"Certificates") |
 //! | [`ca`] | AMD's ARK/ASK certificate format |
 //! | [`launch`] | session buffer, LAUNCH_SECRET header, LAUNCH_MEASURE blob |
+//! | [`policy`] | the guest policy's named bits |
 #![deny(missing_docs)]
 
 pub mod bytes;
@@ -22,6 +23,7 @@ pub mod cert;
 pub mod ioctl;
 pub mod kvm;
 pub mod launch;
+pub mod policy;
 pub mod psp_sev;
 pub mod psp_sev_cmds;
 pub mod status;

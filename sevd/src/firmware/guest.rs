@@ -26,15 +26,15 @@ pub struct Policy(pub u32);
 
 impl Policy {
     /// Debugging (DBG_DECRYPT/ENCRYPT) is disallowed.
-    pub const NODBG: u32 = 1 << 0;
+    pub const NODBG: u32 = uapi::policy::NODBG;
     /// Key sharing is disallowed.
-    pub const NOKS: u32 = 1 << 1;
+    pub const NOKS: u32 = uapi::policy::NOKS;
     /// SEV-ES is required.
-    pub const ES: u32 = 1 << 2;
+    pub const ES: u32 = uapi::policy::ES;
     /// Sending to another platform is disallowed.
-    pub const NOSEND: u32 = 1 << 3;
+    pub const NOSEND: u32 = uapi::policy::NOSEND;
     /// Bits 15:6, which must be zero.
-    pub const RESERVED: u32 = 0xffc0;
+    pub const RESERVED: u32 = uapi::policy::RESERVED;
 
     fn has(self, bit: u32) -> bool {
         self.0 & bit != 0
@@ -42,7 +42,7 @@ impl Policy {
 
     /// The minimum firmware API the policy asks for: (major, minor) from bits 23:16, 31:24.
     pub fn api(self) -> (u8, u8) {
-        ((self.0 >> 16) as u8, (self.0 >> 24) as u8)
+        uapi::policy::api(self.0)
     }
 }
 
