@@ -11,12 +11,35 @@ pub enum CliError {
     /// The guest owner refused the platform or the launch: chain or measurement. Exit 3.
     #[error("attestation refused: {0}")]
     Attestation(String),
-    /// The platform failed a command. Exit 4.
+    /// The platform refused or failed a command. Exit 4.
     #[error(transparent)]
-    Platform(#[from] PlatformError),
-    /// Anything else (I/O on our own output, crypto library). Exit 1.
+    Platform(PlatformError),
+    /// Anything else: the platform cannot be reached (permission denied on the node, the
+    /// embedded state in use by another process), I/O, the crypto library. Exit 1.
     #[error("{0}")]
     Other(String),
+}
+
+impl From<PlatformError> for CliError {
+    /// Only a command the platform refused is exit 4; not reaching it is something else.
+    fn from(e: PlatformError) -> Self {
+        match &e {
+            // `--device` names something that is no device (a directory, say).
+            PlatformError::Open { source, .. }
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EISDIR | libc::ENOTDIR | libc::ENXIO | libc::ENODEV)
+                ) =>
+            {
+                CliError::Input(e.to_string())
+            }
+            PlatformError::Open { .. } => CliError::Other(e.to_string()),
+            // A state directory the user must fix (unsafe, not a directory, corrupt files).
+            PlatformError::Embedded(b) if b.is_config() => CliError::Input(e.to_string()),
+            PlatformError::Embedded(_) => CliError::Other(e.to_string()),
+            _ => CliError::Platform(e),
+        }
+    }
 }
 
 impl CliError {

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sevd::firmware::FirmwareConfig;
-use sevd::platform::Platform;
+use sevd::paths::{published_ca, CA_FILE, DEFAULT_STATE_DIR};
+use sevd::platform::{EmbeddedConfig, Platform};
 
 use crate::error::Result;
 
@@ -40,40 +40,49 @@ impl Target {
         self.state_dir.clone().unwrap_or_else(default_state_dir)
     }
 
-    /// Opens the platform, saying on stderr which one when it was not asked for.
+    /// Opens the platform. The embedded firmware always says so on stderr, and why when it
+    /// was not asked for.
     pub fn open(&self) -> Result<Platform> {
         if self.is_embedded() {
-            let dir = self.state_dir();
-            if !self.emulated {
+            let config = EmbeddedConfig::new(&self.state_dir());
+            let dir = config.state_dir.display();
+            if self.emulated {
+                eprintln!("sevctl: using the embedded firmware (state in {dir})");
+            } else {
                 eprintln!(
-                    "sevctl: no SEV device at {}; using the embedded firmware (state in {})",
+                    "sevctl: no SEV device at {}; using the embedded firmware (state in {dir})",
                     self.device.display(),
-                    dir.display()
                 );
             }
-            if !dir.join(sevd::state::CHIP_FILE).exists() {
+            if !config.has_chip() {
                 // RSA-4096 generation takes seconds: say so, so a first run never looks hung.
                 eprintln!(
                     "sevctl: making the embedded platform's chip identity (RSA-4096 ARK and ASK); this takes a few seconds, once"
                 );
             }
-            Ok(Platform::embedded(&dir, FirmwareConfig::default(), None)?)
+            Ok(Platform::embedded(&config)?)
         } else {
             Ok(Platform::device(&self.device)?)
         }
     }
 
-    /// AMD's part of the chain (ASK ‖ ARK) for this platform: given with `--ca`, the
-    /// embedded firmware's own, or the one sevd publishes in its state directory.
+    /// AMD's part of the chain (ASK ‖ ARK) for this platform: given with `--ca`; the
+    /// embedded firmware's own; or the one sevd publishes beside the node `--device` resolves
+    /// to, else in its default state directory.
     pub fn ca_file(&self, given: Option<&Path>) -> Option<PathBuf> {
         if let Some(p) = given {
             return Some(p.to_path_buf());
         }
-        let published = if self.is_embedded() {
-            self.state_dir().join(sevd::state::CA_FILE)
-        } else {
-            Path::new("/var/lib/sevd").join(sevd::state::CA_FILE)
-        };
-        published.exists().then_some(published)
+        if self.is_embedded() {
+            let published = EmbeddedConfig::new(&self.state_dir()).ca_file();
+            return published.exists().then_some(published);
+        }
+        let node = std::fs::canonicalize(&self.device).unwrap_or_else(|_| self.device.clone());
+        [
+            published_ca(&node),
+            Path::new(DEFAULT_STATE_DIR).join(CA_FILE),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
     }
 }

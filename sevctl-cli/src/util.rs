@@ -77,7 +77,7 @@ pub fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
             )));
         }
     }
-    sevd::state::write_atomic(path, bytes, mode).map_err(fail)
+    sevd::files::write_atomic(path, bytes, mode).map_err(fail)
 }
 
 /// A 16-byte value from a file, or base64.

@@ -493,12 +493,43 @@ fn keep_holds_the_guest_until_interrupted() {
         );
     }
     assert!(child.try_wait().unwrap().is_none(), "still running");
+    // The state directory is the kept platform's: another sevctl cannot reach it. That is
+    // not a command the platform refused (4) but "anything else" (1).
+    let o = sevctl(st.path(), &["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert!(text(&o).1.contains("in use"), "{}", text(&o).1);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn exit_codes_say_what_went_wrong() {
+    let st = state();
+    // A device path that is a directory: bad input.
+    let o = Command::new(env!("CARGO_BIN_EXE_sevctl"))
+        .arg("--device")
+        .arg(st.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    assert!(text(&o).1.contains("Is a directory"), "{}", text(&o).1);
+    // A state directory others may write: bad input, the user must fix it.
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        open.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let o = sevctl(open.path(), &["status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    // Embedded mode always says so on stderr.
+    let o = sevctl(st.path(), &["status"]);
+    assert!(text(&o).1.contains("embedded firmware"), "{}", text(&o).1);
 }
 
 #[test]

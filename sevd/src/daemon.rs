@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use vfs::{CharDevice, DeviceFs, FileMode, MountHandle, MountOptions};
 
 use crate::access::Gate;
+use crate::boot::{power_on, BootError};
 use crate::driver::kvm_sev::{KvmSev, Limits, Staging};
 use crate::driver::passthrough::Passthrough;
+use crate::driver::sev_dev::InitMode;
 use crate::driver::sev_dev::SevBackend;
-use crate::driver::sev_dev::{InitMode, SevDev};
-use crate::firmware::random::{OsRandom, RandomSource, SeededRandom};
-use crate::firmware::{Firmware, FirmwareConfig};
+use crate::firmware::FirmwareConfig;
 use crate::node::{ProcFdCheck, SevNode, VmNode};
 use crate::state::{StateDir, StateError};
 
@@ -106,6 +106,15 @@ pub enum StartError {
     },
 }
 
+impl From<BootError> for StartError {
+    fn from(e: BootError) -> Self {
+        match e {
+            BootError::State(s) => StartError::State(s),
+            BootError::Crypto(c) => StartError::Crypto(c),
+        }
+    }
+}
+
 impl StartError {
     /// Whether the configuration is at fault (flags, paths, the policy, the state directory's
     /// owner or mode, a corrupt chip), so that starting again cannot help; the other errors
@@ -184,40 +193,6 @@ fn prepare_placeholder(path: &Path, stale: bool) -> Result<bool, StartError> {
             why: e.to_string(),
         }),
     }
-}
-
-/// Opens and locks the state directory, loads (or makes) the chip, powers the firmware on
-/// and probes the driver: what the daemon and the embedded platform both start with.
-pub fn power_on(
-    state_dir: &Path,
-    firmware: FirmwareConfig,
-    nonce_seed: Option<[u8; 32]>,
-    init_mode: InitMode,
-) -> Result<(SevDev, StateDir), StartError> {
-    let version = firmware.version;
-    let state = StateDir::open(state_dir)?;
-    let chip = state.load_or_create_chip((version.api_major, version.api_minor))?;
-    let mut ca = chip.ask.encode();
-    ca.extend_from_slice(&chip.ark.encode());
-    state.write_ca_file(&ca)?;
-    let rng: Box<dyn RandomSource> = match nonce_seed {
-        Some(seed) => {
-            log::warn!("nonces come from a fixed seed: for tests only, never for real guests");
-            Box::new(SeededRandom::new(seed))
-        }
-        None => Box::new(OsRandom),
-    };
-    let fw = Firmware::new(chip, Box::new(state.nv_storage()), firmware, rng)?;
-    Ok((SevDev::probe(fw, init_mode), state))
-}
-
-/// `/dev/sev` → `/dev/sev-vm`: the VM node's drop-in sits beside the `sev` one.
-pub fn vm_link_path(link: &Path) -> PathBuf {
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "sev".into());
-    link.with_file_name(format!("{name}-vm"))
 }
 
 /// Lets the VM node recognise this `sev` mount in its callers' file tables.
@@ -333,7 +308,7 @@ impl Daemon {
         if let Some(link) = &config.link {
             let mut nodes = vec![(link.clone(), node.clone())];
             if let Some(vm) = &vm_node {
-                nodes.push((vm_link_path(link), vm.clone()));
+                nodes.push((crate::paths::vm_node(link), vm.clone()));
             }
             for (path, dev) in nodes {
                 let stale = detach_stale(&path);
@@ -352,7 +327,15 @@ impl Daemon {
         if let Some(vm) = vm_node {
             devices.push(("sev-vm".into(), vm));
         }
-        let fs_dir = DeviceFs::dir(devices, config.mode);
+        let mut fs_dir = DeviceFs::dir(devices, config.mode);
+        // The software platform's ASK ‖ ARK beside its nodes, where sevctl looks for it.
+        if let Some(state) = &daemon._state {
+            let ca = state.path().join(crate::paths::CA_FILE);
+            match fs::read(&ca) {
+                Ok(bytes) => fs_dir = fs_dir.with_file(crate::paths::CA_FILE, bytes),
+                Err(e) => log::warn!("{}: {e}; not published beside the nodes", ca.display()),
+            }
+        }
         let mount = vfs::mount(fs_dir, &config.mountpoint, &options).map_err(|source| {
             StartError::Mount {
                 path: config.mountpoint.clone(),

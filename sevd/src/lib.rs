@@ -5,13 +5,16 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod boot;
 pub mod certs;
 pub mod crypto;
 pub mod daemon;
 pub mod driver;
+pub mod files;
 pub mod firmware;
 pub mod memctl;
 pub mod node;
 pub mod owner;
+pub mod paths;
 pub mod platform;
 pub mod state;

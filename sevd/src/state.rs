@@ -2,20 +2,16 @@
 //! atomically (temporary file, fsync, rename, fsync of the directory) with mode 0600.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::firmware::chip::{Chip, ChipError};
 use crate::firmware::nv::NvStorage;
 
-/// The chip identity (seed, ARK, ASK, CEK).
-pub const CHIP_FILE: &str = "chip.bin";
-/// The firmware's non-volatile store.
-pub const NV_FILE: &str = "nv.bin";
-/// The public ASK ‖ ARK, for `sevctl verify --ca` and other owner tools.
-pub const CA_FILE: &str = "ask_ark.cert";
+use crate::files::parent_dir;
+pub use crate::files::write_atomic;
+pub use crate::paths::{CA_FILE, CHIP_FILE, NV_FILE};
 
 /// Why the state directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -61,45 +57,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
     move |source| StateError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// Replaces `path` with `data` all at once: a crash leaves either the old or the new file.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// The directory holding `path`; a bare name's parent is "" to `Path`, which cannot be opened.
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
     }
 }
 
@@ -306,6 +263,7 @@ impl NvStorage for FileStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn atomic_write_replaces_with_mode_0600_and_leaves_no_temporaries() {

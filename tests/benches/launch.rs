@@ -14,11 +14,11 @@
 use std::time::{Duration, Instant};
 
 use sevd::crypto::ecc::{EcKeyPair, EcPublic};
-use sevd::firmware::FirmwareConfig;
+
 use sevd::owner::measurement::{measure, MeasuredPlatform};
 use sevd::owner::secret::package;
 use sevd::owner::session::{wrap, TransportKeys};
-use sevd::platform::Platform;
+use sevd::platform::{EmbeddedConfig, Platform};
 use tests::{can_mount, Sevd};
 use uapi::cert::{algo, usage, Certificate};
 
@@ -151,7 +151,7 @@ fn main() {
     let daemon = Platform::device(&sevd.node()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("chip.bin"), tests::shared_chip()).unwrap();
-    let embedded = Platform::embedded(dir.path(), FirmwareConfig::default(), None).unwrap();
+    let embedded = Platform::embedded(&EmbeddedConfig::new(dir.path())).unwrap();
 
     println!("LAUNCH_UPDATE_DATA throughput (measure + encrypt), best of 3:");
     for (size, in_target, daemon_target) in [(64 * MIB, 0.9, 0.7), (1024 * MIB, 1.0, 0.8)] {

@@ -445,7 +445,7 @@ impl Sevd {
     /// The drop-in paths: `--link` and the VM node beside it.
     pub fn links(&self) -> Vec<PathBuf> {
         match &self.link {
-            Some(l) => vec![l.clone(), sevd::daemon::vm_link_path(l)],
+            Some(l) => vec![l.clone(), sevd::paths::vm_node(l)],
             None => vec![],
         }
     }

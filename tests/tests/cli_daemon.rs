@@ -291,3 +291,71 @@ fn a_symlinked_device_finds_its_vm_node_beside_the_target() {
     vm.sev_init(false).unwrap();
     assert_eq!(p.status().unwrap().state, 1);
 }
+
+#[test]
+fn the_daemon_publishes_its_ca_beside_its_nodes() {
+    require_mount!();
+    // A state directory of the test's own, not /var/lib/sevd: sevctl finds the ASK ‖ ARK
+    // beside the node instead of asking for --ca.
+    let sevd = Sevd::start();
+    let node = sevd.node();
+    let published = node.with_file_name("ask_ark.cert");
+    assert_eq!(
+        std::fs::read(&published).unwrap(),
+        std::fs::read(sevd.state_dir.join("ask_ark.cert")).unwrap()
+    );
+    assert!(std::fs::OpenOptions::new()
+        .write(true)
+        .open(&published)
+        .is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.cert");
+    ok(
+        &ours(),
+        Path::new("."),
+        &[
+            "--device",
+            node.to_str().unwrap(),
+            "export",
+            "--full",
+            full.to_str().unwrap(),
+        ],
+    );
+    let full = std::fs::read(&full).unwrap();
+    assert!(full.ends_with(&std::fs::read(&published).unwrap()));
+    assert_eq!(
+        full.len(),
+        4 * 2084 + std::fs::read(&published).unwrap().len()
+    );
+    ok(
+        &ours(),
+        Path::new("."),
+        &[
+            "--device",
+            node.to_str().unwrap(),
+            "launch",
+            examples().join("sev-es.yaml").to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn a_node_this_user_may_not_open_is_exit_1() {
+    use std::os::unix::process::CommandExt;
+    require_mount!();
+    let sevd = Sevd::start();
+    std::fs::set_permissions(
+        sevd.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let o = Command::new(ours())
+        .args(["--device", sevd.node().to_str().unwrap(), "status"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+}

@@ -2,9 +2,8 @@
 //! same inputs, owner keys and nonce source.
 
 use sevd::crypto::ecc::{EcKeyPair, EcPublic};
-use sevd::firmware::FirmwareConfig;
 use sevd::owner::session::{wrap, TransportKeys};
-use sevd::platform::Platform;
+use sevd::platform::{EmbeddedConfig, Platform};
 use tests::{require_mount, Options, Sevd};
 use uapi::cert::{algo, usage, Certificate};
 use zeroize::Zeroizing;
@@ -56,7 +55,11 @@ fn embedded_and_daemon_measure_alike() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("chip.bin"), tests::shared_chip()).unwrap();
-    let embedded = Platform::embedded(dir.path(), FirmwareConfig::default(), Some(SEED)).unwrap();
+    let embedded = Platform::embedded(&EmbeddedConfig {
+        nonce_seed: Some(SEED),
+        ..EmbeddedConfig::new(dir.path())
+    })
+    .unwrap();
     let in_process = launch(&embedded);
     assert_eq!(through_daemon, in_process);
 }

@@ -4,10 +4,10 @@
 //! measures is the one KVM's `sev_es_sync_vmsa` makes.
 
 use sevd::crypto::ecc::{EcKeyPair, EcPublic};
-use sevd::firmware::FirmwareConfig;
+
 use sevd::owner::measurement::{measure, MeasuredPlatform};
 use sevd::owner::session::{wrap, TransportKeys};
-use sevd::platform::Platform;
+use sevd::platform::{EmbeddedConfig, Platform};
 use tests::{require_mount, Sevd, VmClient};
 use uapi::cert::{algo, usage, Certificate};
 use uapi::kvm::*;
@@ -212,7 +212,7 @@ fn measures_the_synced_save_area(p: &Platform) {
 fn init2_measures_the_save_area_kvm_syncs_in_process() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("chip.bin"), tests::shared_chip()).unwrap();
-    let p = Platform::embedded(dir.path(), FirmwareConfig::default(), None).unwrap();
+    let p = Platform::embedded(&EmbeddedConfig::new(dir.path())).unwrap();
     measures_the_synced_save_area(&p);
 }
 

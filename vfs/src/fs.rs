@@ -46,8 +46,9 @@ impl Default for FileMode {
 }
 
 enum Layout {
-    /// Root is a directory holding the devices as inodes 2, 3, ...
-    Dir(Vec<(String, Arc<dyn CharDevice>)>),
+    /// Root is a directory holding the devices as inodes 2, 3, ..., then read-only data
+    /// files.
+    Dir(Vec<(String, Arc<dyn CharDevice>)>, Vec<(String, Arc<[u8]>)>),
     /// Root is the device itself (a mount on a regular file).
     File(Arc<dyn CharDevice>),
 }
@@ -63,7 +64,16 @@ pub struct DeviceFs {
 impl DeviceFs {
     /// A directory holding `devices` by name.
     pub fn dir(devices: Vec<(String, Arc<dyn CharDevice>)>, mode: FileMode) -> Self {
-        Self::new(Layout::Dir(devices), mode)
+        Self::new(Layout::Dir(devices, vec![]), mode)
+    }
+
+    /// Adds a read-only file `name` holding `data` (root's, mode 0444) beside the devices of
+    /// a directory; a mount whose root is a device has no room for one and ignores it.
+    pub fn with_file(mut self, name: &str, data: Vec<u8>) -> Self {
+        if let Layout::Dir(_, files) = &mut self.layout {
+            files.push((name.to_string(), data.into()));
+        }
+        self
     }
 
     /// One device that is the mount's root, for mounting directly on a regular file.
@@ -88,7 +98,7 @@ impl DeviceFs {
     fn device(&self, ino: INodeNo) -> Option<&Arc<dyn CharDevice>> {
         match &self.layout {
             Layout::File(dev) if ino == INodeNo::ROOT => Some(dev),
-            Layout::Dir(devs) => ino
+            Layout::Dir(devs, _) => ino
                 .0
                 .checked_sub(2)
                 .and_then(|i| devs.get(i as usize))
@@ -97,15 +107,45 @@ impl DeviceFs {
         }
     }
 
+    /// The data file at `ino`.
+    fn data(&self, ino: INodeNo) -> Option<&Arc<[u8]>> {
+        let Layout::Dir(devs, files) = &self.layout else {
+            return None;
+        };
+        ino.0
+            .checked_sub(2 + devs.len() as u64)
+            .and_then(|i| files.get(i as usize))
+            .map(|(_, d)| d)
+    }
+
+    /// Every name in the root directory with its inode, devices first.
+    fn entries(&self) -> Vec<(INodeNo, String)> {
+        let Layout::Dir(devs, files) = &self.layout else {
+            return vec![];
+        };
+        devs.iter()
+            .map(|(n, _)| n)
+            .chain(files.iter().map(|(n, _)| n))
+            .enumerate()
+            .map(|(i, n)| (INodeNo(i as u64 + 2), n.clone()))
+            .collect()
+    }
+
     fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
         let now = SystemTime::UNIX_EPOCH;
-        let dir = matches!(self.layout, Layout::Dir(_)) && ino == INodeNo::ROOT;
-        if !dir && self.device(ino).is_none() {
+        let dir = matches!(self.layout, Layout::Dir(..)) && ino == INodeNo::ROOT;
+        let data = self.data(ino);
+        if !dir && data.is_none() && self.device(ino).is_none() {
             return None;
         }
+        let (perm, uid, gid) = match (dir, data) {
+            (true, _) => (0o755, 0, 0),
+            (false, Some(_)) => (0o444, 0, 0),
+            (false, None) => (self.mode.perm, self.mode.uid, self.mode.gid),
+        };
         Some(FileAttr {
             ino,
-            size: 0,
+            size: data.map_or(0, |d| d.len() as u64),
             blocks: 0,
             atime: now,
             mtime: now,
@@ -116,10 +156,10 @@ impl DeviceFs {
             } else {
                 FileType::RegularFile
             },
-            perm: if dir { 0o755 } else { self.mode.perm },
+            perm,
             nlink: if dir { 2 } else { 1 },
-            uid: if dir { 0 } else { self.mode.uid },
-            gid: if dir { 0 } else { self.mode.gid },
+            uid,
+            gid,
             rdev: 0,
             flags: 0,
             blksize: 4096,
@@ -159,12 +199,14 @@ fn errno(e: Errno) -> fuser::Errno {
 
 impl Filesystem for DeviceFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if let (Layout::Dir(devs), INodeNo::ROOT) = (&self.layout, parent) {
-            if let Some(i) = devs.iter().position(|(n, _)| OsStr::new(n) == name) {
-                if let Some(attr) = self.attr(INodeNo(i as u64 + 2)) {
-                    reply.entry(&TTL, &attr, fuser::Generation(0));
-                    return;
-                }
+        if parent == INodeNo::ROOT {
+            let found = self
+                .entries()
+                .into_iter()
+                .find(|(_, n)| OsStr::new(n) == name);
+            if let Some(attr) = found.and_then(|(ino, _)| self.attr(ino)) {
+                reply.entry(&TTL, &attr, fuser::Generation(0));
+                return;
             }
         }
         reply.error(fuser::Errno::ENOENT);
@@ -185,11 +227,7 @@ impl Filesystem for DeviceFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Layout::Dir(devs) = &self.layout else {
-            reply.error(fuser::Errno::ENOTDIR);
-            return;
-        };
-        if ino != INodeNo::ROOT {
+        if !matches!(self.layout, Layout::Dir(..)) || ino != INodeNo::ROOT {
             reply.error(fuser::Errno::ENOTDIR);
             return;
         }
@@ -197,8 +235,8 @@ impl Filesystem for DeviceFs {
             (INodeNo::ROOT, FileType::Directory, ".".to_string()),
             (INodeNo::ROOT, FileType::Directory, "..".to_string()),
         ];
-        for (i, (name, _)) in devs.iter().enumerate() {
-            entries.push((INodeNo(i as u64 + 2), FileType::RegularFile, name.clone()));
+        for (ino, name) in self.entries() {
+            entries.push((ino, FileType::RegularFile, name));
         }
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(ino, i as u64 + 1, kind, name) {
@@ -209,6 +247,15 @@ impl Filesystem for DeviceFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
+        if self.data(ino).is_some() {
+            // Read-only, whoever asks; no per-file state.
+            if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+                reply.error(fuser::Errno::EACCES);
+            } else {
+                reply.opened(FileHandle(0), FopenFlags::empty());
+            }
+            return;
+        }
         let Some(dev) = self.device(ino) else {
             reply.error(fuser::Errno::EISDIR);
             return;
@@ -271,15 +318,23 @@ impl Filesystem for DeviceFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _offset: u64,
-        _size: u32,
+        offset: u64,
+        size: u32,
         _flags: fuser::OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        reply.error(fuser::Errno::EINVAL);
+        match self.data(ino) {
+            Some(d) => {
+                let start = (offset as usize).min(d.len());
+                let end = start.saturating_add(size as usize).min(d.len());
+                reply.data(&d[start..end]);
+            }
+            // A device: nothing to read, as `/dev/sev`.
+            None => reply.error(fuser::Errno::EINVAL),
+        }
     }
 
     fn write(
@@ -308,6 +363,10 @@ impl Filesystem for DeviceFs {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
+        if self.data(ino).is_some() {
+            reply.error(fuser::Errno::ENOTTY);
+            return;
+        }
         let (Some(dev), Some((_, file))) = (self.device(ino), self.file_for(fh)) else {
             reply.error(fuser::Errno::EBADF);
             return;

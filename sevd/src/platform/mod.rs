@@ -17,7 +17,7 @@ use uapi::psp_sev::*;
 use uapi::ByteValued;
 use vfs::Errno;
 
-use crate::daemon::{power_on, StartError};
+use crate::boot::{power_on, BootError};
 use crate::driver::sev_dev::InitMode;
 use crate::firmware::FirmwareConfig;
 use transport::{Device, Embedded, Transport, VmTransport};
@@ -51,7 +51,7 @@ pub enum PlatformError {
     },
     /// The embedded firmware could not start.
     #[error(transparent)]
-    Start(#[from] StartError),
+    Embedded(#[from] BootError),
     /// The KVM path cannot be used, or KVM refused a step; the text says what is missing.
     #[error("{cmd}: {why}")]
     Kvm {
@@ -84,6 +84,40 @@ fn addr<T>(v: &mut T) -> u64 {
     v as *mut T as u64
 }
 
+/// How to start the firmware embedded in this process: its state directory (locked while the
+/// platform lives) and, for tests, the emulated part and a fixed nonce seed.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Where the chip identity and the flash live.
+    pub state_dir: PathBuf,
+    /// The emulated part (API version, ASIDs).
+    pub firmware: FirmwareConfig,
+    /// A fixed seed for the firmware's nonces: tests only.
+    pub nonce_seed: Option<[u8; 32]>,
+}
+
+impl EmbeddedConfig {
+    /// The default part, with its state in `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        EmbeddedConfig {
+            state_dir: state_dir.to_path_buf(),
+            firmware: FirmwareConfig::default(),
+            nonce_seed: None,
+        }
+    }
+
+    /// Whether `state_dir` already holds a chip (a first start makes one, which takes a
+    /// few seconds).
+    pub fn has_chip(&self) -> bool {
+        self.state_dir.join(crate::paths::CHIP_FILE).exists()
+    }
+
+    /// The ASK ‖ ARK the embedded firmware publishes in its state directory.
+    pub fn ca_file(&self) -> PathBuf {
+        self.state_dir.join(crate::paths::CA_FILE)
+    }
+}
+
 /// An SEV platform.
 pub struct Platform {
     t: Box<dyn Transport>,
@@ -109,15 +143,14 @@ impl Platform {
         Ok(Platform { t: Box::new(t) })
     }
 
-    /// The software firmware in this process, with its state in `state_dir`.
+    /// The software firmware in this process, as `config` says.
     ///
     /// ```
-    /// use sevd::firmware::FirmwareConfig;
-    /// use sevd::platform::Platform;
+    /// use sevd::platform::{EmbeddedConfig, Platform};
     ///
     /// let dir = tempfile::tempdir()?;
     /// // The first start makes the chip's keys (a second or two).
-    /// let platform = Platform::embedded(dir.path(), FirmwareConfig::default(), None)?;
+    /// let platform = Platform::embedded(&EmbeddedConfig::new(dir.path()))?;
     /// let status = platform.status()?;
     /// assert_eq!((status.api_major, status.api_minor, status.state), (1, 55, 1));
     /// let vm = platform.create_vm(1 << 20)?;
@@ -126,12 +159,13 @@ impl Platform {
     /// assert_eq!(handle, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn embedded(
-        state_dir: &Path,
-        firmware: FirmwareConfig,
-        nonce_seed: Option<[u8; 32]>,
-    ) -> Result<Platform, PlatformError> {
-        let (dev, state) = power_on(state_dir, firmware, nonce_seed, InitMode::AtProbe)?;
+    pub fn embedded(config: &EmbeddedConfig) -> Result<Platform, PlatformError> {
+        let (dev, state) = power_on(
+            &config.state_dir,
+            config.firmware,
+            config.nonce_seed,
+            InitMode::AtProbe,
+        )?;
         Ok(Platform {
             t: Box::new(Embedded::new(dev, state)),
         })

@@ -67,7 +67,7 @@ impl Device {
         let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(Device {
             path: path.to_path_buf(),
-            vm_path: crate::daemon::vm_link_path(&resolved),
+            vm_path: crate::paths::vm_node(&resolved),
             sev,
         })
     }

@@ -1,0 +1,63 @@
+//! Powering a software platform on: the state directory opened and locked, the chip loaded
+//! (or made, once), the firmware started on its flash, and the driver probed. The daemon and
+//! the embedded platform both start this way.
+
+use std::path::Path;
+
+use crate::crypto::CryptoError;
+use crate::driver::sev_dev::{InitMode, SevDev};
+use crate::firmware::random::{OsRandom, RandomSource, SeededRandom};
+use crate::firmware::{Firmware, FirmwareConfig};
+use crate::state::{StateDir, StateError};
+
+/// Why a software platform could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The state directory: in use, unsafe, unreadable, or its files corrupt.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The crypto library failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl BootError {
+    /// Another process holds the state directory.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, BootError::State(StateError::Busy { .. }))
+    }
+
+    /// The state directory itself is wrong (owned by someone else, writable by others, not a
+    /// directory, corrupt files): something the user must fix, not a passing failure.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            BootError::State(s) if !matches!(s, StateError::Busy { .. } | StateError::Io { .. })
+        )
+    }
+}
+
+/// Opens and locks `state_dir`, loads (or makes) the chip, publishes its ASK ‖ ARK there,
+/// powers the firmware on and probes the driver as `init_mode` says.
+pub fn power_on(
+    state_dir: &Path,
+    firmware: FirmwareConfig,
+    nonce_seed: Option<[u8; 32]>,
+    init_mode: InitMode,
+) -> Result<(SevDev, StateDir), BootError> {
+    let version = firmware.version;
+    let state = StateDir::open(state_dir)?;
+    let chip = state.load_or_create_chip((version.api_major, version.api_minor))?;
+    let mut ca = chip.ask.encode();
+    ca.extend_from_slice(&chip.ark.encode());
+    state.write_ca_file(&ca)?;
+    let rng: Box<dyn RandomSource> = match nonce_seed {
+        Some(seed) => {
+            log::warn!("nonces come from a fixed seed: for tests only, never for real guests");
+            Box::new(SeededRandom::new(seed))
+        }
+        None => Box::new(OsRandom),
+    };
+    let fw = Firmware::new(chip, Box::new(state.nv_storage()), firmware, rng)?;
+    Ok((SevDev::probe(fw, init_mode), state))
+}

@@ -1,0 +1,29 @@
+//! The names the daemon, the embedded platform and `sevctl` agree on: the files of a state
+//! directory, and where the VM node of a `sev` node is (DESIGN.md).
+
+use std::path::{Path, PathBuf};
+
+/// The chip identity (seed, ARK, ASK, CEK).
+pub const CHIP_FILE: &str = "chip.bin";
+/// The firmware's non-volatile store.
+pub const NV_FILE: &str = "nv.bin";
+/// The public ASK ‖ ARK, for `sevctl verify --ca` and other owner tools. The daemon also
+/// publishes it beside its nodes.
+pub const CA_FILE: &str = "ask_ark.cert";
+/// The daemon's state directory unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/sevd";
+
+/// The VM node beside a `sev` node: `/dev/sev` → `/dev/sev-vm`, `<mount>/sev` →
+/// `<mount>/sev-vm`.
+pub fn vm_node(sev: &Path) -> PathBuf {
+    let name = sev
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sev".into());
+    sev.with_file_name(format!("{name}-vm"))
+}
+
+/// The ASK ‖ ARK a daemon publishes beside its `sev` node.
+pub fn published_ca(sev: &Path) -> PathBuf {
+    sev.with_file_name(CA_FILE)
+}
