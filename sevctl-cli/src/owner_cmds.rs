@@ -290,9 +290,9 @@ pub struct VmsaBuildArgs {
     /// OVMF image, for the APs' reset vector.
     #[arg(long)]
     pub firmware: Option<PathBuf>,
-    /// The VMM whose reset state to build: qemu, ec2 or gce (krun is not supported here).
-    #[arg(long, default_value = "qemu")]
-    pub userspace: String,
+    /// The VMM whose reset state to build (krun is not supported here).
+    #[arg(long, value_enum, default_value_t = Vmm::Qemu)]
+    pub userspace: Vmm,
     /// The save area KVM_SEV_INIT2 measures (QEMU 9.1+ on Linux 6.10+: the vCPU's FPU state
     /// synced in), instead of the legacy init's that virtee sevctl 0.6.2 builds.
     #[arg(long)]
@@ -301,13 +301,7 @@ pub struct VmsaBuildArgs {
 
 /// `vmsa build`.
 pub fn vmsa_build(args: &VmsaBuildArgs) -> Result<()> {
-    let vmm = <Vmm as clap::ValueEnum>::from_str(&args.userspace, true).map_err(|_| {
-        input(format!(
-            "--userspace {}: expected one of {}",
-            args.userspace,
-            Vmm::NAMES
-        ))
-    })?;
+    let vmm = args.userspace;
     let reset = match &args.firmware {
         Some(fw) if args.cpu != 0 => Some(
             Ovmf::parse(&util::read("--firmware", fw)?)?

@@ -24,11 +24,6 @@ pub enum Vmm {
     Gce,
 }
 
-impl Vmm {
-    /// The accepted names, for messages.
-    pub const NAMES: &'static str = "qemu, ec2, gce";
-}
-
 /// How the VM was initialised, which decides what KVM puts in the save area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
