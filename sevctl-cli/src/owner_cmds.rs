@@ -291,7 +291,7 @@ pub struct VmsaBuildArgs {
     #[arg(long)]
     pub firmware: Option<PathBuf>,
     /// The VMM whose reset state to build (krun is not supported here).
-    #[arg(long, value_enum, default_value_t = Vmm::Qemu)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Vmm::Qemu)]
     pub userspace: Vmm,
     /// The save area KVM_SEV_INIT2 measures (QEMU 9.1+ on Linux 6.10+: the vCPU's FPU state
     /// synced in), instead of the legacy init's that virtee sevctl 0.6.2 builds.
