@@ -13,14 +13,11 @@
 
 use std::time::{Duration, Instant};
 
-use sevd::crypto::ecc::{EcKeyPair, EcPublic};
-
 use sevd::owner::measurement::{measure, MeasuredPlatform};
 use sevd::owner::secret::package;
-use sevd::owner::session::{wrap, TransportKeys};
+use sevd::owner::session::TransportKeys;
 use sevd::platform::{EmbeddedConfig, Platform};
 use tests::{can_mount, Sevd};
-use uapi::cert::{algo, usage, Certificate};
 
 const MIB: usize = 1 << 20;
 
@@ -87,20 +84,12 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 /// One whole SEV-ES launch with a session and a secret; returns its wall time.
 fn full_launch(p: &Platform, image: &[u8]) -> Duration {
     let t = Instant::now();
-    let (pdh, _) = p.pdh_cert_export().unwrap();
-    let pdh = EcPublic::from_certificate(&Certificate::decode(&pdh).unwrap()).unwrap();
-    let godh_key = EcKeyPair::generate().unwrap();
-    let godh = godh_key
-        .certificate((0, 0), usage::PDH, algo::ECDH_SHA256)
-        .unwrap()
-        .encode();
     let keys = TransportKeys::generate().unwrap();
-    let session = wrap(&godh_key.ecdh(&pdh).unwrap(), [1; 16], [2; 16], &keys, 0x5).unwrap();
+    let (godh, session) = tests::owner_session(p, &keys, 0x5);
     let mut vm = p.create_vm(4 * MIB).unwrap();
     vm.ram_mut()[..image.len()].copy_from_slice(image);
     vm.sev_init(true).unwrap();
-    vm.launch_start(0x5, Some((&godh, &session.encode())))
-        .unwrap();
+    vm.launch_start(0x5, Some((&godh, &session))).unwrap();
     vm.launch_update_data(0, image.len() as u32).unwrap();
     // A save area as the legacy init measures it: DR7 as KVM accepts it, SEV_FEATURES and
     // the FPU state zero.

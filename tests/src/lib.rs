@@ -730,3 +730,51 @@ impl Drop for VmClient {
         unsafe { libc::munmap(self.ram as *mut libc::c_void, self.ram_len) };
     }
 }
+
+/// A guest owner's session for platform `p`: a fresh GODH and the session buffer wrapping
+/// `keys` for `p`'s PDH under `policy`, both encoded as LAUNCH_START takes them.
+pub fn owner_session(
+    p: &sevd::platform::Platform,
+    keys: &sevd::owner::session::TransportKeys,
+    policy: u32,
+) -> (Vec<u8>, Vec<u8>) {
+    use sevd::crypto::ecc::{EcKeyPair, EcPublic};
+    use uapi::cert::{algo, usage, Certificate};
+    let (pdh, _) = p.pdh_cert_export().expect("PDH_CERT_EXPORT");
+    let pdh = Certificate::decode(&pdh).expect("a PDH certificate");
+    let pdh = EcPublic::from_certificate(&pdh).expect("a P-384 PDH");
+    let godh_key = EcKeyPair::generate().expect("GODH key");
+    let godh = godh_key
+        .certificate((0, 0), usage::PDH, algo::ECDH_SHA256)
+        .expect("GODH certificate")
+        .encode();
+    let shared = godh_key.ecdh(&pdh).expect("ECDH");
+    let session = sevd::owner::session::wrap(&shared, [1; 16], [2; 16], keys, policy)
+        .expect("session")
+        .encode()
+        .to_vec();
+    (godh, session)
+}
+
+/// xorshift64*: reproducible pseudo-random numbers for tests, from a seed they print.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}

@@ -3,20 +3,9 @@
 
 use std::fs::File;
 
-use tests::{pdh_export, platform_status, require_mount, sev_issue, Sevd};
+use tests::{pdh_export, platform_status, require_mount, sev_issue, Rng, Sevd};
 use uapi::psp_sev::*;
 use uapi::ByteValued;
-
-/// xorshift64*, seeded: the same garbage every run.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 fn state_files(sevd: &Sevd) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(&sevd.state_dir)
@@ -48,20 +37,20 @@ fn random_commands_and_pointers_on_a_read_only_file() {
     let mut rng = Rng(0x5eed_5eed_5eed_5eed);
     for i in 0..3000 {
         let cmd = match i % 3 {
-            0 => (rng.next() % 16) as u32,
-            1 => rng.next() as u32,
-            _ => (rng.next() % 13) as u32,
+            0 => (rng.next_u64() % 16) as u32,
+            1 => rng.next_u64() as u32,
+            _ => (rng.next_u64() % 13) as u32,
         };
-        let data = match rng.next() % 4 {
+        let data = match rng.next_u64() % 4 {
             0 => 0,
-            1 => rng.next(),
-            2 => base + rng.next() % 0x7000,
+            1 => rng.next_u64(),
+            2 => base + rng.next_u64() % 0x7000,
             _ => 0x1000,
         };
         // Fill the scratch area with garbage structs (lengths, addresses) now and then.
         if i % 7 == 0 {
             for chunk in scratch.chunks_mut(8).take(64) {
-                chunk.copy_from_slice(&rng.next().to_le_bytes());
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
             }
         }
         let (r, _) = sev_issue(&ro, cmd, data, 0);

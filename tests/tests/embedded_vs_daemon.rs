@@ -1,34 +1,24 @@
 //! The embedded firmware and the daemon give the same launch digest and measurement for the
 //! same inputs, owner keys and nonce source.
 
-use sevd::crypto::ecc::{EcKeyPair, EcPublic};
-use sevd::owner::session::{wrap, TransportKeys};
+use sevd::owner::session::TransportKeys;
 use sevd::platform::{EmbeddedConfig, Platform};
 use tests::{require_mount, Options, Sevd};
-use uapi::cert::{algo, usage, Certificate};
 use zeroize::Zeroizing;
 
 const SEED: [u8; 32] = [0x5e; 32];
 
 /// An SEV-ES launch with a session whose TEK and TIK are fixed; returns MEASURE ‖ MNONCE.
 fn launch(p: &Platform) -> [u8; 48] {
-    let (pdh, _) = p.pdh_cert_export().unwrap();
-    let pdh = EcPublic::from_certificate(&Certificate::decode(&pdh).unwrap()).unwrap();
-    let godh_key = EcKeyPair::generate().unwrap();
-    let godh = godh_key
-        .certificate((0, 0), usage::PDH, algo::ECDH_SHA256)
-        .unwrap()
-        .encode();
     let keys = TransportKeys {
         tek: Zeroizing::new([1; 16]),
         tik: Zeroizing::new([2; 16]),
     };
-    let session = wrap(&godh_key.ecdh(&pdh).unwrap(), [3; 16], [4; 16], &keys, 0x5).unwrap();
+    let (godh, session) = tests::owner_session(p, &keys, 0x5);
 
     let mut vm = p.create_vm(2 << 20).unwrap();
     vm.sev_init(true).unwrap();
-    vm.launch_start(0x5, Some((&godh, &session.encode())))
-        .unwrap();
+    vm.launch_start(0x5, Some((&godh, &session))).unwrap();
     for (i, b) in vm.ram_mut()[..0x10000].iter_mut().enumerate() {
         *b = (i * 31 % 251) as u8;
     }

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tests::{require_mount, require_validators, Sevd};
+use tests::{require_mount, require_validators, Rng, Sevd};
 
 const AMDSEV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -29,24 +29,6 @@ const CPUS: &[(&str, (u32, u32, u32))] = &[
     ("EPYC-Genoa", (25, 17, 0)),
     ("EPYC-Turin", (26, 0, 0)),
 ];
-
-/// xorshift64*: reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// One guest to launch.
 #[derive(Debug)]

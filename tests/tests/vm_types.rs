@@ -3,13 +3,10 @@
 //! only, each wrong combination gets KVM's errno, and under INIT2 the save area LAUNCH_UPDATE_VMSA
 //! measures is the one KVM's `sev_es_sync_vmsa` makes.
 
-use sevd::crypto::ecc::{EcKeyPair, EcPublic};
-
 use sevd::owner::measurement::{measure, MeasuredPlatform};
-use sevd::owner::session::{wrap, TransportKeys};
+use sevd::owner::session::TransportKeys;
 use sevd::platform::{EmbeddedConfig, Platform};
 use tests::{require_mount, Sevd, VmClient};
-use uapi::cert::{algo, usage, Certificate};
 use uapi::kvm::*;
 
 const MIB: usize = 1 << 20;
@@ -141,23 +138,15 @@ fn es_launch(
     vmsa_features: u64,
     page: &[u8; 4096],
 ) -> ([u8; 32], [u8; 32]) {
-    let (pdh, _) = p.pdh_cert_export().unwrap();
-    let pdh = EcPublic::from_certificate(&Certificate::decode(&pdh).unwrap()).unwrap();
-    let godh_key = EcKeyPair::generate().unwrap();
-    let godh = godh_key
-        .certificate((0, 0), usage::PDH, algo::ECDH_SHA256)
-        .unwrap()
-        .encode();
     let keys = TransportKeys::generate().unwrap();
-    let session = wrap(&godh_key.ecdh(&pdh).unwrap(), [1; 16], [2; 16], &keys, 0x5).unwrap();
+    let (godh, session) = tests::owner_session(p, &keys, 0x5);
     let vm = p.create_vm_of(vm_type, MIB).unwrap();
     if vm_type == KVM_X86_DEFAULT_VM {
         vm.sev_init(true).unwrap();
     } else {
         vm.sev_init2(vmsa_features, 0).unwrap();
     }
-    vm.launch_start(0x5, Some((&godh, &session.encode())))
-        .unwrap();
+    vm.launch_start(0x5, Some((&godh, &session))).unwrap();
     vm.set_vmsa(0, page).unwrap();
     vm.launch_update_vmsa().unwrap();
     let blob = vm.launch_measure().unwrap();
