@@ -40,6 +40,15 @@ if [[ ! -x $snp_measure_venv/bin/sev-snp-measure ]]; then
 fi
 export SEV_SNP_MEASURE=$PWD/$snp_measure_venv/bin/sev-snp-measure
 
+# Linux 6.12's uapi headers (Debian trixie's linux-libc-dev, unpacked under target/, not
+# installed): the layout test checks the structs of current kernels against them.
+new_headers=target/headers/linux-libc-dev-trixie
+if [[ ! -f $new_headers/usr/include/linux/kvm.h ]]; then
+  echo "test: fetching Linux 6.12's uapi headers (once)"
+  scripts/fetch-headers.sh "$new_headers"
+fi
+export UAPI_NEW_HEADERS=$PWD/$new_headers
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::mem::offset_of;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use uapi::ioctl;
@@ -162,11 +163,16 @@ fn constants() -> Vec<(String, u64)> {
     out
 }
 
-fn header_text(header: &str) -> String {
+/// The include directories of a header tree: the generic one and Debian's multiarch one.
+fn include_dirs(root: &Path) -> [PathBuf; 2] {
+    [root.to_path_buf(), root.join("x86_64-linux-gnu")]
+}
+
+fn header_text(dirs: &[PathBuf], header: &str) -> String {
     let mut text = String::new();
-    for dir in ["/usr/include", "/usr/include/x86_64-linux-gnu"] {
+    for dir in dirs {
         for h in [header.to_string(), header.replace("linux/", "asm/")] {
-            if let Ok(t) = std::fs::read_to_string(format!("{dir}/{h}")) {
+            if let Ok(t) = std::fs::read_to_string(dir.join(&h)) {
                 text.push_str(&t);
             }
         }
@@ -183,11 +189,12 @@ fn has_word(text: &str, word: &str) -> bool {
     })
 }
 
-#[test]
-fn rust_types_match_the_system_headers() {
-    let headers = header_text("linux/psp-sev.h") + &header_text("linux/kvm.h");
+/// Compiles every size, offset and constant the headers in `dirs` have, runs it, and
+/// compares; returns what was checked and what the headers lack.
+fn check_against(dirs: &[PathBuf]) -> (BTreeMap<String, u64>, Vec<String>) {
+    let headers = header_text(dirs, "linux/psp-sev.h") + &header_text(dirs, "linux/kvm.h");
     if headers.is_empty() {
-        panic!("linux-libc-dev headers are missing: run scripts/setup.sh");
+        panic!("no kernel headers in {dirs:?}: run scripts/setup.sh");
     }
     let mut c = String::from(
         "#include <stdio.h>\n#include <stddef.h>\n#include <linux/psp-sev.h>\n#include <linux/kvm.h>\nint main(void) {\n",
@@ -221,12 +228,11 @@ fn rust_types_match_the_system_headers() {
     let src = dir.join("layout.c");
     let bin = dir.join("layout");
     std::fs::write(&src, c).unwrap();
-    let cc = Command::new("cc")
-        .arg("-o")
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("run cc");
+    let mut cc = Command::new("cc");
+    for d in dirs {
+        cc.arg("-I").arg(d);
+    }
+    let cc = cc.arg("-o").arg(&bin).arg(&src).output().expect("run cc");
     assert!(
         cc.status.success(),
         "cc failed: {}",
@@ -245,16 +251,66 @@ fn rust_types_match_the_system_headers() {
         seen += 1;
     }
     assert_eq!(seen, expected.len());
-    // The installed headers must at least have the v4.16 ABI and KVM's SEV structs.
-    assert!(expected.contains_key("sev_issue_cmd.error"));
-    assert!(expected.contains_key("kvm_sev_cmd.sev_fd"));
-    assert!(expected.contains_key("SEV_GET_ID2"));
-    eprintln!("checked {seen} items; not in the installed headers: {skipped:?}");
     let _ = std::fs::remove_dir_all(dir);
+    (expected, skipped)
+}
+
+#[test]
+fn rust_types_match_the_system_headers() {
+    let (checked, skipped) = check_against(&include_dirs(Path::new("/usr/include")));
+    // The installed headers must at least have the v4.16 ABI and KVM's SEV structs.
+    assert!(checked.contains_key("sev_issue_cmd.error"));
+    assert!(checked.contains_key("kvm_sev_cmd.sev_fd"));
+    assert!(checked.contains_key("SEV_GET_ID2"));
+    eprintln!(
+        "checked {} items; not in the installed headers: {skipped:?}",
+        checked.len()
+    );
+}
+
+/// The structs and numbers of current kernels (KVM_SEV_INIT2, VM types, SNP), against a
+/// newer header tree than the system's: Linux 6.12's, which scripts/test.sh unpacks
+/// (scripts/fetch-headers.sh) and names in `UAPI_NEW_HEADERS`.
+#[test]
+fn rust_types_match_current_kernel_headers() {
+    let Some(root) = std::env::var_os("UAPI_NEW_HEADERS") else {
+        let must = std::env::var("CI").is_ok_and(|v| v == "true")
+            || std::env::var("USER").is_ok_and(|u| u == "root");
+        assert!(
+            !must,
+            "UAPI_NEW_HEADERS is not set (scripts/test.sh fetches Linux 6.12's headers)"
+        );
+        eprintln!("skipped: UAPI_NEW_HEADERS is not set");
+        return;
+    };
+    let (checked, skipped) = check_against(&include_dirs(&Path::new(&root).join("usr/include")));
+    for item in [
+        "kvm_sev_init.vmsa_features",
+        "kvm_sev_init.ghcb_version",
+        "KVM_SEV_INIT2",
+        "KVM_X86_SEV_VM",
+        "KVM_X86_SEV_ES_VM",
+        "KVM_CAP_VM_TYPES",
+        "sev_user_data_snp_status.current_tcb_version",
+        "SNP_PLATFORM_STATUS",
+    ] {
+        assert!(
+            checked.contains_key(item),
+            "{item} not checked; missing: {skipped:?}"
+        );
+    }
+    eprintln!(
+        "checked {} items against {}; not in those headers: {skipped:?}",
+        checked.len(),
+        Path::new(&root).display()
+    );
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("uapi-layout-{}", std::process::id()));
+    // One per call: the tests run side by side in one process.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("uapi-layout-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
