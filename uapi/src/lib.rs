@@ -15,6 +15,7 @@
 //! | [`ca`] | AMD's ARK/ASK certificate format |
 //! | [`launch`] | session buffer, LAUNCH_SECRET header, LAUNCH_MEASURE blob |
 //! | [`policy`] | the guest policy's named bits |
+//! | [`snp`] | SNP launch page types and PAGE_INFO |
 #![deny(missing_docs)]
 
 pub mod bytes;
@@ -26,6 +27,7 @@ pub mod launch;
 pub mod policy;
 pub mod psp_sev;
 pub mod psp_sev_cmds;
+pub mod snp;
 pub mod status;
 
 pub use bytes::ByteValued;
