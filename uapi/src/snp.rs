@@ -77,9 +77,80 @@ impl PageInfo {
     }
 }
 
+/// The SNP guest policy, a u64 (SEV-SNP ABI §4.3 "Guest Policy"; snp.md §6).
+pub mod policy {
+    /// Bits 7:0, the minimum ABI minor version.
+    pub const ABI_MINOR_SHIFT: u32 = 0;
+    /// Bits 15:8, the minimum ABI major version.
+    pub const ABI_MAJOR_SHIFT: u32 = 8;
+    /// SMT may be enabled on the platform.
+    pub const SMT: u64 = 1 << 16;
+    /// Reserved, must be 1.
+    pub const RSVD_MBO: u64 = 1 << 17;
+    /// A migration agent may be associated with the guest.
+    pub const MIGRATE_MA: u64 = 1 << 18;
+    /// Debugging is allowed.
+    pub const DEBUG: u64 = 1 << 19;
+    /// The guest may be activated on one socket only.
+    pub const SINGLE_SOCKET: u64 = 1 << 20;
+    /// CXL may be populated with devices or memory.
+    pub const CXL_ALLOW: u64 = 1 << 21;
+    /// AES-256-XTS is required for memory encryption.
+    pub const MEM_AES_256_XTS: u64 = 1 << 22;
+    /// Running Average Power Limit must be disabled.
+    pub const RAPL_DIS: u64 = 1 << 23;
+    /// Ciphertext hiding must be enabled for DRAM.
+    pub const CIPHERTEXT_HIDING_DRAM: u64 = 1 << 24;
+    /// Page swapping must be disabled.
+    pub const PAGE_SWAP_DISABLE: u64 = 1 << 25;
+    /// Bits 63:26, which must be zero.
+    pub const MBZ: u64 = !((1 << 26) - 1);
+
+    /// The named flags, lower-case (the manifest's names).
+    pub const FLAGS: &[(&str, u64)] = &[
+        ("smt", SMT),
+        ("migrate-ma", MIGRATE_MA),
+        ("debug", DEBUG),
+        ("single-socket", SINGLE_SOCKET),
+        ("cxl-allow", CXL_ALLOW),
+        ("mem-aes-256-xts", MEM_AES_256_XTS),
+        ("rapl-dis", RAPL_DIS),
+        ("ciphertext-hiding-dram", CIPHERTEXT_HIDING_DRAM),
+        ("page-swap-disable", PAGE_SWAP_DISABLE),
+    ];
+
+    /// A policy from its flags and minimum ABI, with the must-be-one bit set.
+    pub fn compose(flags: u64, abi_major: u8, abi_minor: u8) -> u64 {
+        flags
+            | RSVD_MBO
+            | (abi_major as u64) << ABI_MAJOR_SHIFT
+            | (abi_minor as u64) << ABI_MINOR_SHIFT
+    }
+
+    /// The minimum ABI a policy asks for: (major, minor).
+    pub fn abi(policy: u64) -> (u8, u8) {
+        (
+            (policy >> ABI_MAJOR_SHIFT) as u8,
+            (policy >> ABI_MINOR_SHIFT) as u8,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snp_policy_bits() {
+        // QEMU's and the tools' usual policy: SMT and the must-be-one bit.
+        assert_eq!(policy::compose(policy::SMT, 0, 0), 0x30000);
+        assert_eq!(policy::abi(policy::compose(0, 1, 55)), (1, 55));
+        let all = policy::FLAGS
+            .iter()
+            .fold(policy::RSVD_MBO, |a, (_, b)| a | b);
+        assert_eq!(all, 0x3ff_0000);
+        assert_eq!(all & policy::MBZ, 0);
+    }
 
     #[test]
     fn page_info_layout() {
