@@ -54,6 +54,18 @@ impl CliError {
     }
 }
 
+impl From<sevd::owner::ovmf::OvmfError> for CliError {
+    fn from(e: sevd::owner::ovmf::OvmfError) -> Self {
+        CliError::Input(e.to_string())
+    }
+}
+
+impl From<sevd::owner::guid::BadGuid> for CliError {
+    fn from(e: sevd::owner::guid::BadGuid) -> Self {
+        CliError::Input(e.to_string())
+    }
+}
+
 impl From<sevd::crypto::CryptoError> for CliError {
     fn from(e: sevd::crypto::CryptoError) -> Self {
         CliError::Other(e.to_string())

@@ -4,11 +4,9 @@
 mod error;
 mod launch;
 mod manifest;
-mod ovmf;
 mod owner_cmds;
 mod platform_cmds;
 mod select;
-mod tables;
 mod util;
 mod vmsa;
 

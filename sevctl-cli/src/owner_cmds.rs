@@ -11,10 +11,10 @@ use sevd::owner::secret::secret_mac;
 use sevd::owner::session::{wrap, TransportKeys};
 
 use crate::error::{input, Result};
-use crate::ovmf::Ovmf;
-use crate::tables;
 use crate::util::{self, b64};
 use crate::vmsa::{Init, Vmm, Vmsa};
+use sevd::owner::ovmf::Ovmf;
+use sevd::owner::tables;
 
 /// The owner's side of a session with a platform whose PDH is `pdh`.
 pub struct OwnerSession {

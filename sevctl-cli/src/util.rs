@@ -90,26 +90,9 @@ pub fn key16(what: &str, val: &str) -> Result<zeroize::Zeroizing<[u8; 16]>> {
     Ok(zeroize::Zeroizing::new(key))
 }
 
-/// Parses a GUID `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` into its EFI byte order
-/// (`bytes_le`: the first three fields little-endian).
+/// A GUID in EFI byte order.
 pub fn guid_le(s: &str) -> Result<[u8; 16]> {
-    let err = || {
-        input(format!(
-            "{s:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
-        ))
-    };
-    let parts: Vec<&str> = s.split('-').collect();
-    if parts.iter().map(|p| p.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
-        return Err(err());
-    }
-    let hex: String = parts.concat();
-    let raw = hex::decode(&hex).map_err(|_| err())?;
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&raw);
-    out[..4].reverse();
-    out[4..6].reverse();
-    out[6..8].reverse();
-    Ok(out)
+    Ok(sevd::owner::guid::guid_le(s)?)
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@ use super::owner::SecretPacket;
 use super::{progress, Log, PIECE};
 use crate::error::{input, Result};
 use crate::manifest::{Manifest, Mode};
-use crate::ovmf::Ovmf;
 use crate::owner_cmds::OwnerSession;
-use crate::tables;
 use crate::util;
 use crate::vmsa::{Init, Vmsa};
+use sevd::owner::ovmf::Ovmf;
+use sevd::owner::tables;
 
 /// OVMF is mapped to end at 4 GiB, where the reset vector is.
 const FOUR_GIB: u64 = 1 << 32;

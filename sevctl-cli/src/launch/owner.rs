@@ -11,11 +11,11 @@ use uapi::psp_sev::SevUserDataStatus;
 use super::Log;
 use crate::error::{input, CliError, Result};
 use crate::manifest::{Manifest, Placement};
-use crate::ovmf::Ovmf;
 use crate::owner_cmds::{new_session, secret_packet, OwnerSession};
 use crate::select::Target;
-use crate::tables;
 use crate::util;
+use sevd::owner::ovmf::Ovmf;
+use sevd::owner::tables;
 
 /// The platform's chain, up to AMD's part, must verify; returns the PDH to make the session
 /// for.

@@ -4,8 +4,19 @@
 
 use std::collections::HashMap;
 
-use crate::error::{input, Result};
-use crate::util::guid_le;
+use super::guid::guid_le;
+
+/// A malformed footer table or SEV metadata.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("OVMF footer table: {0}")]
+pub struct OvmfError(pub String);
+
+type Result<T> = std::result::Result<T, OvmfError>;
+
+/// GUIDs here are constants; one that did not parse would be a typo caught by the tests.
+fn guid(s: &str) -> [u8; 16] {
+    guid_le(s).unwrap_or_default()
+}
 
 /// `96b582de-1fb2-45f7-baea-a366c55a082d`: the table's footer.
 const FOOTER: &str = "96b582de-1fb2-45f7-baea-a366c55a082d";
@@ -33,13 +44,13 @@ impl Ovmf {
     /// Parses the footer table of `image`; an image without one has no entries.
     pub fn parse(image: &[u8]) -> Result<Ovmf> {
         let mut entries = HashMap::new();
-        let bad = |why: &str| input(format!("OVMF footer table: {why}"));
+        let bad = |why: &str| OvmfError(why.to_string());
         if image.len() < 32 + ENTRY_HEADER {
             return Ok(Ovmf { entries });
         }
         let footer_at = image.len() - 32 - ENTRY_HEADER;
         let size = u16::from_le_bytes([image[footer_at], image[footer_at + 1]]) as usize;
-        if image[footer_at + 2..footer_at + ENTRY_HEADER] != guid_le(FOOTER)? {
+        if image[footer_at + 2..footer_at + ENTRY_HEADER] != guid(FOOTER) {
             return Ok(Ovmf { entries });
         }
         let table_len = size
@@ -63,11 +74,8 @@ impl Ovmf {
         Ok(Ovmf { entries })
     }
 
-    fn entry(&self, guid: &str) -> Option<&[u8]> {
-        guid_le(guid)
-            .ok()
-            .and_then(|g| self.entries.get(&g))
-            .map(|v| &v[..])
+    fn entry(&self, name: &str) -> Option<&[u8]> {
+        self.entries.get(&guid(name)).map(|v| &v[..])
     }
 
     /// The SEV-ES reset vector of the APs.

@@ -4,8 +4,9 @@
 
 use zeroize::Zeroizing;
 
-use crate::error::Result;
-use crate::util::guid_le;
+use super::guid::{guid_le, BadGuid};
+
+type Result<T> = std::result::Result<T, BadGuid>;
 
 /// The hashes table and its entries (QEMU's `SEV_HASH_TABLE_*` GUIDs).
 const HASH_TABLE: &str = "9438d606-4f22-4cc9-b479-a793d411fd21";
@@ -34,7 +35,7 @@ fn table(guid: &str, payload: &[u8], len_size: usize) -> Result<Vec<u8>> {
 /// The kernel hashes table for a kernel, initrd and command line (the command line is
 /// hashed with its terminating NUL).
 pub fn kernel_hashes(kernel: &[u8], initrd: &[u8], cmdline: &str) -> Result<Vec<u8>> {
-    let sha = sevd::crypto::sha256;
+    let sha = crate::crypto::sha256;
     let mut cmdline = cmdline.as_bytes().to_vec();
     cmdline.push(0);
     let mut payload = entry(HASH_CMDLINE, &sha(&cmdline), 2)?;
