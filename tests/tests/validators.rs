@@ -331,3 +331,81 @@ fn vmsa_build_init2_is_the_save_area_sev_snp_measure_measures() {
         }
     }
 }
+
+/// The SNP launch digest a guest owner computes (`sevd::owner::snp_measurement`) is
+/// sev-snp-measure's, for random firmware, kernels, vCPUs, CPU models, VMMs and guest
+/// features.
+#[test]
+fn snp_launch_digests_agree_with_sev_snp_measure() {
+    use sevd::owner::ovmf::Ovmf;
+    use sevd::owner::snp_measurement::OvmfLaunch;
+    use sevd::owner::vmsa::{cpu_model_signature, Vmm};
+    let (snp_measure, _) = require_validators!();
+    if !Path::new(DEBIAN_OVMF).exists() {
+        tests::missing!("Debian's OVMF (package ovmf) is not installed");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(seed());
+    for i in 0..12 {
+        let firmware = if i % 3 == 2 { DEBIAN_OVMF } else { AMDSEV };
+        let image = std::fs::read(firmware).unwrap();
+        let ovmf = Ovmf::parse(&image).unwrap();
+        // Only the AmdSev build has a kernel hashes section.
+        let kernel = (firmware == AMDSEV && rng.below(2) == 0).then(|| {
+            let (kn, rn) = (1000 + rng.below(300_000), rng.below(200_000));
+            let (k, r) = (rng.bytes(kn as usize), rng.bytes(rn as usize));
+            let cmdline = format!("console=ttyS0 quiet root=/dev/vda{}", rng.below(64));
+            (k, r, cmdline)
+        });
+        let vcpus = 1 + rng.below(8) as u32;
+        let cpu = CPUS[(i + rng.below(2) as usize) % CPUS.len()].0;
+        let (vmm, vmm_name) = [(Vmm::Qemu, "QEMU"), (Vmm::Ec2, "ec2"), (Vmm::Gce, "gce")]
+            [(i + rng.below(3) as usize) % 3];
+        // SNP active, with DebugSwap or a few more of the features KVM may set.
+        let guest_features = [0x1u64, 0x21, 0x1 | (rng.below(0x40) << 1)][i % 3];
+        let hashes = kernel
+            .as_ref()
+            .map(|(k, r, c)| sevd::owner::tables::kernel_hashes(k, r, c).unwrap());
+        let ours = OvmfLaunch {
+            image: &image,
+            ovmf: &ovmf,
+            kernel_hashes: hashes.as_deref(),
+            vmm,
+            vcpus,
+            signature: cpu_model_signature(cpu).unwrap(),
+            guest_features,
+        }
+        .digest()
+        .unwrap();
+        let mut cmd = Command::new(&snp_measure);
+        cmd.args([
+            "--mode",
+            "snp",
+            "--ovmf",
+            firmware,
+            "--output-format",
+            "hex",
+        ])
+        .args(["--vcpus", &vcpus.to_string(), "--vcpu-type", cpu])
+        .args(["--vmm-type", vmm_name])
+        .args(["--guest-features", &format!("{guest_features:#x}")]);
+        if let Some((k, r, cmdline)) = &kernel {
+            let (kf, rf) = (
+                dir.path().join(format!("k{i}")),
+                dir.path().join(format!("r{i}")),
+            );
+            std::fs::write(&kf, k).unwrap();
+            std::fs::write(&rf, r).unwrap();
+            cmd.arg("--kernel").arg(&kf).arg("--initrd").arg(&rf);
+            cmd.args(["--append", cmdline]);
+        }
+        let theirs = String::from_utf8(run(&mut cmd).stdout).unwrap();
+        eprintln!(
+            "snp case {i}: {firmware}, kernel {}, {vcpus} × {cpu}, {vmm_name}, features {guest_features:#x}: ours {}, sev-snp-measure {}",
+            kernel.is_some(),
+            hex::encode(ours.bytes()),
+            theirs.trim()
+        );
+        assert_eq!(hex::encode(ours.bytes()), theirs.trim(), "snp case {i}");
+    }
+}

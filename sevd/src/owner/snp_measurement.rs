@@ -6,6 +6,9 @@
 use sha2::{Digest, Sha384};
 use uapi::snp::{PageInfo, PageType, DIGEST_LEN, VMSA_TSC_FIELDS};
 
+use super::ovmf::{Ovmf, SectionKind};
+use super::vmsa::{Init, Vmm, Vmsa};
+
 /// 4 KiB: the unit of a launch update.
 pub const PAGE: usize = 4096;
 
@@ -23,6 +26,9 @@ pub enum SnpMeasureError {
     /// Pages start on 4 KiB boundaries.
     #[error("guest address {0:#x} is not 4 KiB aligned")]
     Unaligned(u64),
+    /// The firmware image cannot be launched as asked.
+    #[error("{0}")]
+    Image(String),
 }
 
 /// A launch digest being built.
@@ -107,6 +113,112 @@ impl LaunchDigest {
     /// One VMSA page, at the GPA KVM gives every save area.
     pub fn update_vmsa(&mut self, vmsa: &[u8; PAGE]) {
         self.extend_page(PageType::Vmsa, uapi::snp::VMSA_GPA, vmsa);
+    }
+}
+
+/// An SNP launch of an OVMF guest as QEMU (or EC2's or GCE's VMM) makes it, the sequence
+/// sev-snp-measure reproduces (snp.md §5.2): the image's pages, then its SEV metadata
+/// sections in table order, then one save area per vCPU.
+#[derive(Debug, Clone)]
+pub struct OvmfLaunch<'a> {
+    /// The firmware image, mapped to end at 4 GiB.
+    pub image: &'a [u8],
+    /// Its parsed footer table and metadata.
+    pub ovmf: &'a Ovmf,
+    /// The kernel hashes table (`tables::kernel_hashes`), for a measured direct boot.
+    pub kernel_hashes: Option<&'a [u8]>,
+    /// Whose reset state the save areas hold, and the VMM's own page sequence.
+    pub vmm: Vmm,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// CPUID 1 EAX (QEMU's RDX at reset).
+    pub signature: u32,
+    /// SEV_FEATURES of the save areas (sev-snp-measure's `--guest-features`; 0x1 is SNP
+    /// active alone).
+    pub guest_features: u64,
+}
+
+impl OvmfLaunch<'_> {
+    /// The launch digest this launch ends with.
+    pub fn digest(&self) -> Result<LaunchDigest, SnpMeasureError> {
+        let bad = |why: String| SnpMeasureError::Image(why);
+        let mut ld = LaunchDigest::new();
+        let len = self.image.len();
+        let gpa = (1u64 << 32)
+            .checked_sub(len as u64)
+            .ok_or_else(|| bad(format!("a {len}-byte image does not fit below 4 GiB")))?;
+        ld.update(PageType::Normal, gpa, len, self.image)?;
+        let sections = self.ovmf.sev_metadata();
+        if sections.is_empty() {
+            return Err(bad(
+                "the OVMF image has no SEV metadata; it cannot start an SNP guest".into(),
+            ));
+        }
+        for s in sections {
+            let (gpa, size) = (s.gpa as u64, s.size as usize);
+            match s.kind {
+                SectionKind::SecMem if self.vmm == Vmm::Gce => {
+                    ld.update(PageType::Unmeasured, gpa, size, &[])?
+                }
+                SectionKind::SecMem | SectionKind::SvsmCaa => {
+                    ld.update(PageType::Zero, gpa, size, &[])?
+                }
+                SectionKind::Secrets => ld.update(PageType::Secrets, gpa, PAGE, &[])?,
+                // EC2's VMM adds the CPUID pages after the whole table.
+                SectionKind::Cpuid if self.vmm == Vmm::Ec2 => {}
+                SectionKind::Cpuid => ld.update(PageType::Cpuid, gpa, PAGE, &[])?,
+                SectionKind::KernelHashes => match self.kernel_hashes {
+                    Some(table) => {
+                        let page = self.hashes_page(table, size)?;
+                        ld.update(PageType::Normal, gpa, PAGE, &page)?
+                    }
+                    None => ld.update(PageType::Zero, gpa, size, &[])?,
+                },
+            }
+        }
+        if self.vmm == Vmm::Ec2 {
+            for s in sections.iter().filter(|s| s.kind == SectionKind::Cpuid) {
+                ld.update(PageType::Cpuid, s.gpa as u64, PAGE, &[])?;
+            }
+        }
+        if self.kernel_hashes.is_some()
+            && !sections.iter().any(|s| s.kind == SectionKind::KernelHashes)
+        {
+            return Err(bad(
+                "a kernel is given, but the OVMF metadata has no SNP_KERNEL_HASHES section".into(),
+            ));
+        }
+        let reset = self.ovmf.sev_es_reset_eip();
+        if self.vcpus > 1 && reset.is_none() {
+            return Err(bad(
+                "the OVMF image has no SEV-ES reset block for the APs".into()
+            ));
+        }
+        for cpu in 0..self.vcpus {
+            let mut vmsa = Vmsa::reset(self.vmm, Init::Init2, cpu as u64, reset, self.signature);
+            vmsa.sev_features = self.guest_features;
+            ld.update_vmsa(&vmsa.encode());
+        }
+        Ok(ld)
+    }
+
+    /// The kernel hashes page: 4 KiB of zeros with the table where OVMF's footer says,
+    /// within the page.
+    fn hashes_page(&self, table: &[u8], size: usize) -> Result<[u8; PAGE], SnpMeasureError> {
+        let bad = |why: &str| SnpMeasureError::Image(why.to_string());
+        if size != PAGE {
+            return Err(bad("the SNP_KERNEL_HASHES section is not one page"));
+        }
+        let (at, _) = self
+            .ovmf
+            .hashes_table_area()
+            .ok_or_else(|| bad("the OVMF image has no hashes table entry"))?;
+        let off = at as usize & (PAGE - 1);
+        let mut page = [0u8; PAGE];
+        page.get_mut(off..off + table.len())
+            .ok_or_else(|| bad("the kernel hashes table does not fit its page"))?
+            .copy_from_slice(table);
+        Ok(page)
     }
 }
 
@@ -215,9 +327,19 @@ mod tests {
         }
         // EPYC-v4: family 23, model 1, stepping 2.
         ld.update_vmsa(&qemu_bsp_vmsa(0x80_0f12, 0x1));
-        assert_eq!(
-            hex::encode(ld.bytes()),
-            "19358ba9a7615534a9a1e2f0dfc29384dcd4dcb7062ff9c6013b26869a5fc6ecabe033c48dd6f6db5d6d76e7c5df632d"
-        );
+        assert_eq!(hex::encode(ld.bytes()), PUBLISHED);
+        // The same through the sequence a launch of the image makes.
+        let launch = OvmfLaunch {
+            image: &ovmf,
+            ovmf: &Ovmf::parse(&ovmf).unwrap(),
+            kernel_hashes: None,
+            vmm: Vmm::Qemu,
+            vcpus: 1,
+            signature: 0x80_0f12,
+            guest_features: 0x1,
+        };
+        assert_eq!(hex::encode(launch.digest().unwrap().bytes()), PUBLISHED);
     }
+
+    const PUBLISHED: &str = "19358ba9a7615534a9a1e2f0dfc29384dcd4dcb7062ff9c6013b26869a5fc6ecabe033c48dd6f6db5d6d76e7c5df632d";
 }
