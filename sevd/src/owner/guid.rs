@@ -6,20 +6,15 @@
 #[error("{0:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")]
 pub struct BadGuid(pub String);
 
-/// The 16 bytes of `s` in EFI byte order.
+/// The 16 bytes of `s` (hyphenated, 36 characters) in EFI byte order.
 pub fn guid_le(s: &str) -> Result<[u8; 16], BadGuid> {
-    let err = || BadGuid(s.to_string());
-    let parts: Vec<&str> = s.split('-').collect();
-    if parts.iter().map(|p| p.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
-        return Err(err());
+    // uuid also reads other spellings (braces, URNs, no hyphens); the tables take one.
+    if s.len() != 36 {
+        return Err(BadGuid(s.to_string()));
     }
-    let raw = hex::decode(parts.concat()).map_err(|_| err())?;
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&raw);
-    out[..4].reverse();
-    out[4..6].reverse();
-    out[6..8].reverse();
-    Ok(out)
+    uuid::Uuid::try_parse(s)
+        .map(|u| u.to_bytes_le())
+        .map_err(|_| BadGuid(s.to_string()))
 }
 
 #[cfg(test)]
