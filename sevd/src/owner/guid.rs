@@ -23,9 +23,11 @@ mod tests {
 
     #[test]
     fn efi_byte_order() {
+        // The efi_secret table's GUID and its bytes as the table stores them.
         let g = guid_le("1e74f542-71dd-4d66-963e-ef4287ff173b").unwrap();
         assert_eq!(hex::encode(g), "42f5741edd71664d963eef4287ff173b");
         assert!(guid_le("1e74f542-71dd-4d66-963e-ef4287ff173").is_err());
         assert!(guid_le("1e74f542-71dd-4d66-963e-ef4287ff17zz").is_err());
+        assert!(guid_le("{1e74f542-71dd-4d66-963e-ef4287ff173b}").is_err());
     }
 }
