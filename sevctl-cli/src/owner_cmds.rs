@@ -255,7 +255,7 @@ pub fn secret_build(args: &SecretArgs) -> Result<()> {
         let (guid, file) = s
             .split_once(':')
             .ok_or_else(|| input("Unexpected --secret format"))?;
-        util::guid_le(guid)?;
+        sevd::owner::guid::guid_le(guid)?;
         secrets.push((
             guid.to_string(),
             util::read_secret("--secret", Path::new(file))?,

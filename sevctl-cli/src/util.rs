@@ -90,11 +90,6 @@ pub fn key16(what: &str, val: &str) -> Result<zeroize::Zeroizing<[u8; 16]>> {
     Ok(zeroize::Zeroizing::new(key))
 }
 
-/// A GUID in EFI byte order.
-pub fn guid_le(s: &str) -> Result<[u8; 16]> {
-    Ok(sevd::owner::guid::guid_le(s)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,10 +30,7 @@ impl BootError {
     /// The state directory itself is wrong (owned by someone else, writable by others, not a
     /// directory, corrupt files): something the user must fix, not a passing failure.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            BootError::State(s) if !matches!(s, StateError::Busy { .. } | StateError::Io { .. })
-        )
+        matches!(self, BootError::State(s) if s.is_config())
     }
 }
 

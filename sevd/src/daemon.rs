@@ -121,7 +121,7 @@ impl StartError {
     /// (a mount that failed, a directory another daemon holds, I/O) may pass.
     pub fn is_config(&self) -> bool {
         match self {
-            StartError::State(s) => !matches!(s, StateError::Busy { .. } | StateError::Io { .. }),
+            StartError::State(s) => s.is_config(),
             StartError::RealDevice(_)
             | StartError::Path { .. }
             | StartError::Policy(_)

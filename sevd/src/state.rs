@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::firmware::chip::{Chip, ChipError};
 use crate::firmware::nv::NvStorage;
 
-use crate::files::parent_dir;
-pub use crate::files::write_atomic;
-pub use crate::paths::{CA_FILE, CHIP_FILE, NV_FILE};
+use crate::files::{parent_dir, write_atomic};
+use crate::paths::{CA_FILE, CHIP_FILE, NV_FILE};
 
 /// Why the state directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +50,15 @@ pub enum StateError {
         /// What is wrong.
         source: ChipError,
     },
+}
+
+impl StateError {
+    /// Something the user must fix (a directory others may write, one that is not ours,
+    /// corrupt files), as against a passing failure: another process holding the
+    /// directory, or I/O.
+    pub fn is_config(&self) -> bool {
+        !matches!(self, StateError::Busy { .. } | StateError::Io { .. })
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {

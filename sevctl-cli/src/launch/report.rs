@@ -13,14 +13,14 @@ use crate::manifest::Manifest;
 /// What the secrets look like to the guest and to the hypervisor. Each entry's GUID, length
 /// and whether the guest reads what was sent are shown; its plaintext only with
 /// `show_secrets` (`--show-secrets`), so a launch log never holds a secret by default.
-fn show_secret_views_at(
+pub(super) fn secret_views(
     log: &mut Log,
     vm: &Vm,
-    gpa: u64,
-    table: &[u8],
+    packet: &SecretPacket,
     secrets: &[crate::manifest::Secret],
     show_secrets: bool,
 ) -> Result<serde_json::Value> {
+    let (gpa, table) = (packet.gpa, &packet.table[..]);
     let guest = match vm.guest_read(gpa, table.len()) {
         Ok(g) => g,
         Err(sevd::platform::PlatformError::Kvm { why, .. }) => {
@@ -90,17 +90,6 @@ fn show_secret_views_at(
     Ok(
         json!({ "gpa": gpa, "guest_view": guest_view, "hypervisor_view": hex::encode(&host), "entries": entries }),
     )
-}
-
-/// [`show_secret_views_at`] for an injected packet.
-pub(super) fn secret_views(
-    log: &mut Log,
-    vm: &Vm,
-    s: &SecretPacket,
-    secrets: &[crate::manifest::Secret],
-    show_secrets: bool,
-) -> Result<serde_json::Value> {
-    show_secret_views_at(log, vm, s.gpa, &s.table, secrets, show_secrets)
 }
 
 /// The closing line, or with `--json` the whole report.

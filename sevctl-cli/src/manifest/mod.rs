@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{input, Result};
-use crate::util::guid_le;
 use crate::vmsa::{cpu_model_signature, Vmm, CPU_MODELS};
+use sevd::owner::guid::guid_le;
 use spans::{Pos, Spans};
 
 /// What is wrong with a manifest, and where.
