@@ -34,8 +34,9 @@ impl BootError {
     }
 }
 
-/// Opens and locks `state_dir`, loads (or makes) the chip, publishes its ASK ‖ ARK there,
-/// powers the firmware on and probes the driver as `init_mode` says.
+/// Opens and locks `state_dir`, loads (or makes) the chip (installing `firmware.tcb` if
+/// given), publishes its ASK ‖ ARK there, powers the firmware on (with SNP if
+/// `firmware.snp`) and probes the driver as `init_mode` says.
 pub fn power_on(
     state_dir: &Path,
     firmware: FirmwareConfig,
@@ -44,7 +45,7 @@ pub fn power_on(
 ) -> Result<(SevDev, StateDir), BootError> {
     let version = firmware.version;
     let state = StateDir::open(state_dir)?;
-    let chip = state.load_or_create_chip((version.api_major, version.api_minor))?;
+    let chip = state.load_or_create_chip((version.api_major, version.api_minor), firmware.tcb)?;
     let mut ca = chip.ask.encode();
     ca.extend_from_slice(&chip.ark.encode());
     state.write_ca_file(&ca)?;
@@ -55,6 +56,9 @@ pub fn power_on(
         }
         None => Box::new(OsRandom),
     };
-    let fw = Firmware::new(chip, Box::new(state.nv_storage()), firmware, rng)?;
+    let mut fw = Firmware::new(chip, Box::new(state.nv_storage()), firmware, rng)?;
+    if firmware.snp {
+        fw = fw.with_snp(Box::new(state.snp_nv_storage()));
+    }
     Ok((SevDev::probe(fw, init_mode), state))
 }

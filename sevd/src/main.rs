@@ -56,6 +56,16 @@ struct Args {
     /// initialise it only for their duration.
     #[arg(long)]
     init_per_command: bool,
+    /// Bring the platform up with SEV-SNP, as a host with SNP enabled: SNP_INIT (the RMP)
+    /// before SEV's INIT, and the SNP commands of /dev/sev answered.
+    #[arg(long)]
+    snp: bool,
+    /// The SPLs installed on the emulated part, BOOTLOADER:TEE:SNP:MICROCODE (default
+    /// 3:0:8:115 for a new state directory). On an existing one this installs a firmware or
+    /// microcode update; SNP_COMMIT then commits it, and SNP refuses to start below what was
+    /// committed.
+    #[arg(long, value_name = "BL:TEE:SNP:UCODE")]
+    snp_tcb: Option<uapi::snp::TcbVersion>,
     /// Highest ASID of the emulated part (CPUID 0x8000001F ECX).
     #[arg(long, default_value_t = FirmwareConfig::default().max_asid)]
     max_asid: u32,
@@ -220,6 +230,8 @@ fn main() -> ExitCode {
         firmware: FirmwareConfig {
             max_asid: args.max_asid,
             min_sev_asid: args.min_sev_asid,
+            snp: args.snp,
+            tcb: args.snp_tcb,
             ..FirmwareConfig::default()
         },
         nonce_seed: args.nonce_seed,

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 pub const CHIP_FILE: &str = "chip.bin";
 /// The firmware's non-volatile store.
 pub const NV_FILE: &str = "nv.bin";
+/// The SNP half of the store: committed TCB and version, SNP_CONFIG.
+pub const SNP_NV_FILE: &str = "snp_nv.bin";
 /// The public ASK ‖ ARK, for `sevctl verify --ca` and other owner tools. The daemon also
 /// publishes it beside its nodes.
 pub const CA_FILE: &str = "ask_ark.cert";

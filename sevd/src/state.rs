@@ -6,11 +6,12 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::firmware::chip::{Chip, ChipError};
+use crate::firmware::chip::{Chip, ChipError, DEFAULT_TCB};
 use crate::firmware::nv::NvStorage;
 
 use crate::files::{parent_dir, write_atomic};
-use crate::paths::{CA_FILE, CHIP_FILE, NV_FILE};
+use crate::paths::{CA_FILE, CHIP_FILE, NV_FILE, SNP_NV_FILE};
+use uapi::snp::TcbVersion;
 
 /// Why the state directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -180,17 +181,41 @@ impl StateDir {
     }
 
     /// The chip in `chip.bin`, made (seconds: two RSA-4096 keys) and stored on first use.
-    pub fn load_or_create_chip(&self, api: (u8, u8)) -> Result<Chip, StateError> {
+    /// `tcb` is the SPLs of the firmware and microcode installed on it: a new chip gets them
+    /// (else [`DEFAULT_TCB`]); an existing chip with other SPLs is updated to them, as
+    /// installing a firmware or microcode update does on a real part (the firmware refuses to
+    /// initialise SNP below its committed TCB).
+    pub fn load_or_create_chip(
+        &self,
+        api: (u8, u8),
+        tcb: Option<TcbVersion>,
+    ) -> Result<Chip, StateError> {
         let path = self.path.join(CHIP_FILE);
         match fs::read(&path).map(zeroize::Zeroizing::new) {
-            Ok(bytes) => Chip::decode(&bytes).map_err(|source| StateError::Chip { path, source }),
+            Ok(bytes) => {
+                let mut chip = Chip::decode(&bytes).map_err(|source| StateError::Chip {
+                    path: path.clone(),
+                    source,
+                })?;
+                if let Some(tcb) = tcb.filter(|t| *t != chip.tcb) {
+                    log::info!(
+                        "installing firmware and microcode of TCB {tcb} (was {})",
+                        chip.tcb
+                    );
+                    chip.tcb = tcb;
+                    write_atomic(&path, &chip.encode(), 0o600).map_err(io_err(&path))?;
+                }
+                Ok(chip)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 log::info!(
                     "making a new chip identity (RSA-4096 ARK and ASK); this takes a few seconds"
                 );
-                let chip = Chip::generate(api).map_err(|e| StateError::Chip {
-                    path: path.clone(),
-                    source: e.into(),
+                let chip = Chip::generate(api, tcb.unwrap_or(DEFAULT_TCB)).map_err(|e| {
+                    StateError::Chip {
+                        path: path.clone(),
+                        source: e.into(),
+                    }
                 })?;
                 write_atomic(&path, &chip.encode(), 0o600).map_err(io_err(&path))?;
                 Ok(chip)
@@ -210,6 +235,15 @@ impl StateDir {
     pub fn nv_storage(&self) -> FileStorage {
         FileStorage {
             path: self.path.join(NV_FILE),
+        }
+    }
+
+    /// The SNP half of the firmware's flash (committed TCB and SNP_CONFIG), in `snp_nv.bin`:
+    /// apart from `nv.bin`, because FACTORY_RESET erases the SEV keys but never the
+    /// anti-rollback state.
+    pub fn snp_nv_storage(&self) -> FileStorage {
+        FileStorage {
+            path: self.path.join(SNP_NV_FILE),
         }
     }
 }

@@ -151,7 +151,7 @@ pub fn shared_chip() -> &'static [u8] {
         let state = sevd::state::StateDir::open_waiting(dir, Duration::from_secs(120))
             .expect("the chip fixture's directory");
         state
-            .load_or_create_chip((1, 55))
+            .load_or_create_chip((1, 55), None)
             .expect("the shared chip")
             .encode()
             .to_vec()

@@ -1,6 +1,6 @@
 //! SEV-SNP launch formats (SEV-SNP firmware ABI, pub. 56860, §8.17 "SNP_LAUNCH_UPDATE";
 //! snp.md §5.1): the page types of a launch update and the PAGE_INFO structure whose
-//! SHA-384 extends the launch digest.
+//! SHA-384 extends the launch digest; the TCB version and the guest policy.
 
 /// A page's type in `SNP_LAUNCH_UPDATE` (the firmware's numbering, which
 /// `kvm_sev_snp_launch_update.type` uses too).
@@ -77,6 +77,94 @@ impl PageInfo {
     }
 }
 
+/// A TCB version: the security patch levels (SPLs) of the parts a report vouches for, as
+/// Milan and Genoa encode them in a u64 (byte 0 boot loader, 1 TEE, 2..6 reserved, 6 SNP
+/// firmware, 7 microcode; linux-abi.md §1.4, virtee's `TcbVersion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct TcbVersion {
+    /// SPL of the PSP boot loader.
+    pub bootloader: u8,
+    /// SPL of the PSP operating system (TEE).
+    pub tee: u8,
+    /// SPL of the SNP firmware.
+    pub snp: u8,
+    /// SPL of the CPU microcode.
+    pub microcode: u8,
+}
+
+impl TcbVersion {
+    /// The u64 the firmware reports.
+    pub fn to_u64(self) -> u64 {
+        u64::from_le_bytes([
+            self.bootloader,
+            self.tee,
+            0,
+            0,
+            0,
+            0,
+            self.snp,
+            self.microcode,
+        ])
+    }
+
+    /// The TCB of a u64, or `None` when its reserved bytes are not zero.
+    pub fn from_u64(v: u64) -> Option<Self> {
+        let b = v.to_le_bytes();
+        if b[2..6].iter().any(|x| *x != 0) {
+            return None;
+        }
+        Some(TcbVersion {
+            bootloader: b[0],
+            tee: b[1],
+            snp: b[6],
+            microcode: b[7],
+        })
+    }
+
+    /// Whether any component of `self` is above `other`'s (the firmware's
+    /// `tcb_compare_versions(self, other) > 0`).
+    pub fn exceeds(self, other: TcbVersion) -> bool {
+        self.bootloader > other.bootloader
+            || self.tee > other.tee
+            || self.snp > other.snp
+            || self.microcode > other.microcode
+    }
+}
+
+impl std::fmt::Display for TcbVersion {
+    /// `bootloader:tee:snp:microcode`, the form `sevd --snp-tcb` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.bootloader, self.tee, self.snp, self.microcode
+        )
+    }
+}
+
+impl std::str::FromStr for TcbVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [bl, tee, snp, ucode] = parts[..] else {
+            return Err(format!(
+                "a TCB is BOOTLOADER:TEE:SNP:MICROCODE (four numbers 0-255), not {s:?}"
+            ));
+        };
+        let spl = |name: &str, v: &str| {
+            v.parse::<u8>()
+                .map_err(|_| format!("the {name} SPL must be a number 0-255, not {v:?}"))
+        };
+        Ok(TcbVersion {
+            bootloader: spl("boot loader", bl)?,
+            tee: spl("TEE", tee)?,
+            snp: spl("SNP", snp)?,
+            microcode: spl("microcode", ucode)?,
+        })
+    }
+}
+
 /// The SNP guest policy, a u64 (SEV-SNP ABI §4.3 "Guest Policy"; snp.md §6).
 pub mod policy {
     /// Bits 7:0, the minimum ABI minor version.
@@ -150,6 +238,22 @@ mod tests {
             .fold(policy::RSVD_MBO, |a, (_, b)| a | b);
         assert_eq!(all, 0x3ff_0000);
         assert_eq!(all & policy::MBZ, 0);
+    }
+
+    #[test]
+    fn tcb_encoding() {
+        let tcb: TcbVersion = "3:0:8:115".parse().unwrap();
+        assert_eq!(tcb.to_u64(), 0x7308_0000_0000_0003);
+        assert_eq!(TcbVersion::from_u64(tcb.to_u64()), Some(tcb));
+        assert_eq!(TcbVersion::from_u64(1 << 16), None);
+        assert_eq!(tcb.to_string(), "3:0:8:115");
+        assert!("3:0:8".parse::<TcbVersion>().is_err());
+        assert!("3:0:8:256".parse::<TcbVersion>().is_err());
+        let lower = TcbVersion {
+            microcode: 100,
+            ..tcb
+        };
+        assert!(tcb.exceeds(lower) && !lower.exceeds(tcb) && !tcb.exceeds(tcb));
     }
 
     #[test]

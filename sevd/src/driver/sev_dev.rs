@@ -11,6 +11,7 @@ use vfs::{CallerMemory, Errno, IoctlReply, IoctlRequest, UserAddr};
 
 use super::staged::Staged;
 use super::{read_obj, write_bytes, write_obj};
+use crate::firmware::snp::SnpState;
 use crate::firmware::{Firmware, FwResult, PlatformState, INIT_FLAGS_ES};
 
 /// `-ENOTSUPP` (kernel-internal errno 524), what GET_ID returns below API 0.16.
@@ -39,6 +40,8 @@ pub struct SevDev {
     fw: Firmware,
     mode: InitMode,
     state: KState,
+    /// `sev->snp_initialized`.
+    snp: KState,
     api: (u8, u8),
 }
 
@@ -67,10 +70,14 @@ impl SevDev {
             fw,
             mode,
             state: KState::Uninit,
+            snp: KState::Uninit,
             api: (v.api_major, v.api_minor),
         };
         if dev.fw.state() != PlatformState::Uninit {
             dev.state = KState::Init;
+        }
+        if dev.fw.snp_state() == SnpState::Init {
+            dev.snp = KState::Init;
         }
         if mode == InitMode::AtProbe {
             let mut error = 0;
@@ -95,9 +102,41 @@ impl SevDev {
         &mut self.fw
     }
 
+    /// `_sev_platform_init_locked`: SNP first when the host enabled it (a failure there is
+    /// logged and SEV goes on without SNP, as the kernel does), then SEV.
+    pub(crate) fn platform_init(&mut self, error: &mut u32) -> Result<(), Errno> {
+        if self.fw.snp_enabled() && self.snp == KState::Uninit && self.state == KState::Uninit {
+            let mut snp_error = 0;
+            if let Err(e) = self.snp_init(&mut snp_error) {
+                log::error!(
+                    "SEV-SNP: failed to INIT rc {e}, error {}",
+                    uapi::status::describe(snp_error)
+                );
+            }
+        }
+        self.sev_init(error)
+    }
+
+    /// `__sev_snp_init_locked`: SNP_INIT (the RMP), then SNP_DF_FLUSH.
+    fn snp_init(&mut self, error: &mut u32) -> Result<(), Errno> {
+        let mut r = self.fw.snp_init();
+        if r.is_ok() {
+            self.snp = KState::Init;
+            r = self.fw.df_flush();
+            let s = self.fw.snp_platform_status().ok();
+            log::info!(
+                "SEV-SNP API:{}.{} build:{}",
+                self.api.0,
+                self.api.1,
+                s.map(|s| s.build_id).unwrap_or_default()
+            );
+        }
+        super::fw_result(error, r)
+    }
+
     /// `__sev_platform_init_locked`: INIT with the TMR, once more on SECURE_DATA_INVALID (the
     /// firmware has reset its store by then), then DF_FLUSH.
-    pub(crate) fn platform_init(&mut self, error: &mut u32) -> Result<(), Errno> {
+    fn sev_init(&mut self, error: &mut u32) -> Result<(), Errno> {
         if self.state == KState::Init {
             return Ok(());
         }
@@ -127,7 +166,8 @@ impl SevDev {
             InitMode::AtProbe => self.platform_init(error).map(|()| false),
             InitMode::PerCommand => {
                 let mut ignored = 0;
-                match self.platform_init(&mut ignored) {
+                // Since the 2026 fixes, /dev/sev's own commands initialise SEV only.
+                match self.sev_init(&mut ignored) {
                     Ok(()) => Ok(true),
                     Err(e) => {
                         // ≥ 6.16 reports INVALID_PLATFORM_STATE whatever INIT said.
@@ -171,10 +211,10 @@ impl SevDev {
             SevCmd::PekCertImport => self.do_pek_import(&mut ctx),
             SevCmd::GetId => self.do_get_id(&mut ctx),
             SevCmd::GetId2 => self.do_get_id2(&mut ctx),
-            SevCmd::SnpPlatformStatus
-            | SevCmd::SnpCommit
-            | SevCmd::SnpSetConfig
-            | SevCmd::SnpVlekLoad => self.do_snp(cmd, &mut ctx),
+            SevCmd::SnpPlatformStatus => self.do_snp_platform_status(&mut ctx),
+            SevCmd::SnpCommit => self.do_snp_commit(&mut ctx),
+            SevCmd::SnpSetConfig => self.do_snp_set_config(&mut ctx),
+            SevCmd::SnpVlekLoad => self.do_snp_vlek_load(&mut ctx),
         }
     }
 
@@ -347,15 +387,99 @@ impl SevDev {
         Ok(())
     }
 
-    /// The SNP commands, as a kernel of 6.9–6.15 answers them on a platform without SNP:
-    /// SNP is not initialised, so EINVAL (the header is still copied back).
-    fn do_snp(&mut self, cmd: SevCmd, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
-        // SNP_VLEK_LOAD checks `data` and the file mode before SNP's state; the others test
-        // "SNP initialised" first.
-        if cmd == SevCmd::SnpVlekLoad && ctx.data != 0 {
-            Self::require_writable(cmd, ctx)?;
+    /// SNP not initialised: what each kernel generation answers (linux-abi.md §2.4, §2.5).
+    /// Up to 6.15 the command fails with EINVAL; from 6.16 (with the 2026 fixes) commands
+    /// that need SNP fail with ENODEV, and SNP_PLATFORM_STATUS initialises SNP around itself.
+    fn snp_missing(&self) -> Errno {
+        if self.mode == InitMode::AtProbe || !self.fw.snp_enabled() {
+            Errno::EINVAL
+        } else {
+            Errno::ENODEV
         }
-        Err(Errno::EINVAL)
+    }
+
+    /// SNP_PLATFORM_STATUS: the firmware's 32 bytes, into a page of the kernel's own.
+    fn do_snp_platform_status(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        if ctx.data == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut shutdown = false;
+        if self.snp != KState::Init {
+            if self.mode == InitMode::AtProbe || !self.fw.snp_enabled() {
+                return Err(Errno::EINVAL);
+            }
+            let mut ignored = 0;
+            if let Err(e) = self.snp_init(&mut ignored) {
+                *ctx.error = Status::InvalidPlatformState as u32;
+                return Err(e);
+            }
+            shutdown = true;
+        }
+        let r = self.fw.snp_platform_status();
+        if shutdown {
+            let _ = self.fw.snp_shutdown();
+            self.snp = KState::Uninit;
+        }
+        let status = ctx.fw(r)?;
+        write_obj(ctx.mem, ctx.data, &status)
+    }
+
+    /// SNP_COMMIT: no writable check, `data` ignored (the kernel sends its own `{len = 4}`).
+    /// Since the 2026 fix it runs in any SNP state; before, SNP had to be initialised.
+    fn do_snp_commit(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        if !self.fw.snp_enabled() || (self.mode == InitMode::AtProbe && self.snp != KState::Init) {
+            return Err(Errno::EINVAL);
+        }
+        let r = self.fw.snp_commit(crate::firmware::snp::COMMIT_LEN);
+        ctx.fw(r)
+    }
+
+    /// SNP_SET_CONFIG: the caller's 64 bytes go to the firmware verbatim.
+    fn do_snp_set_config(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        // Up to 6.15 "SNP initialised" is tested before anything else.
+        if self.mode == InitMode::AtProbe && self.snp != KState::Init {
+            return Err(Errno::EINVAL);
+        }
+        if ctx.data == 0 {
+            return Err(Errno::EINVAL);
+        }
+        Self::require_writable(SevCmd::SnpSetConfig, ctx)?;
+        let config: SevUserDataSnpConfig = read_obj(ctx.mem, ctx.data)?;
+        if self.snp != KState::Init {
+            return Err(self.snp_missing());
+        }
+        let mut bytes = [0u8; 64];
+        bytes.copy_from_slice(config.as_bytes());
+        let r = self.fw.snp_config(&bytes);
+        ctx.fw(r)
+    }
+
+    /// SNP_VLEK_LOAD: the struct's `len` and version, then the 432-byte hashstick.
+    fn do_snp_vlek_load(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        if ctx.data == 0 {
+            return Err(Errno::EINVAL);
+        }
+        Self::require_writable(SevCmd::SnpVlekLoad, ctx)?;
+        if self.snp != KState::Init {
+            return Err(self.snp_missing());
+        }
+        let input: SevUserDataSnpVlekLoad = read_obj(ctx.mem, ctx.data)?;
+        if input.len != size_of::<SevUserDataSnpVlekLoad>() as u32
+            || input.vlek_wrapped_version != 0
+        {
+            return Err(Errno::EINVAL);
+        }
+        if input.vlek_wrapped_address == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut stick = [0u8; crate::firmware::snp::hashstick::LEN];
+        ctx.mem
+            .read(UserAddr(input.vlek_wrapped_address), &mut stick)
+            .map_err(|_| Errno::EFAULT)?;
+        let r = self
+            .fw
+            .snp_vlek_load(input.len, input.vlek_wrapped_version, input.rsvd, &stick);
+        ctx.fw(r)
     }
 }
 

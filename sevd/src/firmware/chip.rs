@@ -1,5 +1,6 @@
 //! What a real part has fused into it: the chip-unique seed (from which the CEK and the chip
-//! id are derived) and the AMD roots, ARK and ASK, whose ASK has signed the CEK.
+//! id are derived) and the AMD roots, ARK and ASK, whose ASK has signed the CEK; and the
+//! security patch levels of the firmware and microcode installed on it (its SNP TCB).
 //!
 //! The software firmware mints its own ARK and ASK (RSA-4096, AMD's CA format) when a chip is
 //! made, signs the CEK with the ASK, and throws both private keys away, as a real PSP never
@@ -10,13 +11,26 @@ use zeroize::Zeroizing;
 
 use uapi::ca::CaCertificate;
 use uapi::cert::{algo, usage, Certificate, CERT_LEN};
+use uapi::snp::TcbVersion;
 
 use crate::crypto::ca::{PssHash, RsaKeyPair};
 use crate::crypto::ecc::EcKeyPair;
 use crate::crypto::{kdf, sha256, CryptoError};
 
-const MAGIC: &[u8; 8] = b"SEVDCHP1";
+/// Format 1: no TCB (read as [`DEFAULT_TCB`]).
+const MAGIC_V1: &[u8; 8] = b"SEVDCHP1";
+/// Format 2: the installed TCB follows the CEK.
+const MAGIC: &[u8; 8] = b"SEVDCHP2";
 const SEED_LEN: usize = 32;
+
+/// The TCB a new chip gets unless told otherwise: a Milan part's boot loader 3, TEE 0, SNP
+/// firmware 8 and microcode 115, the levels AMD's published Milan VCEKs commonly carry.
+pub const DEFAULT_TCB: TcbVersion = TcbVersion {
+    bootloader: 3,
+    tee: 0,
+    snp: 8,
+    microcode: 115,
+};
 
 /// Why a chip file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +52,9 @@ pub struct Chip {
     pub ask: CaCertificate,
     /// Chip endorsement key certificate (signed by the ASK).
     pub cek: Certificate,
+    /// The SPLs of the boot loader, TEE, SNP firmware and microcode installed on the part:
+    /// what the firmware reports as its current TCB. Only an update changes them.
+    pub tcb: TcbVersion,
 }
 
 impl std::fmt::Debug for Chip {
@@ -49,7 +66,7 @@ impl std::fmt::Debug for Chip {
 impl Chip {
     /// Makes a new chip: a random seed, a fresh RSA-4096 ARK and ASK, and the CEK signed by
     /// the ASK. Takes seconds (two RSA-4096 key generations).
-    pub fn generate(api: (u8, u8)) -> Result<Self, CryptoError> {
+    pub fn generate(api: (u8, u8), tcb: TcbVersion) -> Result<Self, CryptoError> {
         let seed = Zeroizing::new(crate::crypto::random_bytes::<SEED_LEN>()?);
         let ark_key = RsaKeyPair::generate(4096)?;
         let ask_key = RsaKeyPair::generate(4096)?;
@@ -72,6 +89,7 @@ impl Chip {
             ark,
             ask,
             cek,
+            tcb,
         })
     }
 
@@ -108,10 +126,28 @@ impl Chip {
             ark: self.ark.clone(),
             ask: self.ask.clone(),
             cek: self.cek.clone(),
+            tcb: self.tcb,
         }
     }
 
-    /// The file form: magic ‖ seed ‖ ARK ‖ ASK ‖ CEK ‖ SHA-256 of all before it.
+    /// The key that seals the SNP half of the store (committed TCB, SNP_CONFIG).
+    pub fn snp_nv_seal_key(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        kdf(&*self.seed, b"sevd-snp-nv-seal", &[], 32)
+    }
+
+    /// The key a VLEK hashstick for this chip at `tcb` is wrapped under (AES-256-GCM): the
+    /// firmware's "VLEK wrapping key", derived from the chip's secret and the TCB, so only
+    /// this part at this TCB can unwrap it.
+    pub fn vlek_wrapping_key(&self, tcb: TcbVersion) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        kdf(
+            &*self.seed,
+            b"sevd-vlek-wrap",
+            &tcb.to_u64().to_le_bytes(),
+            32,
+        )
+    }
+
+    /// The file form: magic ‖ seed ‖ ARK ‖ ASK ‖ CEK ‖ TCB (u64) ‖ SHA-256 of all before it.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::new());
         out.extend_from_slice(MAGIC);
@@ -122,6 +158,7 @@ impl Chip {
             out.extend_from_slice(&bytes);
         }
         out.extend_from_slice(&self.cek.encode());
+        out.extend_from_slice(&self.tcb.to_u64().to_le_bytes());
         let sum = sha256(&out);
         out.extend_from_slice(&sum);
         out
@@ -129,9 +166,14 @@ impl Chip {
 
     /// Reads the file form back, checking its checksum and every field.
     pub fn decode(bytes: &[u8]) -> Result<Self, ChipError> {
-        if bytes.len() < MAGIC.len() + SEED_LEN + 32 || &bytes[..MAGIC.len()] != MAGIC {
+        if bytes.len() < MAGIC.len() + SEED_LEN + 32 {
             return Err(ChipError::Corrupt("not a sevd chip file"));
         }
+        let v1 = match &bytes[..MAGIC.len()] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_V1 => true,
+            _ => return Err(ChipError::Corrupt("not a sevd chip file")),
+        };
         let (body, sum) = bytes.split_at(bytes.len() - 32);
         if sha256(body) != sum {
             return Err(ChipError::Corrupt("checksum mismatch"));
@@ -155,6 +197,18 @@ impl Chip {
             );
             rest = &rest[4 + len..];
         }
+        let tcb = if v1 {
+            DEFAULT_TCB
+        } else {
+            let at = rest
+                .len()
+                .checked_sub(8)
+                .ok_or(ChipError::Corrupt("truncated"))?;
+            let (cek, tcb) = rest.split_at(at);
+            rest = cek;
+            let tcb = u64::from_le_bytes(tcb.try_into().map_err(|_| ChipError::Corrupt("TCB"))?);
+            TcbVersion::from_u64(tcb).ok_or(ChipError::Corrupt("TCB has reserved bits set"))?
+        };
         if rest.len() != CERT_LEN {
             return Err(ChipError::Corrupt("bad CEK certificate"));
         }
@@ -167,6 +221,7 @@ impl Chip {
             ark,
             ask,
             cek,
+            tcb,
         })
     }
 }

@@ -10,6 +10,7 @@ mod guest;
 pub mod nv;
 mod platform;
 pub mod random;
+pub mod snp;
 
 use std::collections::BTreeMap;
 
@@ -75,16 +76,23 @@ pub struct FirmwareConfig {
     pub min_sev_asid: u32,
     /// Number of guest handles (1..=max_guests).
     pub max_guests: u32,
+    /// Whether the host enabled SEV-SNP (SYSCFG.SNP_EN, the RMP reserved by the BIOS).
+    pub snp: bool,
+    /// SPLs to install on the chip (an update, or a new chip's); `None` keeps the chip's.
+    pub tcb: Option<uapi::snp::TcbVersion>,
 }
 
 impl Default for FirmwareConfig {
-    /// 15 SEV-ES ASIDs (1..=15), 16 SEV ASIDs (16..=31), 1024 handles (as on Genoa).
+    /// 15 SEV-ES ASIDs (1..=15), 16 SEV ASIDs (16..=31), 1024 handles (as on Genoa), SNP
+    /// off.
     fn default() -> Self {
         FirmwareConfig {
             version: FirmwareVersion::default(),
             max_asid: 31,
             min_sev_asid: 16,
             max_guests: 1024,
+            snp: false,
+            tcb: None,
         }
     }
 }
@@ -103,6 +111,7 @@ pub struct Firmware {
     guests: BTreeMap<u32, Guest>,
     asids: Vec<AsidState>,
     memctl: MemoryController,
+    snp: snp::SnpPlatform,
 }
 
 impl std::fmt::Debug for Firmware {
@@ -126,6 +135,7 @@ impl Firmware {
         rng: Box<dyn RandomSource>,
     ) -> Result<Self, crate::crypto::CryptoError> {
         let cek_key = chip.cek_key()?;
+        let snp = snp::SnpPlatform::disabled(chip.tcb, config.version);
         Ok(Firmware {
             config,
             chip,
@@ -138,6 +148,7 @@ impl Firmware {
             guests: BTreeMap::new(),
             asids: vec![AsidState::Clean; config.max_asid as usize + 1],
             memctl: MemoryController::new(),
+            snp,
         })
     }
 
@@ -196,7 +207,7 @@ pub(crate) mod test_support {
                 crate::state::StateDir::open_waiting(dir, std::time::Duration::from_secs(120))
                     .expect("the chip fixture's directory");
             state
-                .load_or_create_chip((1, 55))
+                .load_or_create_chip((1, 55), None)
                 .expect("the shared chip")
                 .encode()
                 .to_vec()

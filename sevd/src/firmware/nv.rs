@@ -103,6 +103,47 @@ pub enum NvError {
     Crypto(#[from] CryptoError),
 }
 
+/// `magic` ‖ nonce ‖ AES-256-GCM(`body`) ‖ tag, with the magic as associated data.
+pub(crate) fn seal(key: &[u8], magic: &[u8; 8], body: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let nonce = crate::crypto::random_bytes::<NONCE_LEN>()?;
+    let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| CryptoError::Seal)?;
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: body,
+                aad: magic,
+            },
+        )
+        .map_err(|_| CryptoError::Seal)?;
+    let mut out = Vec::with_capacity(magic.len() + NONCE_LEN + sealed.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// The body [`seal`] sealed under `key` with `magic`, or why not.
+pub(crate) fn unseal(
+    key: &[u8],
+    magic: &[u8; 8],
+    bytes: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, NvError> {
+    if bytes.len() < magic.len() + NONCE_LEN + 16 || &bytes[..magic.len()] != magic {
+        return Err(NvError::Corrupt("not a sevd store"));
+    }
+    let (nonce, sealed) = bytes[magic.len()..].split_at(NONCE_LEN);
+    let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| NvError::Corrupt("seal key"))?;
+    let payload = Payload {
+        msg: sealed,
+        aad: magic,
+    };
+    cipher
+        .decrypt(Nonce::from_slice(nonce), payload)
+        .map(Zeroizing::new)
+        .map_err(|_| NvError::Corrupt("integrity check failed"))
+}
+
 fn put_blob(out: &mut Vec<u8>, blob: &[u8]) {
     out.extend_from_slice(&(blob.len() as u32).to_le_bytes());
     out.extend_from_slice(blob);
@@ -154,46 +195,13 @@ impl PlatformKeys {
 
     /// Serialises and seals under `seal_key` (32 bytes, from the chip): format 2.
     pub fn encode(&self, seal_key: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let body = self.body()?;
-        let nonce = crate::crypto::random_bytes::<NONCE_LEN>()?;
-        let cipher = Aes256Gcm::new_from_slice(seal_key).map_err(|_| CryptoError::Seal)?;
-        let sealed = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &body,
-                    aad: MAGIC,
-                },
-            )
-            .map_err(|_| CryptoError::Seal)?;
-        let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        seal(seal_key, MAGIC, &self.body()?)
     }
 
     /// Checks the seal and reads the keys back: format 2 under `seal_key`, or format 1 (as
     /// older sevd wrote it) under `v1_mac_key`.
     pub fn decode(bytes: &[u8], seal_key: &[u8], v1_mac_key: &[u8]) -> Result<Self, NvError> {
-        if bytes.len() < MAGIC.len() + NONCE_LEN + 16 {
-            return Err(NvError::Corrupt("not a sevd store"));
-        }
-        let (magic, rest) = bytes.split_at(MAGIC.len());
-        let body = if magic == MAGIC {
-            let (nonce, sealed) = rest.split_at(NONCE_LEN);
-            let cipher =
-                Aes256Gcm::new_from_slice(seal_key).map_err(|_| NvError::Corrupt("seal key"))?;
-            let payload = Payload {
-                msg: sealed,
-                aad: MAGIC,
-            };
-            Zeroizing::new(
-                cipher
-                    .decrypt(Nonce::from_slice(nonce), payload)
-                    .map_err(|_| NvError::Corrupt("integrity check failed"))?,
-            )
-        } else if magic == MAGIC_V1 {
+        let body = if bytes.starts_with(MAGIC_V1) {
             if bytes.len() < MAGIC_V1.len() + 32 {
                 return Err(NvError::Corrupt("not a sevd store"));
             }
@@ -203,7 +211,7 @@ impl PlatformKeys {
             }
             Zeroizing::new(body[MAGIC_V1.len()..].to_vec())
         } else {
-            return Err(NvError::Corrupt("not a sevd store"));
+            unseal(seal_key, MAGIC, bytes)?
         };
         Self::parse(&body)
     }

@@ -428,3 +428,137 @@ fn snp_commands_are_refused_as_on_a_platform_without_snp() {
         Err(Errno::EPERM)
     );
 }
+
+fn snp_rig(mode: InitMode) -> Rig {
+    Rig {
+        dev: Mutex::new(SevDev::probe(
+            firmware().with_snp(Box::new(crate::firmware::nv::MemStorage::default())),
+            mode,
+        )),
+        mem: VecMemory::new(BASE, 0x10000),
+    }
+}
+
+fn snp_config(reported: u64, mask: u32) -> SevUserDataSnpConfig {
+    SevUserDataSnpConfig {
+        reported_tcb: reported,
+        mask_bits: mask,
+        rsvd1: [0; 52],
+    }
+}
+
+#[test]
+fn with_snp_the_probe_initialises_snp_then_sev() {
+    let rig = snp_rig(InitMode::AtProbe);
+    assert_eq!(rig.status().state, 1);
+    let (r, back) = rig.issue(SevCmd::SnpPlatformStatus as u32, DATA, false);
+    assert_eq!((r, back), (Ok(()), Some(0)));
+    let s: SevUserDataSnpStatus = rig.get(DATA);
+    assert_eq!((s.state, s.is_rmp_initialized), (1, 1));
+    let tcb = crate::firmware::chip::DEFAULT_TCB.to_u64();
+    assert_eq!(
+        ({ s.current_tcb_version }, { s.reported_tcb_version }),
+        (tcb, tcb)
+    );
+    assert_eq!(
+        rig.issue(SevCmd::SnpPlatformStatus as u32, 0, false).0,
+        Err(Errno::EINVAL)
+    );
+}
+
+#[test]
+fn snp_set_config_needs_a_writable_file_and_a_tcb_not_above_the_committed_one() {
+    let rig = snp_rig(InitMode::AtProbe);
+    let committed = crate::firmware::chip::DEFAULT_TCB;
+    let lower = uapi::snp::TcbVersion {
+        microcode: committed.microcode - 1,
+        ..committed
+    };
+    rig.put(DATA, &snp_config(lower.to_u64(), 1));
+    assert_eq!(
+        rig.issue(SevCmd::SnpSetConfig as u32, DATA, false).0,
+        Err(Errno::EPERM)
+    );
+    assert_eq!(
+        rig.issue(SevCmd::SnpSetConfig as u32, DATA, true),
+        (Ok(()), Some(0))
+    );
+    rig.put(DATA, &snp_config(0x6464_0000_0000_6464, 31));
+    assert_eq!(
+        rig.issue(SevCmd::SnpSetConfig as u32, DATA, true),
+        (Err(Errno::EIO), Some(Status::InvalidParam as u32))
+    );
+    assert_eq!(
+        rig.issue(SevCmd::SnpSetConfig as u32, 0, true).0,
+        Err(Errno::EINVAL)
+    );
+    // SNP_COMMIT works on a read-only file and ignores `data`; it drops the configured TCB.
+    assert_eq!(
+        rig.issue(SevCmd::SnpCommit as u32, 0x1234, false),
+        (Ok(()), Some(0))
+    );
+    rig.issue(SevCmd::SnpPlatformStatus as u32, DATA, false)
+        .0
+        .unwrap();
+    let s: SevUserDataSnpStatus = rig.get(DATA);
+    assert_eq!({ s.reported_tcb_version }, committed.to_u64());
+}
+
+#[test]
+fn snp_vlek_load_checks_its_struct_then_the_firmware_its_hashstick() {
+    let rig = snp_rig(InitMode::AtProbe);
+    let load = |len: u32, version: u8, address: u64| SevUserDataSnpVlekLoad {
+        len,
+        vlek_wrapped_version: version,
+        rsvd: [0; 3],
+        vlek_wrapped_address: address,
+    };
+    for (arg, want) in [
+        (load(12, 0, BUF1), Errno::EINVAL),
+        (load(16, 1, BUF1), Errno::EINVAL),
+        (load(16, 0, 0), Errno::EINVAL),
+        (load(16, 0, 0xdead_0000), Errno::EFAULT),
+    ] {
+        rig.put(DATA, &arg);
+        assert_eq!(
+            rig.issue(SevCmd::SnpVlekLoad as u32, DATA, true).0,
+            Err(want)
+        );
+    }
+    // A hashstick for the reported TCB that this chip cannot unwrap.
+    let mut stick = [0x11u8; 432];
+    stick[0x190..0x198].copy_from_slice(&crate::firmware::chip::DEFAULT_TCB.to_u64().to_le_bytes());
+    rig.mem.write(UserAddr(BUF1), &stick).unwrap();
+    rig.put(DATA, &load(16, 0, BUF1));
+    assert_eq!(
+        rig.issue(SevCmd::SnpVlekLoad as u32, DATA, true),
+        (Err(Errno::EIO), Some(Status::BadMeasurement as u32))
+    );
+    stick[0x190] ^= 1;
+    rig.mem.write(UserAddr(BUF1), &stick).unwrap();
+    assert_eq!(
+        rig.issue(SevCmd::SnpVlekLoad as u32, DATA, true),
+        (Err(Errno::EIO), Some(Status::BadSvn as u32))
+    );
+}
+
+#[test]
+fn per_command_mode_initialises_snp_only_for_its_status() {
+    let rig = snp_rig(InitMode::PerCommand);
+    assert_eq!(
+        rig.issue(SevCmd::SnpPlatformStatus as u32, DATA, false),
+        (Ok(()), Some(0))
+    );
+    let s: SevUserDataSnpStatus = rig.get(DATA);
+    assert_eq!(s.state, 1);
+    rig.put(DATA, &snp_config(0, 0));
+    assert_eq!(
+        rig.issue(SevCmd::SnpSetConfig as u32, DATA, true).0,
+        Err(Errno::ENODEV)
+    );
+    assert_eq!(
+        rig.issue(SevCmd::SnpCommit as u32, 0, false),
+        (Ok(()), Some(0))
+    );
+    assert_eq!(rig.status().state, 0);
+}
