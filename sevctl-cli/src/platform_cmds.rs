@@ -6,7 +6,8 @@ use std::path::Path;
 use serde_json::json;
 use uapi::ca::CaCertificate;
 use uapi::cert::{algo, usage, Certificate, CERT_LEN};
-use uapi::psp_sev::{SEV_STATUS_FLAGS_CONFIG_ES, SEV_STATUS_FLAGS_OWNER};
+use uapi::psp_sev::{SevUserDataSnpStatus, SEV_STATUS_FLAGS_CONFIG_ES, SEV_STATUS_FLAGS_OWNER};
+use uapi::snp::TcbVersion;
 
 use sevd::certs::{verify_ca, verify_cek, verify_sev, CaChain, CertError};
 use sevd::crypto::ecc::EcKeyPair;
@@ -27,6 +28,30 @@ pub enum Show {
     Identifier,
     /// The firmware version.
     Version,
+    /// The SEV-SNP TCB: the SPLs installed (current) and those reports claim (reported).
+    Tcb,
+}
+
+/// A TCB as `bootloader:tee:snp:microcode`.
+fn tcb(v: u64) -> String {
+    match TcbVersion::from_u64(v) {
+        Some(t) => t.to_string(),
+        None => format!("{v:#018x}"),
+    }
+}
+
+/// The SNP part of `status` and `show tcb`: state, TCBs and flags.
+fn snp_json(st: &SevUserDataSnpStatus) -> serde_json::Value {
+    let (bits, guests) = (st.feature_bits, st.guest_count);
+    json!({
+        "state": if st.state == 1 { "INIT" } else { "UNINIT" },
+        "current_tcb": tcb(st.current_tcb_version),
+        "reported_tcb": tcb(st.reported_tcb_version),
+        "guests": guests,
+        "mask_chip_id": bits & 1 != 0,
+        "mask_chip_key": bits & 2 != 0,
+        "vlek": bits & 4 != 0,
+    })
 }
 
 /// `show`.
@@ -69,6 +94,19 @@ pub fn show(p: &Platform, what: Show, json: bool) -> Result<()> {
                 println!("{v}");
             }
         }
+        Show::Tcb => {
+            let snp = p.snp_status()?.ok_or_else(|| {
+                CliError::Other(
+                    "this platform does not offer SEV-SNP (start sevd with --snp)".into(),
+                )
+            })?;
+            if json {
+                println!("{}", snp_json(&snp));
+            } else {
+                println!("current:  {}", tcb(snp.current_tcb_version));
+                println!("reported: {}", tcb(snp.reported_tcb_version));
+            }
+        }
     }
     Ok(())
 }
@@ -91,10 +129,12 @@ pub fn status(p: &Platform, json: bool) -> Result<()> {
     };
     let es = flags & SEV_STATUS_FLAGS_CONFIG_ES != 0;
     let id = hex::encode_upper(p.get_id()?);
+    let snp = p.snp_status()?;
     if json {
         println!(
             "{}",
             json!({
+                "snp": snp.as_ref().map(snp_json),
                 "platform": p.describe(),
                 "api": format!("{api_major}.{api_minor}"),
                 "build": build,
@@ -115,6 +155,15 @@ pub fn status(p: &Platform, json: bool) -> Result<()> {
         println!("owner:      {owner}-owned");
         println!("guests:     {guests}");
         println!("identifier: {id}");
+        match snp {
+            Some(snp) => println!(
+                "snp:        {}, TCB {} (reports {})",
+                if snp.state == 1 { "INIT" } else { "UNINIT" },
+                tcb(snp.current_tcb_version),
+                tcb(snp.reported_tcb_version)
+            ),
+            None => println!("snp:        not offered"),
+        }
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ fn chip() -> &'static [u8] {
         let state =
             sevd::state::StateDir::open_waiting(dir, std::time::Duration::from_secs(120)).unwrap();
         state
-            .load_or_create_chip((1, 55))
+            .load_or_create_chip((1, 55), None)
             .unwrap()
             .encode()
             .to_vec()
@@ -310,6 +310,12 @@ fn platform_commands_on_the_embedded_firmware() {
     assert_eq!(ok(s, &["show", "guests"]).trim(), "0");
     assert_eq!(ok(s, &["show", "identifier"]).trim().len(), 128);
     assert!(ok(s, &["status"]).contains("embedded firmware"));
+    // The embedded platform is a host with SNP enabled, at the default TCB.
+    assert_eq!(
+        ok(s, &["show", "tcb"]),
+        "current:  3:0:8:115\nreported: 3:0:8:115\n"
+    );
+    assert!(ok(s, &["status"]).contains("snp:        INIT, TCB 3:0:8:115"));
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     ok(s, &["export", "--full", &p("full.cert")]);

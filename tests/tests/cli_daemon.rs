@@ -359,3 +359,39 @@ fn a_node_this_user_may_not_open_is_exit_1() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("Permission denied"), "{err}");
 }
+
+#[test]
+fn sevctl_shows_the_snp_tcb_of_a_daemon_started_with_snp() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = Sevd::start();
+    let node = plain.node();
+    let o = run(
+        &ours(),
+        dir.path(),
+        &["--device", node.to_str().unwrap(), "show", "tcb"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--snp"));
+    let status = ok(
+        &ours(),
+        dir.path(),
+        &["--device", node.to_str().unwrap(), "status"],
+    );
+    assert!(status.contains("snp:        not offered"), "{status}");
+
+    let snp = Sevd::start_with(tests::Options {
+        args: vec!["--snp".into(), "--snp-tcb".into(), "2:0:10:200".into()],
+        ..Default::default()
+    });
+    let node = snp.node();
+    let shown = ok(
+        &ours(),
+        dir.path(),
+        &["--device", node.to_str().unwrap(), "--json", "show", "tcb"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(v["current_tcb"], "2:0:10:200");
+    assert_eq!(v["reported_tcb"], "2:0:10:200");
+    assert_eq!(v["state"], "INIT");
+}

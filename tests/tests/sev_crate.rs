@@ -105,3 +105,70 @@ fn sev_crate_drives_every_platform_command() {
         "the placeholder is removed"
     );
 }
+
+fn tcb(fmc: Option<u8>, bl: u8, tee: u8, snp: u8, ucode: u8) -> sev::firmware::host::TcbVersion {
+    sev::firmware::host::TcbVersion::new(fmc, bl, tee, snp, ucode)
+}
+
+#[test]
+fn sev_crate_drives_the_snp_host_commands() {
+    use sev::firmware::host::{Config, MaskId};
+
+    require_mount!();
+    let _dev_sev = tests::own_dev_sev!();
+    let mut sevd = Sevd::start_with(Options {
+        link: Some("/dev/sev".into()),
+        args: vec!["--snp".into(), "--snp-tcb".into(), "3:0:8:115".into()],
+        ..Options::default()
+    });
+    let mut fw = Firmware::open().expect("open /dev/sev");
+    let status = fw.snp_platform_status().expect("SNP_PLATFORM_STATUS");
+    assert_eq!(
+        (status.version, status.state, status.build_id),
+        ((1, 55), 1, 25)
+    );
+    assert_eq!(status.guest_count, 0);
+    assert_eq!(status.platform_tcb_version, tcb(None, 3, 0, 8, 115));
+    assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 115));
+    // SEV came up too, after SNP.
+    assert_eq!(fw.platform_status().unwrap().state, State::Initialized);
+
+    // A lower reported TCB with the chip id masked; the crate's own bad configuration gets
+    // the firmware's INVALID_PARAM (virtee's test_host_fw_error).
+    fw.snp_set_config(Config::new(tcb(None, 3, 0, 8, 100), MaskId(1)))
+        .expect("SNP_SET_CONFIG");
+    let status = fw.snp_platform_status().unwrap();
+    assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 100));
+    let err = fw
+        .snp_set_config(Config::new(tcb(None, 100, 100, 100, 100), MaskId(31)))
+        .unwrap_err();
+    assert!(
+        format!("{err}").contains("0x16: Given parameter is invalid"),
+        "{err}"
+    );
+    drop(fw);
+
+    // A firmware and microcode update: current moves, reported stays until SNP_COMMIT.
+    sevd.terminate();
+    sevd.restart(&["--snp".into(), "--snp-tcb".into(), "3:0:9:120".into()]);
+    let mut fw = Firmware::open().expect("open /dev/sev");
+    let status = fw.snp_platform_status().unwrap();
+    assert_eq!(status.platform_tcb_version, tcb(None, 3, 0, 9, 120));
+    assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 100));
+    fw.snp_commit().expect("SNP_COMMIT");
+    let status = fw.snp_platform_status().unwrap();
+    assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 9, 120));
+    drop(fw);
+
+    // Rolling back below the committed TCB: SNP refuses to start, SEV still works.
+    sevd.terminate();
+    sevd.restart(&["--snp".into(), "--snp-tcb".into(), "3:0:8:115".into()]);
+    let mut fw = Firmware::open().expect("open /dev/sev");
+    assert!(fw.snp_platform_status().is_err());
+    assert_eq!(fw.platform_status().unwrap().state, State::Initialized);
+    assert!(
+        sevd.log().contains("below the committed TCB"),
+        "{}",
+        sevd.log()
+    );
+}

@@ -232,3 +232,30 @@ fn cek_from_seed(seed: &[u8]) -> Result<EcKeyPair, CryptoError> {
     let material = kdf(seed, b"sev-chip-endorsement-key", &[], 56)?;
     EcKeyPair::from_seed(&material)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tcb_round_trips_and_format_1_reads_as_the_default() {
+        let mut chip = crate::firmware::test_support::chip();
+        chip.tcb = "1:2:3:4".parse().unwrap();
+        let bytes = chip.encode();
+        assert_eq!(Chip::decode(&bytes).unwrap().tcb, chip.tcb);
+
+        // Format 1: no TCB before the checksum.
+        let body = &bytes[MAGIC.len()..bytes.len() - 32 - 8];
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(body);
+        let sum = sha256(&v1);
+        v1.extend_from_slice(&sum);
+        let old = Chip::decode(&v1).unwrap();
+        assert_eq!(old.tcb, DEFAULT_TCB);
+        assert_eq!(old.id().unwrap(), chip.id().unwrap());
+
+        let mut bad = bytes.to_vec();
+        bad[MAGIC.len() + SEED_LEN] ^= 1;
+        assert!(Chip::decode(&bad).is_err());
+    }
+}

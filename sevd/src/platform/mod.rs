@@ -97,11 +97,15 @@ pub struct EmbeddedConfig {
 }
 
 impl EmbeddedConfig {
-    /// The default part, with its state in `state_dir`.
+    /// The default part, with its state in `state_dir`, on a host that enabled SEV-SNP (as
+    /// `sevd --snp`): SNP first, then SEV with SEV-ES.
     pub fn new(state_dir: &Path) -> Self {
         EmbeddedConfig {
             state_dir: state_dir.to_path_buf(),
-            firmware: FirmwareConfig::default(),
+            firmware: FirmwareConfig {
+                snp: true,
+                ..FirmwareConfig::default()
+            },
             nonce_seed: None,
         }
     }
@@ -192,6 +196,35 @@ impl Platform {
         let mut st = SevUserDataStatus::default();
         self.issue(SevCmd::PlatformStatus, addr(&mut st))?;
         Ok(st)
+    }
+
+    /// SNP_PLATFORM_STATUS, or `None` on a platform without SNP (the driver's EINVAL or
+    /// ENODEV).
+    pub fn snp_status(&self) -> Result<Option<SevUserDataSnpStatus>, PlatformError> {
+        let mut st = SevUserDataSnpStatus::default();
+        match self.issue(SevCmd::SnpPlatformStatus, addr(&mut st)) {
+            Ok(()) => Ok(Some(st)),
+            Err(PlatformError::Os {
+                errno: Errno::EINVAL | Errno::ENODEV,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// SNP_COMMIT.
+    pub fn snp_commit(&self) -> Result<(), PlatformError> {
+        self.issue(SevCmd::SnpCommit, 0)
+    }
+
+    /// SNP_SET_CONFIG: the reported TCB (0 for the committed one) and the mask bits.
+    pub fn snp_set_config(&self, reported_tcb: u64, mask_bits: u32) -> Result<(), PlatformError> {
+        let mut config = SevUserDataSnpConfig {
+            reported_tcb,
+            mask_bits,
+            rsvd1: [0; 52],
+        };
+        self.issue(SevCmd::SnpSetConfig, addr(&mut config))
     }
 
     /// SEV_PDH_CERT_EXPORT: the PDH and PEK ‖ OCA ‖ CEK.
