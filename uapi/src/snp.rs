@@ -165,6 +165,90 @@ impl std::str::FromStr for TcbVersion {
     }
 }
 
+/// The ID block an owner may give LAUNCH_FINISH (SEV-SNP ABI "ID_BLOCK"; snp.md §4.4): the
+/// expected launch digest, family and image ids, version, guest SVN and policy.
+pub mod id_block {
+    /// Its size (`KVM_SEV_SNP_ID_BLOCK_SIZE`).
+    pub const LEN: usize = 96;
+    /// The expected launch digest.
+    pub const LD: core::ops::Range<usize> = 0x00..0x30;
+    /// FAMILY_ID.
+    pub const FAMILY_ID: core::ops::Range<usize> = 0x30..0x40;
+    /// IMAGE_ID.
+    pub const IMAGE_ID: core::ops::Range<usize> = 0x40..0x50;
+    /// VERSION, which must be 1.
+    pub const VERSION: core::ops::Range<usize> = 0x50..0x54;
+    /// GUEST_SVN.
+    pub const GUEST_SVN: core::ops::Range<usize> = 0x54..0x58;
+    /// The expected policy.
+    pub const POLICY: core::ops::Range<usize> = 0x58..0x60;
+}
+
+/// The ID authentication structure beside an ID block (snp.md §4.4): the ID key's signature
+/// of the block, the ID key, and optionally the author key's signature of the ID key.
+pub mod id_auth {
+    /// Its size (`KVM_SEV_SNP_ID_AUTH_SIZE`).
+    pub const LEN: usize = 4096;
+    /// ID_KEY_ALGO (1: ECDSA P-384 with SHA-384).
+    pub const ID_KEY_ALGO: core::ops::Range<usize> = 0x000..0x004;
+    /// AUTH_KEY_ALGO.
+    pub const AUTH_KEY_ALGO: core::ops::Range<usize> = 0x004..0x008;
+    /// The ID key's signature of the ID block (AMD signature format, 512 bytes).
+    pub const ID_BLOCK_SIG: core::ops::Range<usize> = 0x040..0x240;
+    /// The ID key (AMD public key format, 0x404 bytes).
+    pub const ID_KEY: core::ops::Range<usize> = 0x240..0x644;
+    /// The author key's signature of the ID key.
+    pub const ID_KEY_SIG: core::ops::Range<usize> = 0x680..0x880;
+    /// The author key.
+    pub const AUTHOR_KEY: core::ops::Range<usize> = 0x880..0xc84;
+    /// The only algorithm: ECDSA P-384 with SHA-384.
+    pub const ALGO_ECDSA_P384_SHA384: u32 = 1;
+}
+
+/// The secrets page the firmware writes at a SECRETS launch update (snp.md §4.6).
+pub mod secrets_page {
+    /// Its version in firmware 1.55.
+    pub const VERSION: u32 = 3;
+    /// `version` u32.
+    pub const VERSION_AT: usize = 0x000;
+    /// `imi_en` u32 (bit 0).
+    pub const IMI_EN_AT: usize = 0x004;
+    /// CPUID Fn0000_0001_EAX of the platform.
+    pub const FMS_AT: usize = 0x008;
+    /// GOSVW from LAUNCH_START (16 bytes).
+    pub const GOSVW: core::ops::Range<usize> = 0x010..0x020;
+    /// VMPCK0..3, 32 bytes each.
+    pub const VMPCK: [core::ops::Range<usize>; 4] =
+        [0x020..0x040, 0x040..0x060, 0x060..0x080, 0x080..0x0a0];
+    /// The guest OS's area (message sequence numbers and more).
+    pub const OS_AREA: core::ops::Range<usize> = 0x0a0..0x100;
+    /// `tsc_factor` u32.
+    pub const TSC_FACTOR_AT: usize = 0x160;
+    /// Genoa's TSC factor: (100000 − 99600) / 2.
+    pub const TSC_FACTOR: u32 = 200;
+}
+
+/// The CPUID page a CPUID launch update carries (snp.md §4.7).
+pub mod cpuid_page {
+    /// Most entries a page holds.
+    pub const MAX_ENTRIES: usize = 64;
+    /// `count` u32.
+    pub const COUNT_AT: usize = 0x00;
+    /// Reserved u32 and u64 after it, zero.
+    pub const RESERVED: core::ops::Range<usize> = 0x04..0x10;
+    /// The first entry.
+    pub const ENTRIES_AT: usize = 0x10;
+    /// One entry: `eax_in`, `ecx_in`, `xcr0_in` (u64), `xss_in` (u64), `eax`, `ebx`, `ecx`,
+    /// `edx`, reserved (u64).
+    pub const ENTRY_LEN: usize = 48;
+    /// Offsets in an entry.
+    pub const EAX_IN: usize = 0;
+    /// `ebx` out.
+    pub const EBX: usize = 28;
+    /// The entry's reserved u64.
+    pub const ENTRY_RESERVED: core::ops::Range<usize> = 40..48;
+}
+
 /// The SNP guest policy, a u64 (SEV-SNP ABI §4.3 "Guest Policy"; snp.md §6).
 pub mod policy {
     /// Bits 7:0, the minimum ABI minor version.

@@ -23,6 +23,9 @@ fn digest_for(key_algo: u32, data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// AMD's public key format (SEV-SNP ABI, "ECC public key format"): 0x404 bytes.
+pub const AMD_KEY_LEN: usize = 0x404;
+
 /// Bytes of a P-384 coordinate or scalar (SEV's fields are 72 bytes, zero above these).
 const P384_LEN: usize = 48;
 
@@ -152,6 +155,20 @@ impl EcKeyPair {
         Ok(())
     }
 
+    /// ECDSA P-384 with SHA-384 over `msg`, as r ‖ s in 72-byte little-endian fields: the
+    /// first 144 bytes of AMD's signature format (ID blocks, attestation reports).
+    pub fn sign_sha384(&self, msg: &[u8]) -> Result<[u8; SIG_LEN], CryptoError> {
+        let digest = sha2::Sha384::digest(msg);
+        let sig: Signature = SigningKey::from(&self.0)
+            .sign_prehash(&digest)
+            .map_err(|_| CryptoError::Key("ECDSA signing"))?;
+        let (r, s) = sig.split_bytes();
+        let mut out = [0u8; SIG_LEN];
+        out[..ECC_FIELD_LEN].copy_from_slice(&to_field(&r));
+        out[ECC_FIELD_LEN..2 * ECC_FIELD_LEN].copy_from_slice(&to_field(&s));
+        Ok(out)
+    }
+
     /// ECDH: the shared point's x-coordinate, 48 bytes big-endian (as OpenSSL derives it).
     pub fn ecdh(&self, peer: &EcPublic) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let shared = p384::ecdh::diffie_hellman(self.0.to_nonzero_scalar(), peer.0.as_affine());
@@ -173,6 +190,20 @@ impl EcPublic {
     /// The key a certificate holds; `None` for another curve or a point off the curve.
     pub fn from_certificate(cert: &Certificate) -> Option<Self> {
         let (curve_id, qx, qy) = cert.ecc_pubkey()?;
+        Self::from_le_point(curve_id, qx, qy)
+    }
+
+    /// The key in AMD's public key format (SEV-SNP ABI: curve u32, Qx and Qy as 72-byte
+    /// little-endian fields), as ID blocks carry it; `None` for another curve or a point off
+    /// the curve.
+    pub fn from_amd_key(key: &[u8]) -> Option<Self> {
+        let curve_id = u32::from_le_bytes(key.get(0..4)?.try_into().ok()?);
+        let qx = key.get(4..4 + ECC_FIELD_LEN)?;
+        let qy = key.get(4 + ECC_FIELD_LEN..4 + 2 * ECC_FIELD_LEN)?;
+        Self::from_le_point(curve_id, qx, qy)
+    }
+
+    fn from_le_point(curve_id: u32, qx: &[u8], qy: &[u8]) -> Option<Self> {
         if curve_id != curve::P384 {
             return None;
         }
@@ -184,6 +215,16 @@ impl EcPublic {
         );
         // Rejects points that are not on the curve.
         Option::from(PublicKey::from_encoded_point(&point)).map(EcPublic)
+    }
+
+    /// The key in AMD's public key format: curve 2 (P-384), Qx, Qy, zero to 0x404 bytes.
+    pub fn amd_key(&self) -> Result<[u8; AMD_KEY_LEN], CryptoError> {
+        let (x, y) = self.coordinates_le()?;
+        let mut key = [0u8; AMD_KEY_LEN];
+        key[..4].copy_from_slice(&curve::P384.to_le_bytes());
+        key[4..4 + ECC_FIELD_LEN].copy_from_slice(&x);
+        key[4 + ECC_FIELD_LEN..4 + 2 * ECC_FIELD_LEN].copy_from_slice(&y);
+        Ok(key)
     }
 
     /// (x, y) as SEV stores them: 72-byte little-endian fields.
@@ -222,6 +263,18 @@ impl EcPublic {
 mod tests {
     use super::*;
     use uapi::cert::usage;
+
+    #[test]
+    fn amd_format_keys_and_signatures_round_trip() {
+        let key = EcKeyPair::generate().unwrap();
+        let public = EcPublic::from_amd_key(&key.public().unwrap().amd_key().unwrap()).unwrap();
+        let sig = key.sign_sha384(b"id block").unwrap();
+        assert!(public.verify(algo::ECDSA_SHA384, b"id block", &sig));
+        assert!(!public.verify(algo::ECDSA_SHA384, b"id blocK", &sig));
+        let mut wrong_curve = key.public().unwrap().amd_key().unwrap();
+        wrong_curve[0] = 1;
+        assert!(EcPublic::from_amd_key(&wrong_curve).is_none());
+    }
 
     #[test]
     fn sign_then_verify_and_tamper() {

@@ -111,6 +111,7 @@ pub struct Firmware {
     guests: BTreeMap<u32, Guest>,
     asids: Vec<AsidState>,
     memctl: MemoryController,
+    rmp: crate::memctl::rmp::Rmp,
     snp: snp::SnpPlatform,
 }
 
@@ -148,6 +149,7 @@ impl Firmware {
             guests: BTreeMap::new(),
             asids: vec![AsidState::Clean; config.max_asid as usize + 1],
             memctl: MemoryController::new(),
+            rmp: Default::default(),
             snp,
         })
     }

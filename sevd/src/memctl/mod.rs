@@ -7,6 +7,7 @@
 //! differently, as AMD's memory encryption ties ciphertext to its address.
 
 mod memory;
+pub mod rmp;
 mod xts;
 
 pub use memory::{GuestAddress, GuestMemory, GuestMemoryError, VecGuestMemory};

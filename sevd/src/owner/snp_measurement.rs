@@ -58,12 +58,12 @@ impl LaunchDigest {
         self.0
     }
 
-    /// Extends the digest with one page of type `ty` at `gpa`. `page` is its contents for
-    /// the measured types (NORMAL, VMSA) and ignored for the others.
-    fn extend_page(&mut self, ty: PageType, gpa: u64, page: &[u8]) {
-        let contents = match ty {
+    /// PAGE_INFO's CONTENTS for a page of type `ty`: SHA-384 of the page for the measured
+    /// types (a VMSA with its TSC fields zeroed first, as the firmware hashes it), zero for
+    /// the others.
+    pub fn page_contents(ty: PageType, page: &[u8]) -> [u8; DIGEST_LEN] {
+        match ty {
             PageType::Vmsa => {
-                // The firmware zeroes GUEST_TSC_SCALE and GUEST_TSC_OFFSET first.
                 let mut vmsa = [0u8; PAGE];
                 vmsa.copy_from_slice(page);
                 vmsa[VMSA_TSC_FIELDS].fill(0);
@@ -71,7 +71,12 @@ impl LaunchDigest {
             }
             PageType::Normal => Sha384::digest(page).into(),
             _ => [0u8; DIGEST_LEN],
-        };
+        }
+    }
+
+    /// Extends the digest with one page of type `ty` at `gpa` whose CONTENTS field is
+    /// `contents` ([`LaunchDigest::page_contents`]).
+    pub fn extend_contents(&mut self, ty: PageType, gpa: u64, contents: [u8; DIGEST_LEN]) {
         let info = PageInfo {
             digest_cur: self.0,
             contents,
@@ -81,6 +86,12 @@ impl LaunchDigest {
             gpa,
         };
         self.0 = Sha384::digest(info.encode()).into();
+    }
+
+    /// Extends the digest with one page of type `ty` at `gpa`. `page` is its contents for
+    /// the measured types (NORMAL, VMSA) and ignored for the others.
+    fn extend_page(&mut self, ty: PageType, gpa: u64, page: &[u8]) {
+        self.extend_contents(ty, gpa, Self::page_contents(ty, page));
     }
 
     /// One launch update of `len` bytes at `gpa`: each 4 KiB page in ascending order, its

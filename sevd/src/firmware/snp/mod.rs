@@ -6,6 +6,8 @@
 //! refuses a part whose installed SPLs are below them). The *reported* TCB is SNP_CONFIG's
 //! value, or the committed TCB when SNP_CONFIG set none.
 
+mod cpuid;
+mod guest;
 mod store;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -18,6 +20,10 @@ use uapi::Status;
 
 use super::nv::{MemStorage, NvStorage};
 use super::{internal, Firmware, FwResult, PlatformState};
+pub use cpuid::{check_cpuid_page, C_BIT_POSITION};
+pub use guest::{
+    IdentityBinding, SnpGuestState, SnpGuestStatus, SnpLaunchFinish, GCTX_BASE, PLATFORM_FMS,
+};
 pub use store::SnpStore;
 
 /// The SNP platform's states (ASPFW `SNP_STATE_*`).
@@ -76,6 +82,7 @@ pub(crate) struct SnpPlatform {
     store: SnpStore,
     nv: Box<dyn NvStorage>,
     vlek: Option<Zeroizing<Vec<u8>>>,
+    guests: std::collections::BTreeMap<u32, guest::SnpGuest>,
 }
 
 impl SnpPlatform {
@@ -87,6 +94,7 @@ impl SnpPlatform {
             store: SnpStore::new(installed, version),
             nv: Box::new(MemStorage::default()),
             vlek: None,
+            guests: Default::default(),
         }
     }
 }
@@ -130,6 +138,7 @@ impl Firmware {
             store: store.unwrap_or_else(|| SnpStore::new(installed, version)),
             nv,
             vlek: None,
+            guests: Default::default(),
         };
         self
     }
@@ -201,6 +210,12 @@ impl Firmware {
             return Err(Status::InvalidPlatformState);
         }
         self.snp.vlek = None;
+        for (_, guest) in std::mem::take(&mut self.snp.guests) {
+            if let Some(asid) = guest.asid {
+                self.memctl.clear(asid);
+                self.asids[asid as usize] = super::AsidState::Dirty;
+            }
+        }
         self.snp.state = SnpState::Uninit;
         Ok(())
     }
@@ -230,11 +245,6 @@ impl Firmware {
             current_tcb_version: self.current_tcb().to_u64(),
             reported_tcb_version: self.reported_tcb().to_u64(),
         })
-    }
-
-    /// SNP guests that exist (launch issue: none yet).
-    fn snp_guest_count(&self) -> u32 {
-        0
     }
 
     /// SNP_COMMIT: the committed TCB and version become the current ones; SNP_CONFIG's TCB

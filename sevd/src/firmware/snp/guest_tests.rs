@@ -1,0 +1,375 @@
+//! SNP launches in the firmware alone: the RMP, the digest, the secrets and CPUID pages, the
+//! ID block, and that a failure changes nothing.
+
+use uapi::snp::{id_auth, id_block, policy, PageType};
+use uapi::Status;
+
+use crate::crypto::ecc::EcKeyPair;
+use crate::firmware::nv::MemStorage;
+use crate::firmware::test_support::firmware;
+use crate::firmware::Firmware;
+use crate::memctl::rmp::{HostPage, PageState};
+use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
+use crate::owner::snp_measurement::LaunchDigest;
+
+use super::*;
+
+const OBJ: u64 = 7;
+const ASID: u32 = 3;
+const POLICY: u64 = 0x30000;
+
+fn page(gpa: u64) -> HostPage {
+    HostPage {
+        object: OBJ,
+        addr: gpa,
+    }
+}
+
+/// An SNP platform with a launched-into context bound to ASID 3.
+fn launching() -> (Firmware, u32) {
+    let mut fw = firmware().with_snp(Box::new(MemStorage::default()));
+    fw.snp_init().unwrap();
+    fw.df_flush().unwrap();
+    let gctx = fw.snp_gctx_create().unwrap();
+    fw.snp_launch_start(gctx, POLICY, [9; 16]).unwrap();
+    fw.snp_activate(gctx, ASID).unwrap();
+    (fw, gctx)
+}
+
+fn memory(len: usize) -> VecGuestMemory {
+    let mem = VecGuestMemory::new();
+    mem.add_region(GuestAddress(0), len);
+    mem
+}
+
+/// Assigns and updates one page, as KVM does.
+fn update(
+    fw: &mut Firmware,
+    gctx: u32,
+    mem: &VecGuestMemory,
+    gpa: u64,
+    ty: PageType,
+) -> Result<(), Status> {
+    fw.rmp_assign(page(gpa), ASID, gpa).unwrap();
+    let r = fw.snp_launch_update(gctx, page(gpa), ty, mem, GuestAddress(gpa));
+    if r.is_err() {
+        fw.rmp_make_shared(page(gpa));
+    }
+    r
+}
+
+#[test]
+fn the_launch_policy_is_checked_as_the_firmware_does() {
+    let mut fw = firmware().with_snp(Box::new(MemStorage::default()));
+    assert_eq!(fw.snp_gctx_create(), Err(Status::InvalidPlatformState));
+    fw.snp_init().unwrap();
+    let gctx = fw.snp_gctx_create().unwrap();
+    for bad in [
+        0x10000,                             // no must-be-one bit
+        0x20000,                             // SMT disallowed on an SMT platform
+        policy::compose(policy::SMT, 1, 56), // a newer ABI than 1.55
+        0x30000 | policy::CXL_ALLOW,         // reserved in firmware 1.55
+    ] {
+        assert_eq!(
+            fw.snp_launch_start(gctx, bad, [0; 16]),
+            Err(Status::PolicyFailure),
+            "{bad:#x}"
+        );
+    }
+    assert_eq!(
+        fw.snp_launch_start(gctx + 1, POLICY, [0; 16]),
+        Err(Status::InvalidGuest)
+    );
+    fw.snp_launch_start(
+        gctx,
+        policy::compose(policy::SMT | policy::DEBUG, 1, 55),
+        [0; 16],
+    )
+    .unwrap();
+    assert_eq!(
+        fw.snp_launch_start(gctx, POLICY, [0; 16]),
+        Err(Status::InvalidGuestState)
+    );
+    assert_eq!({ fw.snp_platform_status().unwrap().guest_count }, 1);
+    // ASIDs: SNP guests take the SEV-ES range, after DF_FLUSH.
+    assert_eq!(fw.snp_activate(gctx, ASID), Err(Status::DfFlushRequired));
+    fw.df_flush().unwrap();
+    assert_eq!(fw.snp_activate(gctx, 16), Err(Status::InvalidAsid));
+    fw.snp_activate(gctx, ASID).unwrap();
+    let other = fw.snp_gctx_create().unwrap();
+    fw.snp_launch_start(other, POLICY, [0; 16]).unwrap();
+    assert_eq!(fw.snp_activate(other, ASID), Err(Status::AsidOwned));
+}
+
+#[test]
+fn every_page_type_is_measured_as_sev_snp_measure_does() {
+    let (mut fw, gctx) = launching();
+    let mem = memory(0x8000);
+    let code: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    mem.write(GuestAddress(0), &code).unwrap();
+    mem.write(GuestAddress(0x3000), &[0x55; 4096]).unwrap();
+    let mut owner = LaunchDigest::new();
+    update(&mut fw, gctx, &mem, 0, PageType::Normal).unwrap();
+    owner.update(PageType::Normal, 0, 4096, &code).unwrap();
+    for (gpa, ty) in [
+        (0x1000, PageType::Zero),
+        (0x2000, PageType::Secrets),
+        (0x3000, PageType::Unmeasured),
+        (0x4000, PageType::Cpuid),
+    ] {
+        update(&mut fw, gctx, &mem, gpa, ty).unwrap();
+        owner.update(ty, gpa, 4096, &[]).unwrap();
+    }
+    assert_eq!(fw.snp_launch_digest(gctx), Some(owner.bytes()));
+
+    // The hypervisor sees ciphertext; the guest sees its pages, the secrets page filled.
+    let mut host = vec![0u8; 4096];
+    mem.read(GuestAddress(0), &mut host).unwrap();
+    assert_ne!(host, code);
+    let mut guest = vec![0u8; 4096];
+    fw.memctl
+        .guest_read(ASID, &mem, GuestAddress(0), &mut guest)
+        .unwrap();
+    assert_eq!(guest, code);
+    fw.memctl
+        .guest_read(ASID, &mem, GuestAddress(0x1000), &mut guest)
+        .unwrap();
+    assert!(guest.iter().all(|b| *b == 0));
+    fw.memctl
+        .guest_read(ASID, &mem, GuestAddress(0x2000), &mut guest)
+        .unwrap();
+    assert_eq!(guest[0..4], 3u32.to_le_bytes());
+    assert_eq!(guest[8..12], PLATFORM_FMS.to_le_bytes());
+    assert_eq!(guest[0x10..0x20], [9; 16]);
+    let vmpck0 = guest[0x20..0x40].to_vec();
+    assert!(vmpck0.iter().any(|b| *b != 0));
+    assert_eq!(fw.rmp_entry(page(0x2000)).state, PageState::GuestValid);
+    assert_eq!(fw.rmp_assigned(), 5);
+
+    // Another guest gets other VMPCKs.
+    let other = fw.snp_gctx_create().unwrap();
+    fw.snp_launch_start(other, POLICY, [9; 16]).unwrap();
+    fw.snp_activate(other, ASID + 1).unwrap();
+    let mem2 = memory(0x1000);
+    let p = HostPage {
+        object: OBJ + 1,
+        addr: 0,
+    };
+    fw.rmp_assign(p, ASID + 1, 0x2000).unwrap();
+    fw.snp_launch_update(other, p, PageType::Secrets, &mem2, GuestAddress(0))
+        .unwrap();
+    fw.memctl
+        .guest_read(ASID + 1, &mem2, GuestAddress(0), &mut guest)
+        .unwrap();
+    assert_ne!(guest[0x20..0x40], vmpck0[..]);
+}
+
+#[test]
+fn launch_update_refuses_pages_not_assigned_to_the_guest_and_changes_nothing() {
+    let (mut fw, gctx) = launching();
+    let mem = memory(0x4000);
+    let before = fw.snp_launch_digest(gctx);
+    // Not assigned.
+    assert_eq!(
+        fw.snp_launch_update(gctx, page(0), PageType::Normal, &mem, GuestAddress(0)),
+        Err(Status::InvalidPageState)
+    );
+    // Assigned to another ASID.
+    fw.rmp_assign(page(0x1000), ASID + 1, 0x1000).unwrap();
+    assert_eq!(
+        fw.snp_launch_update(
+            gctx,
+            page(0x1000),
+            PageType::Normal,
+            &mem,
+            GuestAddress(0x1000)
+        ),
+        Err(Status::InvalidPageOwner)
+    );
+    fw.rmp_make_shared(page(0x1000));
+    // Twice: the page is the guest's now.
+    update(&mut fw, gctx, &mem, 0x2000, PageType::Normal).unwrap();
+    assert_eq!(
+        fw.snp_launch_update(
+            gctx,
+            page(0x2000),
+            PageType::Normal,
+            &mem,
+            GuestAddress(0x2000)
+        ),
+        Err(Status::InvalidPageState)
+    );
+    // Memory that is not there.
+    fw.rmp_assign(page(0x9000), ASID, 0x9000).unwrap();
+    assert_eq!(
+        fw.snp_launch_update(
+            gctx,
+            page(0x9000),
+            PageType::Normal,
+            &mem,
+            GuestAddress(0x9000)
+        ),
+        Err(Status::InvalidAddress)
+    );
+    assert_eq!(
+        fw.rmp_entry(page(0x9000)).state,
+        PageState::PreGuest,
+        "unchanged"
+    );
+    assert_ne!(fw.snp_launch_digest(gctx), before);
+}
+
+#[test]
+fn a_cpuid_page_the_firmware_rejects_comes_back_corrected_in_the_clear() {
+    let (mut fw, gctx) = launching();
+    let mem = memory(0x1000);
+    let mut table = vec![0u8; 4096];
+    table[0..4].copy_from_slice(&1u32.to_le_bytes());
+    table[0x10..0x14].copy_from_slice(&0x8000_001fu32.to_le_bytes());
+    table[0x10 + 28..0x10 + 32].copy_from_slice(&0x0000_0130u32.to_le_bytes()); // C-bit 48
+    mem.write(GuestAddress(0), &table).unwrap();
+    let before = fw.snp_launch_digest(gctx);
+    assert_eq!(
+        update(&mut fw, gctx, &mem, 0, PageType::Cpuid),
+        Err(Status::InvalidParam)
+    );
+    assert_eq!(fw.snp_launch_digest(gctx), before);
+    let mut back = vec![0u8; 4096];
+    mem.read(GuestAddress(0), &mut back).unwrap();
+    assert_eq!(back[0x10 + 28..0x10 + 32], 0x0000_0133u32.to_le_bytes());
+    // The corrected page is accepted.
+    update(&mut fw, gctx, &mem, 0, PageType::Cpuid).unwrap();
+    assert_eq!(fw.rmp_assigned(), 1);
+}
+
+/// An ID block for `ld` and `policy`, signed by `id_key`, with `author` signing the ID key.
+fn id_block_for(
+    ld: [u8; 48],
+    policy: u64,
+    id_key: &EcKeyPair,
+    author: Option<&EcKeyPair>,
+) -> ([u8; 96], [u8; 4096]) {
+    let mut block = [0u8; id_block::LEN];
+    block[id_block::LD].copy_from_slice(&ld);
+    block[id_block::FAMILY_ID].fill(0xfa);
+    block[id_block::IMAGE_ID].fill(0x1d);
+    block[id_block::VERSION].copy_from_slice(&1u32.to_le_bytes());
+    block[id_block::GUEST_SVN].copy_from_slice(&7u32.to_le_bytes());
+    block[id_block::POLICY].copy_from_slice(&policy.to_le_bytes());
+    let mut auth = [0u8; id_auth::LEN];
+    auth[id_auth::ID_KEY_ALGO].copy_from_slice(&1u32.to_le_bytes());
+    auth[id_auth::AUTH_KEY_ALGO].copy_from_slice(&1u32.to_le_bytes());
+    let sig = id_key.sign_sha384(&block).unwrap();
+    auth[id_auth::ID_BLOCK_SIG][..sig.len()].copy_from_slice(&sig);
+    let key = id_key.public().unwrap().amd_key().unwrap();
+    auth[id_auth::ID_KEY].copy_from_slice(&key);
+    if let Some(author) = author {
+        let sig = author.sign_sha384(&key).unwrap();
+        auth[id_auth::ID_KEY_SIG][..sig.len()].copy_from_slice(&sig);
+        auth[id_auth::AUTHOR_KEY].copy_from_slice(&author.public().unwrap().amd_key().unwrap());
+    }
+    (block, auth)
+}
+
+#[test]
+fn launch_finish_checks_the_id_block_and_its_signatures() {
+    let (mut fw, gctx) = launching();
+    let mem = memory(0x1000);
+    update(&mut fw, gctx, &mem, 0, PageType::Normal).unwrap();
+    let ld = fw.snp_launch_digest(gctx).unwrap();
+    let (id_key, author) = (
+        EcKeyPair::generate().unwrap(),
+        EcKeyPair::generate().unwrap(),
+    );
+    let finish = |block: &'_ ([u8; 96], [u8; 4096]), auth_key_en| {
+        let (b, a) = block;
+        (*b, *a, auth_key_en)
+    };
+    type Finish = ([u8; 96], [u8; 4096], bool);
+    let cases: Vec<(Finish, Status)> = vec![
+        (
+            finish(&id_block_for([0; 48], POLICY, &id_key, None), false),
+            Status::BadMeasurement,
+        ),
+        (
+            finish(&id_block_for(ld, 0x70000, &id_key, None), false),
+            Status::PolicyFailure,
+        ),
+        (
+            {
+                let (b, mut a) = id_block_for(ld, POLICY, &id_key, None);
+                a[0] = 2;
+                (b, a, false)
+            },
+            Status::InvalidParam,
+        ),
+        (
+            {
+                let (mut b, a) = id_block_for(ld, POLICY, &id_key, None);
+                b[id_block::GUEST_SVN.start] ^= 1;
+                (b, a, false)
+            },
+            Status::BadSignature,
+        ),
+        (
+            {
+                let (b, mut a) = id_block_for(ld, POLICY, &id_key, Some(&author));
+                a[id_auth::ID_KEY_SIG.start] ^= 1;
+                (b, a, true)
+            },
+            Status::BadSignature,
+        ),
+    ];
+    for ((block, auth, auth_key_en), want) in cases {
+        let f = SnpLaunchFinish {
+            id_block: Some((&block, &auth)),
+            auth_key_en,
+            vcek_disabled: false,
+            host_data: [1; 32],
+        };
+        assert_eq!(fw.snp_launch_finish(gctx, &f), Err(want));
+        assert_eq!(
+            fw.snp_guest_status(gctx).unwrap().state,
+            SnpGuestState::Launch
+        );
+    }
+    let (block, auth) = id_block_for(ld, POLICY, &id_key, Some(&author));
+    fw.snp_launch_finish(
+        gctx,
+        &SnpLaunchFinish {
+            id_block: Some((&block, &auth)),
+            auth_key_en: true,
+            vcek_disabled: false,
+            host_data: [1; 32],
+        },
+    )
+    .unwrap();
+    let g = &fw.snp.guests[&gctx];
+    let identity = g.identity.unwrap();
+    assert_eq!(identity.guest_svn, 7);
+    assert!(identity.author_key_digest.is_some());
+    assert_eq!(g.host_data, [1; 32]);
+    assert_eq!(
+        fw.snp_guest_status(gctx).unwrap().state,
+        SnpGuestState::Running
+    );
+    // No more updates once running.
+    fw.rmp_assign(page(0x5000), ASID, 0x5000).unwrap();
+    assert_eq!(
+        fw.snp_launch_update(gctx, page(0x5000), PageType::Normal, &mem, GuestAddress(0)),
+        Err(Status::InvalidGuestState)
+    );
+}
+
+#[test]
+fn decommission_frees_the_asid_and_the_keys() {
+    let (mut fw, gctx) = launching();
+    fw.snp_decommission(gctx).unwrap();
+    assert_eq!(fw.snp_guest_status(gctx), Err(Status::InvalidGuest));
+    assert!(!fw.memctl.has_key(ASID));
+    assert_eq!(
+        fw.asid_states()[ASID as usize],
+        crate::firmware::AsidState::Dirty
+    );
+    assert_eq!({ fw.snp_platform_status().unwrap().guest_count }, 0);
+}
