@@ -33,6 +33,9 @@ pub enum KvmSevCmdId {
     GetAttestationReport = 20,
     SendCancel = 21,
     Init2 = 22,
+    SnpLaunchStart = 100,
+    SnpLaunchUpdate = 101,
+    SnpLaunchFinish = 102,
 }
 
 impl KvmSevCmdId {
@@ -64,7 +67,18 @@ impl KvmSevCmdId {
             SendCancel,
             Init2,
         ];
-        ALL.get(id as usize).copied()
+        match id {
+            100 => Some(SnpLaunchStart),
+            101 => Some(SnpLaunchUpdate),
+            102 => Some(SnpLaunchFinish),
+            _ => ALL.get(id as usize).copied(),
+        }
+    }
+
+    /// Whether the id is one of SNP's (`KVM_SEV_SNP_LAUNCH_START` and above), the only ids an
+    /// SNP VM takes.
+    pub fn is_snp(self) -> bool {
+        self as u32 >= KvmSevCmdId::SnpLaunchStart as u32
     }
 
     /// KVM's name for the id (`KVM_SEV_LAUNCH_START`).
@@ -94,7 +108,12 @@ impl KvmSevCmdId {
             "KVM_SEV_SEND_CANCEL",
             "KVM_SEV_INIT2",
         ];
-        NAMES[self as usize]
+        match self {
+            KvmSevCmdId::SnpLaunchStart => "KVM_SEV_SNP_LAUNCH_START",
+            KvmSevCmdId::SnpLaunchUpdate => "KVM_SEV_SNP_LAUNCH_UPDATE",
+            KvmSevCmdId::SnpLaunchFinish => "KVM_SEV_SNP_LAUNCH_FINISH",
+            _ => NAMES[self as usize],
+        }
     }
 }
 
@@ -104,6 +123,16 @@ pub const KVM_X86_DEFAULT_VM: u32 = 0;
 pub const KVM_X86_SEV_VM: u32 = 2;
 /// `KVM_X86_SEV_ES_VM`.
 pub const KVM_X86_SEV_ES_VM: u32 = 3;
+/// `KVM_X86_SNP_VM`.
+pub const KVM_X86_SNP_VM: u32 = 4;
+/// `KVM_SEV_SNP_PAGE_TYPE_*` of `kvm_sev_snp_launch_update.type` are the firmware's page
+/// types, [`crate::snp::PageType`], less VMSA.
+/// `KVM_SEV_SNP_ID_BLOCK_SIZE`.
+pub const KVM_SEV_SNP_ID_BLOCK_SIZE: usize = 96;
+/// `KVM_SEV_SNP_ID_AUTH_SIZE`.
+pub const KVM_SEV_SNP_ID_AUTH_SIZE: usize = 4096;
+/// `KVM_SEV_SNP_FINISH_DATA_SIZE`.
+pub const KVM_SEV_SNP_FINISH_DATA_SIZE: usize = 32;
 /// `KVM_CAP_VM_TYPES`.
 pub const KVM_CAP_VM_TYPES: u32 = 235;
 
@@ -137,6 +166,68 @@ pub struct KvmSevInit {
     pub pad1: u16,
     /// Padding.
     pub pad2: [u32; 8],
+}
+
+/// `struct kvm_sev_snp_launch_start`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevSnpLaunchStart {
+    /// The guest's SNP policy.
+    pub policy: u64,
+    /// Guest OS visible workarounds.
+    pub gosvw: [u8; 16],
+    /// Must be 0.
+    pub flags: u16,
+    /// Padding.
+    pub pad0: [u8; 6],
+    /// Padding.
+    pub pad1: [u64; 4],
+}
+
+/// `struct kvm_sev_snp_launch_update`: the remaining range is written back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevSnpLaunchUpdate {
+    /// First guest frame.
+    pub gfn_start: u64,
+    /// Source of the pages (ignored for ZERO).
+    pub uaddr: u64,
+    /// Bytes, a multiple of 4096.
+    pub len: u64,
+    /// Page type (`KVM_SEV_SNP_PAGE_TYPE_*`).
+    pub type_: u8,
+    /// Padding.
+    pub pad0: u8,
+    /// Must be 0.
+    pub flags: u16,
+    /// Padding.
+    pub pad1: u32,
+    /// Padding.
+    pub pad2: [u64; 4],
+}
+
+/// `struct kvm_sev_snp_launch_finish`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevSnpLaunchFinish {
+    /// The ID block (96 bytes), if `id_block_en`.
+    pub id_block_uaddr: u64,
+    /// The ID authentication structure (4096 bytes), if `id_block_en`.
+    pub id_auth_uaddr: u64,
+    /// Whether an ID block is given.
+    pub id_block_en: u8,
+    /// Whether the ID auth carries an author key.
+    pub auth_key_en: u8,
+    /// Whether reports may not be signed with the VCEK.
+    pub vcek_disabled: u8,
+    /// HOST_DATA.
+    pub host_data: [u8; 32],
+    /// Padding.
+    pub pad0: [u8; 3],
+    /// Must be 0.
+    pub flags: u16,
+    /// Padding.
+    pub pad1: [u64; 4],
 }
 
 /// `struct kvm_sev_launch_start`.
@@ -388,6 +479,9 @@ byte_valued! {
     KvmSregs = 312,
     KvmSevCmd = 24,
     KvmSevInit = 48,
+    KvmSevSnpLaunchStart = 64,
+    KvmSevSnpLaunchUpdate = 64,
+    KvmSevSnpLaunchFinish = 88,
     KvmSevLaunchStart = 40,
     KvmSevLaunchUpdateData = 16,
     KvmSevLaunchSecret = 48,
@@ -405,6 +499,11 @@ const _: () = {
     use core::mem::offset_of;
     assert!(offset_of!(KvmSevCmd, data) == 8);
     assert!(offset_of!(KvmSevCmd, sev_fd) == 20);
+    assert!(offset_of!(KvmSevSnpLaunchStart, flags) == 24);
+    assert!(offset_of!(KvmSevSnpLaunchUpdate, type_) == 24);
+    assert!(offset_of!(KvmSevSnpLaunchUpdate, flags) == 26);
+    assert!(offset_of!(KvmSevSnpLaunchFinish, host_data) == 19);
+    assert!(offset_of!(KvmSevSnpLaunchFinish, flags) == 54);
     assert!(offset_of!(KvmSevLaunchStart, session_uaddr) == 24);
     assert!(offset_of!(KvmSevLaunchSecret, trans_len) == 40);
     assert!(offset_of!(KvmSevAttestationReport, uaddr) == 16);

@@ -53,6 +53,16 @@ fn layouts() -> Vec<Layout> {
         layout!("linux/kvm.h", "kvm_sev_cmd", KvmSevCmd { "id" => id, "data" => data, "error" => error, "sev_fd" => sev_fd }),
         layout!("linux/kvm.h", "kvm_sev_init", KvmSevInit {
             "vmsa_features" => vmsa_features, "flags" => flags, "ghcb_version" => ghcb_version }),
+        layout!("linux/kvm.h", "kvm_sev_snp_launch_start", KvmSevSnpLaunchStart {
+            "policy" => policy, "gosvw" => gosvw, "flags" => flags, "pad0" => pad0, "pad1" => pad1 }),
+        layout!("linux/kvm.h", "kvm_sev_snp_launch_update", KvmSevSnpLaunchUpdate {
+            "gfn_start" => gfn_start, "uaddr" => uaddr, "len" => len, "type" => type_,
+            "pad0" => pad0, "flags" => flags, "pad1" => pad1, "pad2" => pad2 }),
+        layout!("linux/kvm.h", "kvm_sev_snp_launch_finish", KvmSevSnpLaunchFinish {
+            "id_block_uaddr" => id_block_uaddr, "id_auth_uaddr" => id_auth_uaddr,
+            "id_block_en" => id_block_en, "auth_key_en" => auth_key_en,
+            "vcek_disabled" => vcek_disabled, "host_data" => host_data, "pad0" => pad0,
+            "flags" => flags, "pad1" => pad1 }),
         layout!("linux/kvm.h", "kvm_sev_launch_start", KvmSevLaunchStart {
             "handle" => handle, "policy" => policy, "dh_uaddr" => dh_uaddr, "dh_len" => dh_len,
             "session_uaddr" => session_uaddr, "session_len" => session_len }),
@@ -114,6 +124,23 @@ fn constants() -> Vec<(String, u64)> {
         ),
         ("KVM_X86_SEV_VM".to_string(), KVM_X86_SEV_VM as u64),
         ("KVM_X86_SEV_ES_VM".to_string(), KVM_X86_SEV_ES_VM as u64),
+        ("KVM_X86_SNP_VM".to_string(), KVM_X86_SNP_VM as u64),
+        (
+            "KVM_SEV_SNP_ID_BLOCK_SIZE".to_string(),
+            KVM_SEV_SNP_ID_BLOCK_SIZE as u64,
+        ),
+        (
+            "KVM_SEV_SNP_ID_AUTH_SIZE".to_string(),
+            KVM_SEV_SNP_ID_AUTH_SIZE as u64,
+        ),
+        (
+            "KVM_SEV_SNP_PAGE_TYPE_CPUID".to_string(),
+            uapi::snp::PageType::Cpuid as u64,
+        ),
+        (
+            "KVM_SEV_SNP_PAGE_TYPE_ZERO".to_string(),
+            uapi::snp::PageType::Zero as u64,
+        ),
         ("KVM_CAP_VM_TYPES".to_string(), KVM_CAP_VM_TYPES as u64),
     ];
     for cmd in SevCmd::ALL {
@@ -159,6 +186,10 @@ fn constants() -> Vec<(String, u64)> {
     for (i, name) in kvm_ids.iter().enumerate() {
         let id = KvmSevCmdId::from_id(i as u32).expect("id in range");
         out.push((format!("KVM_SEV_{name}"), id as u64));
+    }
+    for id in 100..=102 {
+        let id = KvmSevCmdId::from_id(id).expect("SNP id");
+        out.push((id.name().to_string(), id as u64));
     }
     out
 }
@@ -295,6 +326,12 @@ fn rust_types_match_current_kernel_headers() {
         "KVM_CAP_VM_TYPES",
         "sev_user_data_snp_status.current_tcb_version",
         "SNP_PLATFORM_STATUS",
+        "kvm_sev_snp_launch_start.gosvw",
+        "kvm_sev_snp_launch_update.type",
+        "kvm_sev_snp_launch_finish.vcek_disabled",
+        "kvm_sev_snp_launch_finish.host_data",
+        "KVM_X86_SNP_VM",
+        "KVM_SEV_SNP_LAUNCH_FINISH",
     ] {
         assert!(
             checked.contains_key(item),

@@ -27,6 +27,7 @@ use crate::firmware::{FwResult, LaunchSecret};
 use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
 
 mod init;
+mod snp;
 pub use init::SUPPORTED_VMSA_FEATURES;
 
 /// Where VMSA pages live in the firmware's view: above any guest physical address.
@@ -98,6 +99,9 @@ struct Vmsa {
 /// An SEV context of a VM (`struct kvm_sev_info`).
 struct SevVm {
     es: bool,
+    /// An SNP guest (`KVM_X86_SNP_VM`): only the SNP ids are taken, and `handle` is the
+    /// firmware's guest context.
+    snp: bool,
     asid: u32,
     /// Firmware handle, 0 until LAUNCH_START.
     handle: u32,
@@ -122,6 +126,8 @@ struct Vm {
     vm_type: u32,
     /// Whether any ioctl reached it yet (the type can only be set before).
     used: bool,
+    /// The memory object backing its private pages, as the RMP names them.
+    object: u64,
     slots: Slots,
     sev: Option<SevVm>,
     vmsas: BTreeMap<u32, Vmsa>,
@@ -144,6 +150,8 @@ pub struct KvmSev {
     staging: Staging,
     /// (uid, limit) pairs already logged: a limit is logged once, not per call.
     warned: Mutex<HashSet<(u32, &'static str)>>,
+    /// The next VM's memory object.
+    next_object: std::sync::atomic::AtomicU64,
 }
 
 /// One command's context.
@@ -224,6 +232,7 @@ impl KvmSev {
             limits,
             staging,
             warned: Mutex::new(HashSet::new()),
+            next_object: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -265,6 +274,9 @@ impl KvmSev {
             uid,
             vm_type: KVM_X86_DEFAULT_VM,
             used: false,
+            object: self
+                .next_object
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             slots: Slots::default(),
             sev: None,
             vmsas: BTreeMap::new(),
@@ -289,7 +301,9 @@ impl KvmSev {
         let Some(entry) = vm else { return };
         let vm = entry.vm.lock().unwrap_or_else(|e| e.into_inner());
         let Some(sev) = &vm.sev else { return };
-        if sev.handle != 0 {
+        if sev.snp {
+            self.snp_destroy(vm.object, sev.handle);
+        } else if sev.handle != 0 {
             let mut dev = self.dev();
             let fw = dev.firmware_mut();
             let _ = fw.deactivate(sev.handle);
@@ -440,6 +454,10 @@ impl KvmSev {
         ctx: &mut Ctx<'_>,
     ) -> Result<Result<(), Errno>, Errno> {
         use KvmSevCmdId::*;
+        // Once KVM_SEV_INIT2 made the VM an SNP guest, only the SNP ids.
+        if vm.sev.as_ref().is_some_and(|s| s.snp) && !id.is_snp() {
+            return Ok(Err(Errno::EPERM));
+        }
         Ok(match id {
             Init | EsInit => self.legacy_init(vm, id == EsInit, ctx),
             Init2 => self.init2(vm, ctx),
@@ -455,6 +473,9 @@ impl KvmSev {
             GuestStatus => self.guest_status(vm, ctx),
             DbgDecrypt => self.dbg_crypt(vm, ctx, true),
             DbgEncrypt => self.dbg_crypt(vm, ctx, false),
+            SnpLaunchStart => self.snp_launch_start(vm, ctx),
+            SnpLaunchUpdate => self.snp_launch_update(vm, ctx),
+            SnpLaunchFinish => self.snp_launch_finish(vm, ctx),
             // Migration and attestation reports are not offered by this daemon.
             _ => return Err(Errno::EINVAL),
         })

@@ -97,6 +97,12 @@ impl SevDev {
         &self.fw
     }
 
+    /// Whether KVM would offer SNP guests: the host enabled SNP and SNP is up (kernels up to
+    /// 6.15), or comes up with the first guest (from 6.16).
+    pub fn snp_usable(&self) -> bool {
+        self.fw.snp_enabled() && (self.snp == KState::Init || self.mode == InitMode::PerCommand)
+    }
+
     /// The firmware behind the driver, mutably (the VM node shares it).
     pub fn firmware_mut(&mut self) -> &mut Firmware {
         &mut self.fw

@@ -84,7 +84,7 @@ impl Slots {
     }
 
     /// The slot holding guest address `gpa`.
-    fn by_gpa(&self, gpa: u64) -> Option<&Slot> {
+    pub(crate) fn by_gpa(&self, gpa: u64) -> Option<&Slot> {
         self.slots
             .values()
             .find(|s| gpa >= s.gpa && gpa - s.gpa < s.size)

@@ -545,8 +545,18 @@ impl Firmware {
         mem.write(gpa, &buf).map_err(|_| Status::InvalidAddress)
     }
 
-    /// Reads guest memory as the guest with this handle sees it (its key, C-bit set): what
-    /// only the guest can do on hardware, offered for tests and demonstrations.
+    /// The ASID whose key a guest's own accesses use: an SEV guest's by handle, an SNP
+    /// guest's by context id.
+    fn own_asid(&self, handle: u32) -> FwResult<u32> {
+        if handle >= super::snp::GCTX_BASE {
+            return self.snp_guest_asid(handle);
+        }
+        self.guest(handle)?.asid.ok_or(Status::Inactive)
+    }
+
+    /// Reads guest memory as the guest with this handle (or SNP context) sees it (its key,
+    /// C-bit set): what only the guest can do on hardware, offered for tests and
+    /// demonstrations.
     pub fn guest_view(
         &self,
         handle: u32,
@@ -554,7 +564,7 @@ impl Firmware {
         out: &mut [u8],
         mem: &dyn GuestMemory,
     ) -> FwResult<()> {
-        let asid = self.guest(handle)?.asid.ok_or(Status::Inactive)?;
+        let asid = self.own_asid(handle)?;
         self.memctl
             .guest_read(asid, mem, gpa, out)
             .map_err(|_| Status::InvalidAddress)
@@ -568,7 +578,7 @@ impl Firmware {
         data: &[u8],
         mem: &dyn GuestMemory,
     ) -> FwResult<()> {
-        let asid = self.guest(handle)?.asid.ok_or(Status::Inactive)?;
+        let asid = self.own_asid(handle)?;
         self.memctl
             .guest_write(asid, mem, gpa, data)
             .map_err(|_| Status::InvalidAddress)

@@ -22,6 +22,9 @@ use crate::driver::sev_dev::InitMode;
 use crate::firmware::FirmwareConfig;
 use transport::{Device, Embedded, Transport, VmTransport};
 
+mod snp;
+pub use snp::SnpFinish;
+
 /// A command that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {

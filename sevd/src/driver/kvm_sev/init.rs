@@ -4,7 +4,9 @@
 //! (`__sev_guest_init` in arch/x86/kvm/svm/sev.c), and the save area that `sev_es_sync_vmsa`
 //! hands LAUNCH_UPDATE_VMSA.
 
-use uapi::kvm::{KvmSevInit, KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM};
+use uapi::kvm::{
+    KvmSevInit, KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM,
+};
 use vfs::Errno;
 
 use super::{Ctx, KvmSev, SevVm, Vm, PAGE};
@@ -37,11 +39,13 @@ impl KvmSev {
         if !first {
             return Err(Errno::EINVAL);
         }
+        let snp = self.snp_offered();
         let asids = self.asids.lock().unwrap_or_else(|e| e.into_inner());
         let offered = match u32::try_from(ty) {
             Ok(KVM_X86_DEFAULT_VM) => true,
             Ok(KVM_X86_SEV_VM) => !asids.range(false).is_empty(),
             Ok(KVM_X86_SEV_ES_VM) => !asids.range(true).is_empty(),
+            Ok(KVM_X86_SNP_VM) => snp && !asids.range(true).is_empty(),
             _ => false,
         };
         if !offered {
@@ -49,6 +53,12 @@ impl KvmSev {
         }
         vm.vm_type = ty as u32;
         Ok(())
+    }
+
+    /// Whether SNP VMs are offered: the host enabled SNP (`sev_snp_supported` is decided
+    /// when KVM loads, from the platform's SNP state after `sev_platform_init`).
+    fn snp_offered(&self) -> bool {
+        self.dev().snp_usable()
     }
 
     /// `sev_guest_init`: the legacy KVM_SEV_INIT / ES_INIT, on the default VM type only.
@@ -68,22 +78,23 @@ impl KvmSev {
             ghcb_version: if es { GHCB_VERSION_MIN } else { 0 },
             ..Default::default()
         };
-        self.guest_init(vm, &params, es, ctx)
+        self.guest_init(vm, &params, es, false, ctx)
     }
 
     /// `sev_guest_init2`: KVM_SEV_INIT2 on an SEV or SEV-ES VM type, once.
     pub(super) fn init2(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
         // KVM's `need_init`: an SEV type that is not yet an SEV guest.
-        let es = match vm.vm_type {
-            KVM_X86_SEV_VM => false,
-            KVM_X86_SEV_ES_VM => true,
+        let (es, snp) = match vm.vm_type {
+            KVM_X86_SEV_VM => (false, false),
+            KVM_X86_SEV_ES_VM => (true, false),
+            KVM_X86_SNP_VM => (true, true),
             _ => return Err(Errno::EINVAL),
         };
         if vm.sev.is_some() {
             return Err(Errno::EINVAL);
         }
         let params: KvmSevInit = read_obj(ctx.mem, ctx.data)?;
-        self.guest_init(vm, &params, es, ctx)
+        self.guest_init(vm, &params, es, snp, ctx)
     }
 
     /// `__sev_guest_init`: KVM's checks in KVM's order, then an ASID and an initialised
@@ -93,6 +104,7 @@ impl KvmSev {
         vm: &mut Vm,
         params: &KvmSevInit,
         es: bool,
+        snp: bool,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), Errno> {
         let valid_features = if es { SUPPORTED_VMSA_FEATURES } else { 0 };
@@ -118,13 +130,20 @@ impl KvmSev {
             asids.free(asid);
             return Err(e);
         }
+        // KVM turns SNP on in every save area of an SNP guest.
+        let snp_feature = if snp {
+            super::snp::SEV_FEAT_SNP_ACTIVE
+        } else {
+            0
+        };
         vm.sev = Some(SevVm {
             es,
+            snp,
             asid,
             handle: 0,
             fd: 0,
             vmsa_mem: VecGuestMemory::new(),
-            vmsa_features: params.vmsa_features,
+            vmsa_features: params.vmsa_features | snp_feature,
             sync_fpu: vm.vm_type != KVM_X86_DEFAULT_VM,
         });
         Ok(())

@@ -322,6 +322,11 @@ impl Firmware {
         Ok(())
     }
 
+    /// The ASID of a running or launching SNP guest.
+    pub(crate) fn snp_guest_asid(&self, gctx: u32) -> FwResult<u32> {
+        self.snp_guest(gctx)?.asid.ok_or(Status::Inactive)
+    }
+
     /// A guest context's state, policy and ASID.
     pub fn snp_guest_status(&self, gctx: u32) -> FwResult<SnpGuestStatus> {
         let g = self.snp_guest(gctx)?;

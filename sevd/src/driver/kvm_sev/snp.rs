@@ -1,0 +1,335 @@
+//! KVM's SNP launch (`snp_launch_start`, `snp_launch_update`, `snp_launch_finish` in
+//! arch/x86/kvm/svm/sev.c; snp.md §3), on the `sev-vm` node. Each VM's memory stands for its
+//! guest_memfd: a page is private once the RMP assigns it to the guest, and KVM's
+//! populate-and-measure loop runs page by page, staged outside the firmware's lock.
+
+use uapi::kvm::*;
+use uapi::snp::{policy, PageType, VMSA_GPA};
+use vfs::{Errno, UserAddr};
+
+use super::{copy_user_blob, Ctx, KvmSev, Vm, PAGE, VMSA_BASE};
+use crate::driver::{read_obj, write_obj};
+use crate::firmware::snp::SnpLaunchFinish;
+use crate::memctl::rmp::HostPage;
+use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
+
+/// `SNP_POLICY_MASK_VALID`: the policy bits KVM lets through (Linux 6.11).
+const POLICY_VALID: u64 =
+    0xffff | policy::SMT | policy::RSVD_MBO | policy::DEBUG | policy::SINGLE_SOCKET;
+/// `SVM_SEV_FEAT_SNP_ACTIVE`: KVM sets it in every SNP save area.
+pub(super) const SEV_FEAT_SNP_ACTIVE: u64 = 1;
+/// Pages staged and handed to the firmware under one hold of its lock.
+const PIECE_PAGES: u64 = 256;
+
+/// Why a page of a launch update stopped the loop: KVM's errno inside
+/// `kvm_gmem_populate`, and the firmware status when the firmware refused.
+struct PageFailure {
+    errno: Errno,
+    status: u32,
+}
+
+impl KvmSev {
+    /// `snp_launch_start`: a guest context, LAUNCH_START, then ACTIVATE with the VM's ASID.
+    pub(super) fn snp_launch_start(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let sev = vm.sev.as_mut().filter(|s| s.snp).ok_or(Errno::ENOTTY)?;
+        let params: KvmSevSnpLaunchStart = read_obj(ctx.mem, ctx.data)?;
+        if sev.handle != 0 || params.flags != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if params.policy & !POLICY_VALID != 0 || params.policy & policy::RSVD_MBO == 0 {
+            return Err(Errno::EINVAL);
+        }
+        // `snp_context_create` goes through `sev_fd`; any failure there is ENOTTY.
+        if self.check_fd(ctx.pid, ctx.sev_fd).is_err() {
+            return Err(Errno::ENOTTY);
+        }
+        let mut dev = self.dev();
+        let fw = dev.firmware_mut();
+        let gctx = match fw.snp_gctx_create() {
+            Ok(g) => g,
+            Err(status) => {
+                *ctx.error = status as u32;
+                return Err(Errno::ENOTTY);
+            }
+        };
+        let started = fw
+            .snp_launch_start(gctx, params.policy, params.gosvw)
+            .and_then(|()| fw.snp_activate(gctx, sev.asid));
+        if let Err(status) = started {
+            *ctx.error = status as u32;
+            let _ = fw.snp_decommission(gctx);
+            return Err(Errno::EIO);
+        }
+        *ctx.error = 0;
+        sev.handle = gctx;
+        sev.fd = ctx.sev_fd;
+        Ok(())
+    }
+
+    /// `snp_launch_update`: each page copied from `uaddr` into the guest's memory, assigned
+    /// to the guest in the RMP and measured by the firmware. A failure after some pages
+    /// stops early: the pages done stay done and the rest of the range is written back, as
+    /// `kvm_gmem_populate` returns a partial count; a failure at the first page is EIO,
+    /// with the firmware's status if it refused.
+    pub(super) fn snp_launch_update(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let sev = vm.sev.as_ref().filter(|s| s.snp && s.handle != 0);
+        let sev = sev.ok_or(Errno::EINVAL)?;
+        let mut params: KvmSevSnpLaunchUpdate = read_obj(ctx.mem, ctx.data)?;
+        let ty = PageType::from_u8(params.type_).filter(|t| *t != PageType::Vmsa);
+        let Some(ty) = ty.filter(|_| params.len % PAGE == 0 && params.flags == 0) else {
+            return Err(Errno::EINVAL);
+        };
+        let gpa0 = params.gfn_start.checked_mul(PAGE).ok_or(Errno::EINVAL)?;
+        let slot = vm.slots.by_gpa(gpa0).copied().ok_or(Errno::EINVAL)?;
+        // `kvm_gmem_populate` stops at the end of the memory slot.
+        let npages = (params.len / PAGE).min((slot.gpa + slot.size - gpa0) / PAGE);
+        let (gctx, asid, object) = (sev.handle, sev.asid, vm.object);
+        let fd_ok = self.check_fd(ctx.pid, ctx.sev_fd).is_ok();
+        let mut done = 0u64;
+        let mut failure = None;
+        while done < npages && failure.is_none() {
+            let n = (npages - done).min(PIECE_PAGES);
+            let gpa = gpa0 + done * PAGE;
+            let src = params.uaddr.wrapping_add(done * PAGE);
+            let (ok, fail) =
+                self.snp_update_piece(vm, ctx, (gctx, asid, object), ty, gpa, src, n, fd_ok);
+            done += ok;
+            failure = fail;
+        }
+        if let (0, Some(f)) = (done, &failure) {
+            *ctx.error = f.status;
+            log::debug!(
+                "KVM_SEV_SNP_LAUNCH_UPDATE failed at its first page: {}",
+                f.errno
+            );
+            return Err(Errno::EIO);
+        }
+        params.gfn_start += done;
+        params.len -= done * PAGE;
+        if ty != PageType::Zero {
+            params.uaddr = params.uaddr.wrapping_add(done * PAGE);
+        }
+        *ctx.error = 0;
+        write_obj(ctx.mem, ctx.data, &params)
+    }
+
+    /// One piece of `n` pages at `gpa`, from the caller's `src`: staged, updated page by
+    /// page under the firmware's lock, written back. Returns the pages done and, if it
+    /// stopped early, why.
+    #[allow(clippy::too_many_arguments)]
+    fn snp_update_piece(
+        &self,
+        vm: &Vm,
+        ctx: &mut Ctx<'_>,
+        (gctx, asid, object): (u32, u32, u64),
+        ty: PageType,
+        gpa: u64,
+        src: u64,
+        n: u64,
+        fd_ok: bool,
+    ) -> (u64, Option<PageFailure>) {
+        let len = (n * PAGE) as usize;
+        let mut buf = vec![0u8; len];
+        // Copy the source in (per page if the piece cannot be read whole, to find the first
+        // page that faults).
+        let mut readable = n;
+        if ty != PageType::Zero && ctx.mem.read(UserAddr(src), &mut buf).is_err() {
+            readable = 0;
+            for i in 0..n {
+                let page = &mut buf[(i * PAGE) as usize..((i + 1) * PAGE) as usize];
+                if ctx
+                    .mem
+                    .read(UserAddr(src.wrapping_add(i * PAGE)), page)
+                    .is_err()
+                {
+                    break;
+                }
+                readable += 1;
+            }
+        }
+        let staged = VecGuestMemory::from_region(GuestAddress(gpa), buf);
+        let mut done = 0;
+        let mut failure = None;
+        {
+            let mut dev = self.dev();
+            let fw = dev.firmware_mut();
+            while done < n {
+                let at = gpa + done * PAGE;
+                let page = HostPage { object, addr: at };
+                if fw.rmp_entry(page).is_guest() {
+                    failure = Some(PageFailure {
+                        errno: Errno::EEXIST,
+                        status: 0,
+                    });
+                    break;
+                }
+                if done >= readable {
+                    failure = Some(PageFailure {
+                        errno: Errno::EFAULT,
+                        status: 0,
+                    });
+                    break;
+                }
+                if !fd_ok {
+                    failure = Some(PageFailure {
+                        errno: Errno::EBADF,
+                        status: 0,
+                    });
+                    break;
+                }
+                if fw.rmp_assign(page, asid, at).is_err() {
+                    failure = Some(PageFailure {
+                        errno: Errno::EINVAL,
+                        status: 0,
+                    });
+                    break;
+                }
+                if let Err(status) = fw.snp_launch_update(gctx, page, ty, &staged, GuestAddress(at))
+                {
+                    fw.rmp_make_shared(page);
+                    failure = Some(PageFailure {
+                        errno: Errno::EIO,
+                        status: status as u32,
+                    });
+                    break;
+                }
+                done += 1;
+            }
+        }
+        let bytes = staged.into_first_region();
+        // A CPUID page the firmware corrected goes back to the caller's source page.
+        if ty == PageType::Cpuid
+            && failure
+                .as_ref()
+                .is_some_and(|f| f.status == uapi::Status::InvalidParam as u32)
+        {
+            let at = (done * PAGE) as usize;
+            let _ = ctx.mem.write(
+                UserAddr(src.wrapping_add(done * PAGE)),
+                &bytes[at..at + PAGE as usize],
+            );
+        }
+        if done > 0 {
+            let written = vm
+                .slots
+                .memory(ctx.mem)
+                .write(GuestAddress(gpa), &bytes[..(done * PAGE) as usize]);
+            if written.is_err() {
+                log::warn!("KVM_SEV_SNP_LAUNCH_UPDATE: the VMM's memory at {gpa:#x} went away");
+            }
+        }
+        (done, failure)
+    }
+
+    /// `snp_launch_finish`: every vCPU's save area measured at the VMSA GPA, in vCPU
+    /// order, then LAUNCH_FINISH with the ID block and HOST_DATA.
+    pub(super) fn snp_launch_finish(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let sev = vm.sev.as_ref().filter(|s| s.snp).ok_or(Errno::ENOTTY)?;
+        if sev.handle == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let params: KvmSevSnpLaunchFinish = read_obj(ctx.mem, ctx.data)?;
+        if params.flags != 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.snp_launch_update_vmsa(vm, ctx)?;
+        let id = if params.id_block_en != 0 {
+            let block = copy_user_blob(
+                ctx.mem,
+                params.id_block_uaddr,
+                KVM_SEV_SNP_ID_BLOCK_SIZE as u32,
+            )?;
+            let auth = copy_user_blob(
+                ctx.mem,
+                params.id_auth_uaddr,
+                KVM_SEV_SNP_ID_AUTH_SIZE as u32,
+            )?;
+            Some((block, auth))
+        } else {
+            None
+        };
+        let sev = vm.sev.as_ref().ok_or(Errno::ENOTTY)?;
+        self.check_fd(ctx.pid, sev.fd)?;
+        let id_block = match &id {
+            Some((b, a)) => Some((
+                b.as_slice().try_into().map_err(|_| Errno::EINVAL)?,
+                a.as_slice().try_into().map_err(|_| Errno::EINVAL)?,
+            )),
+            None => None,
+        };
+        let finish = SnpLaunchFinish {
+            id_block,
+            auth_key_en: params.id_block_en != 0 && params.auth_key_en != 0,
+            vcek_disabled: params.vcek_disabled != 0,
+            host_data: params.host_data,
+        };
+        let r = self
+            .dev()
+            .firmware_mut()
+            .snp_launch_finish(sev.handle, &finish);
+        ctx.fw(r)
+    }
+
+    /// `snp_launch_update_vmsa`: each save area synced (SEV_FEATURES with SNP active),
+    /// assigned to the guest at the VMSA GPA, and measured; a page the firmware refuses is
+    /// taken back.
+    fn snp_launch_update_vmsa(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
+        let object = vm.object;
+        let Some(sev) = vm.sev.as_mut() else {
+            return Err(Errno::ENOTTY);
+        };
+        if !self.fd_check.is_sev_node(ctx.pid, ctx.sev_fd) {
+            return Err(Errno::EBADF);
+        }
+        let mut dev = self.dev();
+        let fw = dev.firmware_mut();
+        for (&vcpu, vmsa) in vm.vmsas.iter_mut() {
+            let at = VMSA_BASE + vcpu as u64 * PAGE;
+            let page = HostPage { object, addr: at };
+            if vmsa.protected || fw.rmp_assign(page, sev.asid, VMSA_GPA).is_err() {
+                return Err(Errno::EINVAL);
+            }
+            if sev.vmsa_mem.check_range(GuestAddress(at), PAGE).is_err() {
+                sev.vmsa_mem.add_region(GuestAddress(at), PAGE as usize);
+            }
+            let mut area = vmsa.page.clone();
+            if let Err(e) = super::init::sync_vmsa(&mut area, sev.vmsa_features, sev.sync_fpu) {
+                fw.rmp_make_shared(page);
+                return Err(e);
+            }
+            let written = sev.vmsa_mem.write(GuestAddress(at), &area[..]);
+            zeroize::Zeroize::zeroize(&mut area[..]);
+            written.map_err(|_| Errno::EFAULT)?;
+            let r = fw.snp_launch_update(
+                sev.handle,
+                page,
+                PageType::Vmsa,
+                &sev.vmsa_mem,
+                GuestAddress(at),
+            );
+            if let Err(status) = r {
+                fw.rmp_make_shared(page);
+                *ctx.error = status as u32;
+                return Err(Errno::EIO);
+            }
+            vmsa.protected = true;
+            vmsa.page.fill(0);
+        }
+        Ok(())
+    }
+
+    /// `sev_vm_destroy` of an SNP VM: DECOMMISSION, then every page of the VM given back
+    /// to the hypervisor.
+    pub(super) fn snp_destroy(&self, object: u64, gctx: u32) {
+        let mut dev = self.dev();
+        let fw = dev.firmware_mut();
+        if gctx != 0 {
+            if let Err(s) = fw.snp_decommission(gctx) {
+                log::warn!("SNP_DECOMMISSION of context {gctx:#x} failed: {s}");
+            }
+        }
+        for (page, _) in fw.rmp_owned_pages(object) {
+            fw.rmp_make_shared(page);
+        }
+    }
+}
