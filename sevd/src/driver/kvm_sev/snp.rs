@@ -333,3 +333,7 @@ impl KvmSev {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "snp_tests.rs"]
+mod tests;
