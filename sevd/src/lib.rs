@@ -2,6 +2,7 @@
 //!
 //! - [`firmware`]: the software PSP, a pure state machine.
 //! - [`crypto`] and [`certs`]: the primitives and chain checks the firmware and guest owners share.
+//! - [`guest`]: what runs inside an SNP guest (its half of the guest request).
 #![deny(missing_docs)]
 
 pub mod access;
@@ -12,6 +13,7 @@ pub mod daemon;
 pub mod driver;
 pub mod files;
 pub mod firmware;
+pub mod guest;
 pub mod memctl;
 pub mod node;
 pub mod owner;

@@ -5,7 +5,8 @@
 //! compares each with the C compiler's value of the header's macro.
 
 use crate::kvm::{
-    KvmRegs, KvmSevCmd, KvmSregs, KvmUserspaceMemoryRegion, SevdGuestAccess, SevdVmsa,
+    KvmRegs, KvmSevCmd, KvmSregs, KvmUserspaceMemoryRegion, SevdGuestAccess, SevdSnpGuestRequest,
+    SevdVmsa,
 };
 use crate::psp_sev::SevIssueCmd;
 
@@ -100,6 +101,10 @@ pub const SEVD_VM_GUEST_ACCESS: u32 = iowr(SEV_IOC_TYPE, 0x82, size_of::<SevdGue
 /// `SEVD_VM_SET_TYPE = _IOW('S', 0x83, __u64)`: the VM type `KVM_CREATE_VM` takes
 /// (`KVM_X86_*_VM`), before any other ioctl on the VM.
 pub const SEVD_VM_SET_TYPE: u32 = iow(SEV_IOC_TYPE, 0x83, size_of::<u64>());
+/// `SEVD_VM_SNP_GUEST_REQUEST = _IOWR('S', 0x84, struct sevd_snp_guest_request)`: the VMM's
+/// half of an SNP guest request (KVM handles it inside the VMGEXIT; there is no KVM ioctl).
+pub const SEVD_VM_SNP_GUEST_REQUEST: u32 =
+    iowr(SEV_IOC_TYPE, 0x84, size_of::<SevdSnpGuestRequest>());
 
 #[cfg(test)]
 mod tests {
@@ -117,6 +122,7 @@ mod tests {
         assert_eq!(SEVD_VM_ENCRYPT_OP, 0xC018_5380);
         // DESIGN.md's number for the VM type.
         assert_eq!(SEVD_VM_SET_TYPE, 0x4008_5383);
+        assert_eq!(SEVD_VM_SNP_GUEST_REQUEST, 0xC018_5384);
         assert_eq!(ioc_size(SEV_ISSUE_CMD), 16);
         assert_eq!(ioc_dir(SEV_ISSUE_CMD), IOC_READ | IOC_WRITE);
     }

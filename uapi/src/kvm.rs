@@ -392,6 +392,21 @@ pub struct SevdGuestAccess {
     pub write: u32,
 }
 
+/// `struct sevd_snp_guest_request` (`SEVD_VM_SNP_GUEST_REQUEST`): the VMM's half of an SNP
+/// guest request, what KVM does for the guest's VMGEXIT: the guest's shared request page in,
+/// the firmware's response page out, and `exitinfo2` as KVM sets it in the GHCB (low half
+/// the firmware status, high half the VMM's error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SevdSnpGuestRequest {
+    /// The request page (4096 bytes).
+    pub req_uaddr: u64,
+    /// The response page (4096 bytes).
+    pub resp_uaddr: u64,
+    /// Out: the firmware status (low 32 bits) and the VMM error (high 32 bits).
+    pub exitinfo2: u64,
+}
+
 /// `struct kvm_regs` (x86): a vCPU's general registers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -493,6 +508,7 @@ byte_valued! {
     KvmEncRegion = 16,
     SevdVmsa = 16,
     SevdGuestAccess = 24,
+    SevdSnpGuestRequest = 24,
 }
 
 const _: () = {

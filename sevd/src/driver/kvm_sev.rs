@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uapi::ioctl::{
     KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_SET_TYPE,
-    SEVD_VM_SET_VMSA,
+    SEVD_VM_SET_VMSA, SEVD_VM_SNP_GUEST_REQUEST,
 };
 use uapi::kvm::*;
 use uapi::psp_sev::SEV_FW_BLOB_MAX_SIZE;
@@ -393,6 +393,13 @@ impl KvmSev {
             SEVD_VM_GUEST_ACCESS => {
                 let arg = SevdGuestAccess::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
                 self.guest_access(&vm, mem, &arg)?;
+                Ok(IoctlReply::ok(arg.as_bytes().to_vec()))
+            }
+            SEVD_VM_SNP_GUEST_REQUEST => {
+                let mut arg =
+                    SevdSnpGuestRequest::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
+                let fw_status = self.snp_guest_request(&vm, mem, &mut arg)?;
+                *status = fw_status;
                 Ok(IoctlReply::ok(arg.as_bytes().to_vec()))
             }
             SEVD_VM_ENCRYPT_OP => {

@@ -118,6 +118,34 @@ impl Chip {
         kdf(&*self.seed, b"sevd-nv-seal", &[], 32)
     }
 
+    /// The VCEK at `tcb`: the chip's versioned endorsement key. As the firmware does, each
+    /// part's seed (boot loader, TEE, SNP firmware, microcode) is hashed once for each
+    /// security version below the top (255 − SPL times) and chained into the next, and the
+    /// key is derived from the result; a key for a higher TCB says nothing of a lower one's.
+    pub fn vcek(&self, tcb: TcbVersion) -> Result<EcKeyPair, CryptoError> {
+        use sha2::{Digest, Sha384};
+        let mut chain = [0u8; 48];
+        for (name, spl) in [
+            (&b"bootloader"[..], tcb.bootloader),
+            (b"tee", tcb.tee),
+            (b"snp", tcb.snp),
+            (b"microcode", tcb.microcode),
+        ] {
+            let seed = kdf(&*self.seed, b"sevd-hash-stick", name, 48)?;
+            let mut h: [u8; 48] = Sha384::new()
+                .chain_update(chain)
+                .chain_update(&*seed)
+                .finalize()
+                .into();
+            for _ in spl..u8::MAX {
+                h = Sha384::digest(h).into();
+            }
+            chain = h;
+        }
+        let material = kdf(&chain, b"sev-versioned-chip-endorsement-key", &[], 56)?;
+        EcKeyPair::from_seed(&material)
+    }
+
     /// The same chip with another seed: a different part with the same roots (tests).
     #[cfg(test)]
     pub(crate) fn with_seed(&self, seed: [u8; SEED_LEN]) -> Chip {

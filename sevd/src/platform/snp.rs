@@ -79,3 +79,33 @@ impl Vm {
         )
     }
 }
+
+impl Vm {
+    /// `SEVD_VM_SNP_GUEST_REQUEST`: hands the guest's request page to the firmware, as KVM
+    /// does for the guest's VMGEXIT; the response page, or the `exitinfo2` of a refusal.
+    pub fn snp_guest_request(
+        &self,
+        request: &[u8],
+    ) -> Result<Vec<u8>, crate::guest::GuestRequestError> {
+        use crate::guest::GuestRequestError;
+        let mut req = vec![0u8; 4096];
+        let n = request.len().min(4096);
+        req[..n].copy_from_slice(&request[..n]);
+        let mut resp = vec![0u8; 4096];
+        let mut arg = SevdSnpGuestRequest {
+            req_uaddr: req.as_ptr() as u64,
+            resp_uaddr: resp.as_mut_ptr() as u64,
+            exitinfo2: 0,
+        };
+        self.t
+            .ioctl(
+                uapi::ioctl::SEVD_VM_SNP_GUEST_REQUEST,
+                uapi::ByteValued::as_bytes_mut(&mut arg),
+            )
+            .map_err(|e| GuestRequestError::Transport(format!("SEVD_VM_SNP_GUEST_REQUEST: {e}")))?;
+        if arg.exitinfo2 != 0 {
+            return Err(GuestRequestError::Refused(arg.exitinfo2));
+        }
+        Ok(resp)
+    }
+}

@@ -318,6 +318,38 @@ impl KvmSev {
         Ok(())
     }
 
+    /// `SEVD_VM_SNP_GUEST_REQUEST`: what KVM does for a guest's SNP_GUEST_REQUEST VMGEXIT
+    /// (`snp_handle_guest_req`): the request page to the firmware, its answer back, and the
+    /// firmware's status in `exitinfo2`. Returns that status for the audit log.
+    pub(super) fn snp_guest_request(
+        &self,
+        vm: &Vm,
+        mem: &dyn vfs::CallerMemory,
+        arg: &mut SevdSnpGuestRequest,
+    ) -> Result<Option<u32>, Errno> {
+        let sev = vm.sev.as_ref().filter(|s| s.snp).ok_or(Errno::EINVAL)?;
+        if sev.handle == 0 || arg.req_uaddr == 0 || arg.resp_uaddr == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut req = vec![0u8; PAGE as usize];
+        mem.read(UserAddr(arg.req_uaddr), &mut req)
+            .map_err(|_| Errno::EFAULT)?;
+        let r = self
+            .dev()
+            .firmware_mut()
+            .snp_guest_request(sev.handle, &req);
+        let status = match r {
+            Ok(resp) => {
+                mem.write(UserAddr(arg.resp_uaddr), &resp)
+                    .map_err(|_| Errno::EFAULT)?;
+                0
+            }
+            Err(s) => s as u32,
+        };
+        arg.exitinfo2 = status as u64;
+        Ok(Some(status))
+    }
+
     /// `sev_vm_destroy` of an SNP VM: DECOMMISSION, then every page of the VM given back
     /// to the hypervisor.
     pub(super) fn snp_destroy(&self, object: u64, gctx: u32) {

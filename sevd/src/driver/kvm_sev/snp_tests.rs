@@ -397,6 +397,39 @@ fn finish_measures_the_save_areas_and_the_guest_sees_its_secrets() {
     rig.mem.read(UserAddr(out), &mut page).unwrap();
     assert_eq!(page[0..4], 3u32.to_le_bytes());
     assert!(page[0x20..0x40].iter().any(|b| *b != 0));
+    // The guest asks for a report through the VMM's half of the guest request.
+    let mut channel = crate::guest::GuestChannel::from_secrets_page(&page, 0).unwrap();
+    let (req_at, resp_at) = (BASE + 0xa000, BASE + 0xb000);
+    let rsp = channel
+        .report(&[1; 64], 0, |req| {
+            rig.mem.write(UserAddr(req_at), req).unwrap();
+            let arg = SevdSnpGuestRequest {
+                req_uaddr: req_at,
+                resp_uaddr: resp_at,
+                exitinfo2: 0xff,
+            };
+            let (r, back) = rig.ioctl(1, uapi::ioctl::SEVD_VM_SNP_GUEST_REQUEST, arg.as_bytes());
+            assert_eq!(r, 0);
+            assert_eq!(SevdSnpGuestRequest::from_slice(&back).unwrap().exitinfo2, 0);
+            let mut resp = vec![0u8; 4096];
+            rig.mem.read(UserAddr(resp_at), &mut resp).unwrap();
+            Ok(resp)
+        })
+        .unwrap();
+    assert_eq!(rsp.status, 0);
+    assert_eq!(rsp.report[uapi::snp::report::HOST_DATA], [7; 32]);
+    // The same page again: the firmware's status in exitinfo2, the ioctl itself succeeds.
+    let arg = SevdSnpGuestRequest {
+        req_uaddr: req_at,
+        resp_uaddr: resp_at,
+        exitinfo2: 0,
+    };
+    let (r, back) = rig.ioctl(1, uapi::ioctl::SEVD_VM_SNP_GUEST_REQUEST, arg.as_bytes());
+    assert_eq!(r, 0);
+    assert_eq!(
+        SevdSnpGuestRequest::from_slice(&back).unwrap().exitinfo2,
+        Status::AeadOflow as u64
+    );
     // Launched: no more updates, and the refused page is given back.
     assert_eq!(
         rig.update(1, 4, RAM + 0x4000, 1, PageType::Normal),

@@ -85,6 +85,8 @@ pub(crate) struct SnpGuest {
     pub(crate) identity: Option<IdentityBinding>,
     pub(crate) vcek_disabled: bool,
     pub(crate) launch_tcb: TcbVersion,
+    /// Messages seen per VMPCK (the firmware's MSG_COUNT0..3).
+    pub(crate) msg_count: [u64; 4],
 }
 
 /// What the host may know of a guest context (tests and `sevctl`).
@@ -108,12 +110,12 @@ impl Firmware {
         Ok(())
     }
 
-    fn snp_guest(&self, gctx: u32) -> FwResult<&SnpGuest> {
+    pub(super) fn snp_guest(&self, gctx: u32) -> FwResult<&SnpGuest> {
         self.require_snp_platform()?;
         self.snp.guests.get(&gctx).ok_or(Status::InvalidGuest)
     }
 
-    fn snp_guest_mut(&mut self, gctx: u32) -> FwResult<&mut SnpGuest> {
+    pub(super) fn snp_guest_mut(&mut self, gctx: u32) -> FwResult<&mut SnpGuest> {
         self.require_snp_platform()?;
         self.snp.guests.get_mut(&gctx).ok_or(Status::InvalidGuest)
     }
@@ -151,6 +153,7 @@ impl Firmware {
                 identity: None,
                 vcek_disabled: false,
                 launch_tcb,
+                msg_count: [0; 4],
             },
         );
         Ok(gctx)

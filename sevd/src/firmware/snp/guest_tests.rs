@@ -373,3 +373,129 @@ fn decommission_frees_the_asid_and_the_keys() {
     );
     assert_eq!({ fw.snp_platform_status().unwrap().guest_count }, 0);
 }
+
+/// A launched guest with its secrets page at GPA 0x1000: the firmware, the context, the
+/// guest's view of the page.
+fn running_with_secrets() -> (Firmware, u32, Vec<u8>) {
+    let (mut fw, gctx) = launching();
+    let mem = memory(0x2000);
+    update(&mut fw, gctx, &mem, 0, PageType::Normal).unwrap();
+    update(&mut fw, gctx, &mem, 0x1000, PageType::Secrets).unwrap();
+    let finish = SnpLaunchFinish {
+        id_block: None,
+        auth_key_en: false,
+        vcek_disabled: false,
+        host_data: [0x42; 32],
+    };
+    fw.snp_launch_finish(gctx, &finish).unwrap();
+    let mut secrets = vec![0u8; 4096];
+    fw.memctl
+        .guest_read(ASID, &mem, GuestAddress(0x1000), &mut secrets)
+        .unwrap();
+    (fw, gctx, secrets)
+}
+
+#[test]
+fn a_guest_gets_a_report_signed_by_the_vcek_at_the_reported_tcb() {
+    use crate::guest::GuestChannel;
+    use uapi::snp::report;
+    let (mut fw, gctx, secrets) = running_with_secrets();
+    let mut channel = GuestChannel::from_secrets_page(&secrets, 0).unwrap();
+    let rsp = channel
+        .report(&[0x5a; 64], 1, |req| {
+            fw.snp_guest_request(gctx, req)
+                .map_err(|s| crate::guest::GuestRequestError::Refused(s as u64))
+        })
+        .unwrap();
+    assert_eq!(rsp.status, 0);
+    let r = &rsp.report;
+    assert_eq!(report::u32_at(r, report::VERSION_AT), 3);
+    assert_eq!(report::u64_at(r, report::POLICY_AT), POLICY);
+    assert_eq!(report::u32_at(r, report::VMPL_AT), 1);
+    assert_eq!(r[report::REPORT_DATA], [0x5a; 64]);
+    assert_eq!(rsp.measurement(), fw.snp_launch_digest(gctx).unwrap());
+    assert_eq!(r[report::HOST_DATA], [0x42; 32]);
+    assert_eq!(r[report::REPORT_ID_MA], [0xff; 32]);
+    assert_eq!(r[0x188..0x18b], [0x19, 0x01, 0x01]);
+    assert_eq!(r[report::CHIP_ID], fw.chip.id().unwrap());
+    let tcb = crate::firmware::chip::DEFAULT_TCB.to_u64();
+    for at in [
+        report::CURRENT_TCB_AT,
+        report::REPORTED_TCB_AT,
+        report::COMMITTED_TCB_AT,
+        report::LAUNCH_TCB_AT,
+    ] {
+        assert_eq!(report::u64_at(r, at), tcb);
+    }
+    let vcek = fw
+        .chip
+        .vcek(crate::firmware::chip::DEFAULT_TCB)
+        .unwrap()
+        .public()
+        .unwrap();
+    let sig: &[u8; 512] = r[report::SIGNATURE.start..].try_into().unwrap();
+    assert!(vcek.verify(uapi::cert::algo::ECDSA_SHA384, &r[report::SIGNED], sig));
+    // The VCEK depends on the TCB.
+    let other = fw
+        .chip
+        .vcek("3:0:8:114".parse().unwrap())
+        .unwrap()
+        .public()
+        .unwrap();
+    assert!(!other.verify(uapi::cert::algo::ECDSA_SHA384, &r[report::SIGNED], sig));
+
+    // A VMPL below the key's, and an unknown key, are statuses inside the answer.
+    let rsp = channel
+        .report(&[0; 64], 0, |req| {
+            Ok(fw.snp_guest_request(gctx, req).unwrap())
+        })
+        .unwrap();
+    assert_eq!(rsp.status, 0, "VMPCK0 may ask for VMPL 0");
+}
+
+#[test]
+fn guest_requests_are_checked_as_the_firmware_does() {
+    use uapi::snp::guest_msg::*;
+    let (mut fw, gctx, secrets) = running_with_secrets();
+    let mut channel = crate::guest::GuestChannel::from_secrets_page(&secrets, 0).unwrap();
+    let mut sent = vec![];
+    channel
+        .report(&[0; 64], 0, |req| {
+            sent = req.to_vec();
+            Ok(fw.snp_guest_request(gctx, req).unwrap())
+        })
+        .unwrap();
+    // Replayed: the sequence number is behind the firmware's.
+    assert_eq!(fw.snp_guest_request(gctx, &sent), Err(Status::AeadOflow));
+    // A flipped byte of the payload: the tag fails first.
+    let mut bad = sent.clone();
+    bad[HDR_LEN] ^= 1;
+    assert_eq!(
+        fw.snp_guest_request(gctx, &bad),
+        Err(Status::BadMeasurement)
+    );
+    for (at, v) in [
+        (HDR_VERSION_AT, 2u8),
+        (ALGO_AT, 2),
+        (MSG_VMPCK_AT, 4),
+        (MSG_SZ_AT, 0x61),
+    ] {
+        let mut bad = sent.clone();
+        bad[at] = v;
+        assert_eq!(
+            fw.snp_guest_request(gctx, &bad),
+            Err(Status::InvalidParam),
+            "byte {at:#x}"
+        );
+    }
+    assert_eq!(
+        fw.snp_guest_request(gctx + 1, &sent),
+        Err(Status::InvalidGuest)
+    );
+    // Another guest's key cannot open it.
+    let (mut launching_fw, other) = launching();
+    assert_eq!(
+        launching_fw.snp_guest_request(other, &sent),
+        Err(Status::InvalidGuestState)
+    );
+}

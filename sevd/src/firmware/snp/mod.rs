@@ -8,6 +8,8 @@
 
 mod cpuid;
 mod guest;
+mod report;
+mod request;
 mod store;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};

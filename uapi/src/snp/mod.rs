@@ -2,6 +2,9 @@
 //! snp.md §5.1): the page types of a launch update and the PAGE_INFO structure whose
 //! SHA-384 extends the launch digest; the TCB version and the guest policy.
 
+pub mod guest_msg;
+pub mod report;
+
 /// A page's type in `SNP_LAUNCH_UPDATE` (the firmware's numbering, which
 /// `kvm_sev_snp_launch_update.type` uses too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

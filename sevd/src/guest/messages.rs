@@ -1,0 +1,168 @@
+//! Guest messages (snp.md §7.3): seal a request under VMPCK `n` with the next sequence
+//! number, open the answer with the one after it.
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use zeroize::Zeroizing;
+
+use uapi::snp::guest_msg::*;
+use uapi::snp::{report, secrets_page};
+
+/// Why a guest request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestRequestError {
+    /// The VMM or the firmware refused the request (`exitinfo2`).
+    #[error("the guest request failed: firmware status {}, VMM error {}", .0 & 0xffff_ffff, .0 >> 32)]
+    Refused(u64),
+    /// The answer is not a sealed answer to this request.
+    #[error("the firmware's answer does not open: {0}")]
+    BadAnswer(&'static str),
+    /// The transport failed.
+    #[error("{0}")]
+    Transport(String),
+    /// The request would wrap the 32-bit sequence numbers Linux keeps.
+    #[error("the message sequence numbers are used up")]
+    SequenceExhausted,
+}
+
+/// A guest's channel to the firmware under one VMPCK.
+pub struct GuestChannel {
+    key: Zeroizing<[u8; 32]>,
+    vmpck: u8,
+    /// The sequence number of the last message (0 before the first request).
+    seqno: u64,
+}
+
+impl std::fmt::Debug for GuestChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestChannel")
+            .field("vmpck", &self.vmpck)
+            .field("seqno", &self.seqno)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A report the firmware answered with.
+#[derive(Debug, Clone)]
+pub struct ReportResponse {
+    /// STATUS of MSG_REPORT_RSP (0 when a report is there).
+    pub status: u32,
+    /// The report (zero when `status` is not 0).
+    pub report: Vec<u8>,
+}
+
+impl ReportResponse {
+    /// MEASUREMENT: the launch digest.
+    pub fn measurement(&self) -> [u8; 48] {
+        let mut m = [0u8; 48];
+        m.copy_from_slice(&self.report[report::MEASUREMENT]);
+        m
+    }
+}
+
+fn iv(seqno: u64) -> [u8; 12] {
+    let mut iv = [0u8; 12];
+    iv[..8].copy_from_slice(&seqno.to_le_bytes());
+    iv
+}
+
+impl GuestChannel {
+    /// The channel of VMPCK `vmpck` (0..=3) as the secrets page holds it, before any
+    /// message was exchanged under it.
+    pub fn from_secrets_page(page: &[u8], vmpck: u8) -> Option<Self> {
+        let range = secrets_page::VMPCK.get(vmpck as usize)?.clone();
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(page.get(range)?);
+        if key.iter().all(|b| *b == 0) {
+            return None;
+        }
+        Some(GuestChannel {
+            key,
+            vmpck,
+            seqno: 0,
+        })
+    }
+
+    /// One exchange: `payload` as a message of `msg_type` (version 1), sent by `send`
+    /// (which returns the answer page, or the `exitinfo2` of a refusal); the opened answer.
+    pub fn exchange(
+        &mut self,
+        msg_type: u8,
+        payload: &[u8],
+        send: impl FnOnce(&[u8]) -> Result<Vec<u8>, GuestRequestError>,
+    ) -> Result<Zeroizing<Vec<u8>>, GuestRequestError> {
+        let seqno = self.seqno + 1;
+        if seqno + 1 > u32::MAX as u64 {
+            return Err(GuestRequestError::SequenceExhausted);
+        }
+        let cipher = Aes256Gcm::new_from_slice(&*self.key)
+            .map_err(|_| GuestRequestError::Transport("VMPCK".into()))?;
+        let mut page = vec![0u8; 4096];
+        page[SEQNO_AT..SEQNO_AT + 8].copy_from_slice(&seqno.to_le_bytes());
+        page[ALGO_AT] = ALGO_AES_256_GCM;
+        page[HDR_VERSION_AT] = 1;
+        page[HDR_SZ_AT..HDR_SZ_AT + 2].copy_from_slice(&(HDR_LEN as u16).to_le_bytes());
+        page[MSG_TYPE_AT] = msg_type;
+        page[MSG_VERSION_AT] = 1;
+        page[MSG_SZ_AT..MSG_SZ_AT + 2].copy_from_slice(&(payload.len() as u16).to_le_bytes());
+        page[MSG_VMPCK_AT] = self.vmpck;
+        let aad = page[AAD].to_vec();
+        let mut body = payload.to_vec();
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&iv(seqno)), &aad, &mut body)
+            .map_err(|_| GuestRequestError::Transport("sealing".into()))?;
+        page[TAG].copy_from_slice(&tag);
+        page[HDR_LEN..HDR_LEN + body.len()].copy_from_slice(&body);
+        // Linux advances its count whether or not the answer arrives; so does this.
+        let answer = send(&page);
+        self.seqno = seqno + 1;
+        let answer = answer?;
+        let bad = GuestRequestError::BadAnswer;
+        if answer.len() < HDR_LEN {
+            return Err(bad("short"));
+        }
+        let hdr = &answer[..HDR_LEN];
+        let rsp_seqno =
+            u64::from_le_bytes(hdr[SEQNO_AT..SEQNO_AT + 8].try_into().unwrap_or_default());
+        let msg_sz = u16::from_le_bytes([hdr[MSG_SZ_AT], hdr[MSG_SZ_AT + 1]]) as usize;
+        if rsp_seqno != seqno + 1 {
+            return Err(bad("wrong sequence number"));
+        }
+        if hdr[MSG_TYPE_AT] != msg_type + 1 || hdr[MSG_VERSION_AT] != 1 {
+            return Err(bad("wrong type or version"));
+        }
+        if HDR_LEN + msg_sz > answer.len() {
+            return Err(bad("too long"));
+        }
+        let mut body = Zeroizing::new(answer[HDR_LEN..HDR_LEN + msg_sz].to_vec());
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&iv(rsp_seqno)),
+                &hdr[AAD],
+                &mut body,
+                Tag::from_slice(&hdr[TAG]),
+            )
+            .map_err(|_| bad("the tag does not verify"))?;
+        Ok(body)
+    }
+
+    /// MSG_REPORT_REQ with `report_data` at `vmpl`.
+    pub fn report(
+        &mut self,
+        report_data: &[u8; 64],
+        vmpl: u32,
+        send: impl FnOnce(&[u8]) -> Result<Vec<u8>, GuestRequestError>,
+    ) -> Result<ReportResponse, GuestRequestError> {
+        let mut req = [0u8; report_req::LEN];
+        req[report_req::REPORT_DATA].copy_from_slice(report_data);
+        req[report_req::VMPL_AT..report_req::VMPL_AT + 4].copy_from_slice(&vmpl.to_le_bytes());
+        let rsp = self.exchange(msg_type::REPORT_REQ, &req, send)?;
+        if rsp.len() < report_rsp::LEN {
+            return Err(GuestRequestError::BadAnswer("short report"));
+        }
+        Ok(ReportResponse {
+            status: report::u32_at(&rsp, report_rsp::STATUS_AT),
+            report: rsp[report_rsp::REPORT_AT..report_rsp::REPORT_AT + report::LEN].to_vec(),
+        })
+    }
+}
