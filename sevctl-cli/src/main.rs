@@ -235,21 +235,23 @@ fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "manifest": manifest, "valid": true, "guest": m.name, "policy": m.policy })
+                    serde_json::json!({
+                        "manifest": manifest,
+                        "valid": true,
+                        "guest": m.name,
+                        "mode": m.mode.label(),
+                        "policy": m.snp.as_ref().map_or(m.policy as u64, |s| s.policy),
+                    })
                 );
             } else {
                 println!(
                     "{}: valid ({} guest {:?}, {} MiB, {} vCPUs, policy {:#x}, {} secrets)",
                     manifest.display(),
-                    if m.mode == manifest::Mode::SevEs {
-                        "SEV-ES"
-                    } else {
-                        "SEV"
-                    },
+                    m.mode.label(),
                     m.name,
                     m.memory >> 20,
                     m.vcpus,
-                    m.policy,
+                    m.snp.as_ref().map_or(m.policy as u64, |s| s.policy),
                     m.secrets.len()
                 );
             }

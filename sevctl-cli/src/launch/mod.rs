@@ -7,6 +7,7 @@
 mod host;
 mod owner;
 mod report;
+mod snp;
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -71,6 +72,9 @@ pub fn launch(
     json_out: bool,
     show_secrets: bool,
 ) -> Result<Vm> {
+    if m.mode == crate::manifest::Mode::Snp {
+        return snp::launch(m, p, json_out);
+    }
     let mut log = Log {
         json: json_out,
         steps: vec![],

@@ -54,6 +54,11 @@ impl ManifestError {
     }
 }
 
+/// SEV_FEATURES bit 0, SNPActive: KVM sets it in every SNP save area.
+const SNP_ACTIVE: u64 = 1;
+/// SEV_FEATURES bit 5, DebugSwap: the one feature KVM offers through `vmsa_features`.
+const DEBUG_SWAP: u64 = 1 << 5;
+
 /// The schema version this CLI reads.
 pub const API_VERSION: &str = "sevctl/v1";
 
@@ -100,6 +105,22 @@ struct RawOwner {
     session: Option<RawSession>,
     #[serde(default)]
     ca: Option<PathBuf>,
+    #[serde(default)]
+    id_block: Option<RawIdBlock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawIdBlock {
+    id_key: PathBuf,
+    #[serde(default)]
+    author_key: Option<PathBuf>,
+    #[serde(default)]
+    family_id: Option<String>,
+    #[serde(default)]
+    image_id: Option<String>,
+    #[serde(default)]
+    guest_svn: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +147,10 @@ struct RawGuest {
     legacy_vm_type: Option<bool>,
     #[serde(default)]
     vmm: Option<Vmm>,
+    #[serde(default)]
+    host_data: Option<String>,
+    #[serde(default)]
+    guest_features: Option<Number>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +164,25 @@ struct RawPolicy {
     api_minor: Option<u8>,
     #[serde(default)]
     raw: Option<Number>,
+    // SNP's named fields (SEV-SNP ABI, guest policy).
+    #[serde(default)]
+    smt: Option<bool>,
+    #[serde(default)]
+    debug: Option<bool>,
+    #[serde(default)]
+    migrate_ma: Option<bool>,
+    #[serde(default)]
+    single_socket: Option<bool>,
+    #[serde(default)]
+    cxl_allow: Option<bool>,
+    #[serde(default)]
+    mem_aes256_xts: Option<bool>,
+    #[serde(default)]
+    rapl_dis: Option<bool>,
+    #[serde(default)]
+    ciphertext_hiding_dram: Option<bool>,
+    #[serde(default)]
+    page_swap_disable: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,7 +225,7 @@ struct RawSecret {
     value: Option<String>,
 }
 
-/// SEV or SEV-ES.
+/// SEV, SEV-ES or SEV-SNP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
@@ -189,6 +233,49 @@ pub enum Mode {
     Sev,
     /// SEV-ES: encrypted register state, VMSAs measured.
     SevEs,
+    /// SEV-SNP: private memory in the RMP, a SHA-384 launch digest, attestation reports.
+    Snp,
+}
+
+impl Mode {
+    /// The name people know it by.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Sev => "SEV",
+            Mode::SevEs => "SEV-ES",
+            Mode::Snp => "SEV-SNP",
+        }
+    }
+}
+
+/// What an SNP guest's owner binds it to: the ID block they sign (SEV-SNP ABI "ID_BLOCK").
+#[derive(Debug, Clone)]
+pub struct IdBlockSpec {
+    /// The ID key (P-384, PEM): it signs the ID block.
+    pub id_key: PathBuf,
+    /// The author key (P-384, PEM), which signs the ID key, if any.
+    pub author_key: Option<PathBuf>,
+    /// FAMILY_ID.
+    pub family_id: [u8; 16],
+    /// IMAGE_ID.
+    pub image_id: [u8; 16],
+    /// GUEST_SVN.
+    pub guest_svn: u32,
+}
+
+/// An SNP guest's launch parameters.
+#[derive(Debug, Clone)]
+pub struct SnpSpec {
+    /// The guest policy (u64; the must-be-one bit set).
+    pub policy: u64,
+    /// HOST_DATA, put in every report.
+    pub host_data: [u8; 32],
+    /// SEV_FEATURES of the save areas (SNPActive always set).
+    pub guest_features: u64,
+    /// The expected 48-byte launch digest; `None` for `auto`.
+    pub expected_digest: Option<[u8; 48]>,
+    /// The ID block to sign and give LAUNCH_FINISH, if any.
+    pub id_block: Option<IdBlockSpec>,
 }
 
 /// Where a guest runs (`platform:` and `launch --platform`).
@@ -281,6 +368,8 @@ pub struct Manifest {
     pub ca: Option<PathBuf>,
     /// Launch through KVM on real hardware (`platform: kvm`).
     pub kvm: bool,
+    /// SNP's parameters (`mode: snp`).
+    pub snp: Option<SnpSpec>,
 }
 
 fn parse_number(n: &Number) -> std::result::Result<u64, String> {
@@ -411,13 +500,23 @@ impl Checker<'_> {
                 format!("expected one of {}, got {vcpu_type:?}", names.join(", ")),
             )
         })?;
+        if g.legacy_vm_type.is_some() && mode == Mode::Snp {
+            return Err(self.err(
+                "guest.legacyVmType",
+                "only for sev-es; an SNP guest exists only as a KVM_X86_SNP_VM, with KVM_SEV_INIT2",
+            ));
+        }
         if g.legacy_vm_type.is_some() && mode == Mode::Sev {
             return Err(self.err(
                 "guest.legacyVmType",
                 "only for sev-es; a plain SEV guest has no save area, so both inits measure it alike",
             ));
         }
-        let policy = self.policy(g.policy.as_ref(), mode)?;
+        let policy = if mode == Mode::Snp {
+            0
+        } else {
+            self.policy(g.policy.as_ref(), mode)?
+        };
         let im = &raw.images;
         let ovmf = im
             .ovmf
@@ -470,13 +569,49 @@ impl Checker<'_> {
         if ovmf.is_none() && regions.is_empty() {
             return Err(self.err("images", "expected ovmf or at least one region"));
         }
+        if mode == Mode::Snp && ovmf.is_none() {
+            return Err(self.err(
+                "images",
+                "an SNP launch follows OVMF's SEV metadata, so images.ovmf is needed",
+            ));
+        }
+        if mode == Mode::Snp && !regions.is_empty() {
+            return Err(self.err(
+                "images.regions",
+                "raw regions are for sev and sev-es; an SNP guest's pages come from OVMF's metadata",
+            ));
+        }
+        if mode == Mode::Snp && raw.secrets.is_some() {
+            return Err(self.err(
+                "secrets",
+                "SNP has no LAUNCH_SECRET: secrets reach an SNP guest after it attests (a report checked by its owner), not at launch; remove this section",
+            ));
+        }
         if mode == Mode::SevEs && ovmf.is_none() && vcpus > 1 {
             return Err(self.err(
                 "guest.mode",
                 "sev-es with more than one vCPU needs images.ovmf for the APs' reset vector",
             ));
         }
+        let snp = if mode == Mode::Snp {
+            Some(self.snp(&raw)?)
+        } else {
+            for (given, field) in [
+                (g.host_data.is_some(), "guest.hostData"),
+                (g.guest_features.is_some(), "guest.guestFeatures"),
+                (
+                    raw.owner.as_ref().is_some_and(|o| o.id_block.is_some()),
+                    "owner.idBlock",
+                ),
+            ] {
+                if given {
+                    return Err(self.err(field, "only for mode snp"));
+                }
+            }
+            None
+        };
         let expected_digest = match raw.measurement.as_deref() {
+            _ if mode == Mode::Snp => None,
             None | Some("auto") => None,
             Some(hex_digest) => {
                 let d = hex::decode(hex_digest.trim())
@@ -507,6 +642,7 @@ impl Checker<'_> {
                     .transpose()?;
         }
         Ok(Manifest {
+            snp,
             kvm: raw.platform.unwrap_or_default() == PlatformKind::Kvm,
             session,
             ca,
@@ -564,6 +700,140 @@ impl Checker<'_> {
             return Err(self.err("guest.mode", "sev, but the policy has the es flag"));
         }
         Ok(policy)
+    }
+
+    /// An SNP guest's policy, HOST_DATA, guest features, expected digest and ID block.
+    fn snp(&self, raw: &Raw) -> Checked<SnpSpec> {
+        let g = &raw.guest;
+        let policy = self.snp_policy(g.policy.as_ref())?;
+        let host_data = match &g.host_data {
+            None => [0u8; 32],
+            Some(h) => self.hex_bytes::<32>("guest.hostData", h)?,
+        };
+        let guest_features = match &g.guest_features {
+            None => SNP_ACTIVE,
+            Some(n) => self.number("guest.guestFeatures", n)? | SNP_ACTIVE,
+        };
+        if guest_features & !(SNP_ACTIVE | DEBUG_SWAP) != 0 {
+            return Err(self.err(
+                "guest.guestFeatures",
+                format!("KVM offers SNPActive (0x1) and DebugSwap (0x20), not {guest_features:#x}"),
+            ));
+        }
+        let expected_digest = match raw.measurement.as_deref() {
+            None | Some("auto") => None,
+            Some(h) => Some(self.hex_bytes::<48>("measurement", h).map_err(|_| {
+                self.err(
+                    "measurement",
+                    format!("expected auto or 96 hex digits (the SNP launch digest), got {h:?}"),
+                )
+            })?),
+        };
+        let id_block = match raw.owner.as_ref().and_then(|o| o.id_block.as_ref()) {
+            None => None,
+            Some(b) => Some(IdBlockSpec {
+                id_key: self.file("owner.idBlock.idKey", &b.id_key)?,
+                author_key: b
+                    .author_key
+                    .as_ref()
+                    .map(|p| self.file("owner.idBlock.authorKey", p))
+                    .transpose()?,
+                family_id: match &b.family_id {
+                    Some(h) => self.hex_bytes::<16>("owner.idBlock.familyId", h)?,
+                    None => [0; 16],
+                },
+                image_id: match &b.image_id {
+                    Some(h) => self.hex_bytes::<16>("owner.idBlock.imageId", h)?,
+                    None => [0; 16],
+                },
+                guest_svn: b.guest_svn.unwrap_or(0),
+            }),
+        };
+        Ok(SnpSpec {
+            policy,
+            host_data,
+            guest_features,
+            expected_digest,
+            id_block,
+        })
+    }
+
+    /// `N` bytes written as 2N hex digits.
+    fn hex_bytes<const N: usize>(&self, path: &str, h: &str) -> Checked<[u8; N]> {
+        hex::decode(h.trim())
+            .ok()
+            .and_then(|v| <[u8; N]>::try_from(v).ok())
+            .ok_or_else(|| self.err(path, format!("expected {} hex digits, got {h:?}", 2 * N)))
+    }
+
+    /// SNP's policy: raw, or named flags (a `flags` list or one field each) with a minimum
+    /// ABI; SMT is allowed unless said otherwise, and the must-be-one bit is always set.
+    fn snp_policy(&self, p: Option<&RawPolicy>) -> Checked<u64> {
+        use uapi::snp::policy as sp;
+        let Some(p) = p else {
+            return Ok(sp::compose(sp::SMT, 0, 0));
+        };
+        let named = [
+            (p.smt, sp::SMT),
+            (p.debug, sp::DEBUG),
+            (p.migrate_ma, sp::MIGRATE_MA),
+            (p.single_socket, sp::SINGLE_SOCKET),
+            (p.cxl_allow, sp::CXL_ALLOW),
+            (p.mem_aes256_xts, sp::MEM_AES_256_XTS),
+            (p.rapl_dis, sp::RAPL_DIS),
+            (p.ciphertext_hiding_dram, sp::CIPHERTEXT_HIDING_DRAM),
+            (p.page_swap_disable, sp::PAGE_SWAP_DISABLE),
+        ];
+        if let Some(raw_policy) = &p.raw {
+            if !p.flags.is_empty()
+                || p.api_major.is_some()
+                || p.api_minor.is_some()
+                || named.iter().any(|(v, _)| v.is_some())
+            {
+                return Err(self.err(
+                    "guest.policy.raw",
+                    "give either raw or named fields, not both",
+                ));
+            }
+            let v = self.number("guest.policy.raw", raw_policy)?;
+            if v & sp::MBZ != 0 || v & sp::RSVD_MBO == 0 {
+                return Err(self.err(
+                    "guest.policy.raw",
+                    format!("{v:#x} is not an SNP policy: bit 17 must be set and bits 26-63 clear"),
+                ));
+            }
+            return Ok(v);
+        }
+        let mut bits = sp::SMT;
+        for (i, f) in p.flags.iter().enumerate() {
+            let bit = sp::FLAGS
+                .iter()
+                .find(|(n, _)| *n == f.as_str())
+                .map(|(_, b)| *b)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = sp::FLAGS.iter().map(|(n, _)| *n).collect();
+                    self.err(
+                        &format!("guest.policy.flags.{i}"),
+                        format!(
+                            "unknown SNP policy flag {f:?} (expected one of {})",
+                            names.join(", ")
+                        ),
+                    )
+                })?;
+            bits |= bit;
+        }
+        for (value, bit) in named {
+            match value {
+                Some(true) => bits |= bit,
+                Some(false) => bits &= !bit,
+                None => {}
+            }
+        }
+        Ok(sp::compose(
+            bits,
+            p.api_major.unwrap_or(0),
+            p.api_minor.unwrap_or(0),
+        ))
     }
 
     /// The secrets and where their table goes.

@@ -106,6 +106,16 @@ impl EcKeyPair {
             .map_err(|_| CryptoError::Key("SEC 1 encoding"))
     }
 
+    /// A key in PEM, PKCS #8 (`BEGIN PRIVATE KEY`, as `openssl genpkey` writes it) or SEC 1
+    /// (`BEGIN EC PRIVATE KEY`); only P-384 is accepted.
+    pub fn from_pem(pem: &str) -> Result<Self, CryptoError> {
+        use p384::pkcs8::DecodePrivateKey;
+        SecretKey::from_pkcs8_pem(pem)
+            .or_else(|_| SecretKey::from_sec1_pem(pem))
+            .map(EcKeyPair)
+            .map_err(|_| CryptoError::Key("not a P-384 private key in PEM (PKCS #8 or SEC 1)"))
+    }
+
     /// A key from SEC 1 DER; only P-384 is accepted.
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
         SecretKey::from_sec1_der(der)

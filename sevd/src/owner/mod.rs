@@ -4,6 +4,7 @@
 //! SEV metadata, the kernel hashes and secret tables, and the vCPUs' reset save areas.
 
 pub mod guid;
+pub mod id_block;
 pub mod measurement;
 pub mod ovmf;
 pub mod secret;

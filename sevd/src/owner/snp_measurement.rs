@@ -149,16 +149,81 @@ pub struct OvmfLaunch<'a> {
     pub guest_features: u64,
 }
 
+/// One step of a launch: a launch update, or a vCPU's save area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchStep {
+    /// SNP_LAUNCH_UPDATE of `len` bytes at `gpa` as pages of type `ty`.
+    Update {
+        /// The pages' type.
+        ty: PageType,
+        /// First guest address.
+        gpa: u64,
+        /// Bytes (whole pages).
+        len: usize,
+        /// What the pages hold before the update.
+        data: StepData,
+    },
+    /// A vCPU's save area, measured at the VMSA GPA.
+    Vmsa {
+        /// vCPU index.
+        cpu: u32,
+        /// The save area.
+        page: Box<[u8; PAGE]>,
+    },
+}
+
+/// What a launch update's pages hold before the update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepData {
+    /// The firmware image itself (`OvmfLaunch::image`).
+    Image,
+    /// This page (the kernel hashes page).
+    Page(Box<[u8; PAGE]>),
+    /// Nothing that is measured: ZERO, SECRETS, CPUID and UNMEASURED pages.
+    Unmeasured,
+}
+
 impl OvmfLaunch<'_> {
     /// The launch digest this launch ends with.
     pub fn digest(&self) -> Result<LaunchDigest, SnpMeasureError> {
-        let bad = |why: String| SnpMeasureError::Image(why);
         let mut ld = LaunchDigest::new();
+        for step in self.steps()? {
+            match step {
+                LaunchStep::Update { ty, gpa, len, data } => {
+                    let bytes: &[u8] = match &data {
+                        StepData::Image => self.image,
+                        StepData::Page(p) => &p[..],
+                        StepData::Unmeasured => &[],
+                    };
+                    ld.update(ty, gpa, len, bytes)?
+                }
+                LaunchStep::Vmsa { page, .. } => ld.update_vmsa(&page),
+            }
+        }
+        Ok(ld)
+    }
+
+    /// Where the image goes: its last byte just below 4 GiB.
+    pub fn image_gpa(&self) -> Result<u64, SnpMeasureError> {
         let len = self.image.len();
-        let gpa = (1u64 << 32)
-            .checked_sub(len as u64)
-            .ok_or_else(|| bad(format!("a {len}-byte image does not fit below 4 GiB")))?;
-        ld.update(PageType::Normal, gpa, len, self.image)?;
+        if len % PAGE != 0 {
+            return Err(SnpMeasureError::NotPages { gpa: 0, len });
+        }
+        (1u64 << 32).checked_sub(len as u64).ok_or_else(|| {
+            SnpMeasureError::Image(format!("a {len}-byte image does not fit below 4 GiB"))
+        })
+    }
+
+    /// The launch, step by step, in the order the VMM issues it.
+    pub fn steps(&self) -> Result<Vec<LaunchStep>, SnpMeasureError> {
+        let bad = |why: String| SnpMeasureError::Image(why);
+        let update = |ty, gpa, len, data| LaunchStep::Update { ty, gpa, len, data };
+        let mut steps = vec![update(
+            PageType::Normal,
+            self.image_gpa()?,
+            self.image.len(),
+            StepData::Image,
+        )];
         let sections = self.ovmf.sev_metadata();
         if sections.is_empty() {
             return Err(bad(
@@ -167,29 +232,35 @@ impl OvmfLaunch<'_> {
         }
         for s in sections {
             let (gpa, size) = (s.gpa as u64, s.size as usize);
-            match s.kind {
+            let none = StepData::Unmeasured;
+            steps.push(match s.kind {
                 SectionKind::SecMem if self.vmm == Vmm::Gce => {
-                    ld.update(PageType::Unmeasured, gpa, size, &[])?
+                    update(PageType::Unmeasured, gpa, size, none)
                 }
                 SectionKind::SecMem | SectionKind::SvsmCaa => {
-                    ld.update(PageType::Zero, gpa, size, &[])?
+                    update(PageType::Zero, gpa, size, none)
                 }
-                SectionKind::Secrets => ld.update(PageType::Secrets, gpa, PAGE, &[])?,
+                SectionKind::Secrets => update(PageType::Secrets, gpa, PAGE, none),
                 // EC2's VMM adds the CPUID pages after the whole table.
-                SectionKind::Cpuid if self.vmm == Vmm::Ec2 => {}
-                SectionKind::Cpuid => ld.update(PageType::Cpuid, gpa, PAGE, &[])?,
+                SectionKind::Cpuid if self.vmm == Vmm::Ec2 => continue,
+                SectionKind::Cpuid => update(PageType::Cpuid, gpa, PAGE, none),
                 SectionKind::KernelHashes => match self.kernel_hashes {
                     Some(table) => {
-                        let page = self.hashes_page(table, size)?;
-                        ld.update(PageType::Normal, gpa, PAGE, &page)?
+                        let page = Box::new(self.hashes_page(table, size)?);
+                        update(PageType::Normal, gpa, PAGE, StepData::Page(page))
                     }
-                    None => ld.update(PageType::Zero, gpa, size, &[])?,
+                    None => update(PageType::Zero, gpa, size, none),
                 },
-            }
+            });
         }
         if self.vmm == Vmm::Ec2 {
             for s in sections.iter().filter(|s| s.kind == SectionKind::Cpuid) {
-                ld.update(PageType::Cpuid, s.gpa as u64, PAGE, &[])?;
+                steps.push(update(
+                    PageType::Cpuid,
+                    s.gpa as u64,
+                    PAGE,
+                    StepData::Unmeasured,
+                ));
             }
         }
         if self.kernel_hashes.is_some()
@@ -208,9 +279,12 @@ impl OvmfLaunch<'_> {
         for cpu in 0..self.vcpus {
             let mut vmsa = Vmsa::reset(self.vmm, Init::Init2, cpu as u64, reset, self.signature);
             vmsa.sev_features = self.guest_features;
-            ld.update_vmsa(&vmsa.encode());
+            steps.push(LaunchStep::Vmsa {
+                cpu,
+                page: Box::new(vmsa.encode()),
+            });
         }
-        Ok(ld)
+        Ok(steps)
     }
 
     /// The kernel hashes page: 4 KiB of zeros with the table where OVMF's footer says,

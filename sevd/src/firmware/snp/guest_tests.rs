@@ -249,26 +249,15 @@ fn id_block_for(
     id_key: &EcKeyPair,
     author: Option<&EcKeyPair>,
 ) -> ([u8; 96], [u8; 4096]) {
-    let mut block = [0u8; id_block::LEN];
-    block[id_block::LD].copy_from_slice(&ld);
-    block[id_block::FAMILY_ID].fill(0xfa);
-    block[id_block::IMAGE_ID].fill(0x1d);
-    block[id_block::VERSION].copy_from_slice(&1u32.to_le_bytes());
-    block[id_block::GUEST_SVN].copy_from_slice(&7u32.to_le_bytes());
-    block[id_block::POLICY].copy_from_slice(&policy.to_le_bytes());
-    let mut auth = [0u8; id_auth::LEN];
-    auth[id_auth::ID_KEY_ALGO].copy_from_slice(&1u32.to_le_bytes());
-    auth[id_auth::AUTH_KEY_ALGO].copy_from_slice(&1u32.to_le_bytes());
-    let sig = id_key.sign_sha384(&block).unwrap();
-    auth[id_auth::ID_BLOCK_SIG][..sig.len()].copy_from_slice(&sig);
-    let key = id_key.public().unwrap().amd_key().unwrap();
-    auth[id_auth::ID_KEY].copy_from_slice(&key);
-    if let Some(author) = author {
-        let sig = author.sign_sha384(&key).unwrap();
-        auth[id_auth::ID_KEY_SIG][..sig.len()].copy_from_slice(&sig);
-        auth[id_auth::AUTHOR_KEY].copy_from_slice(&author.public().unwrap().amd_key().unwrap());
-    }
-    (block, auth)
+    let block = crate::owner::id_block::IdBlock {
+        ld,
+        family_id: [0xfa; 16],
+        image_id: [0x1d; 16],
+        guest_svn: 7,
+        policy,
+    };
+    let (b, a) = block.sign(id_key, author).unwrap();
+    (b, *a)
 }
 
 #[test]

@@ -1,0 +1,359 @@
+//! `sevctl launch` of an SNP guest (`mode: snp`): the owner computes the launch digest from
+//! OVMF and its SEV metadata (and signs an ID block over it, if asked); the host starts a
+//! KVM_X86_SNP_VM and issues the same page sequence, the save areas and LAUNCH_FINISH; then
+//! the guest asks the firmware for an attestation report, whose MEASUREMENT the owner checks.
+//! SNP has no LAUNCH_SECRET: secrets would follow the report.
+
+use serde_json::json;
+
+use sevd::crypto::ecc::EcKeyPair;
+use sevd::guest::{GuestChannel, GuestRequestError};
+use sevd::owner::id_block::IdBlock;
+use sevd::owner::ovmf::{Ovmf, SectionKind};
+use sevd::owner::snp_measurement::{LaunchStep, OvmfLaunch, StepData};
+use sevd::owner::tables;
+use sevd::platform::{Platform, SnpFinish, Vm};
+use uapi::kvm::KVM_X86_SNP_VM;
+use uapi::snp::{report, PageType};
+
+use super::{progress, Log};
+use crate::error::{input, CliError, Result};
+use crate::manifest::{Manifest, SnpSpec};
+use crate::util;
+
+/// The CPUID table the VMM hands the firmware: the one leaf the firmware checks here,
+/// 0x8000001F (SME, SEV, SEV-ES and SNP; C-bit 51, one bit of physical address lost).
+fn cpuid_page() -> [u8; 4096] {
+    let mut page = [0u8; 4096];
+    page[0..4].copy_from_slice(&1u32.to_le_bytes());
+    let entry = &mut page[0x10..0x10 + 48];
+    entry[0..4].copy_from_slice(&0x8000_001fu32.to_le_bytes());
+    entry[24..28].copy_from_slice(&0x1bu32.to_le_bytes());
+    entry[28..32].copy_from_slice(&(51u32 | 1 << 6).to_le_bytes());
+    page
+}
+
+fn page_type_name(ty: PageType) -> &'static str {
+    match ty {
+        PageType::Normal => "NORMAL",
+        PageType::Vmsa => "VMSA",
+        PageType::Zero => "ZERO",
+        PageType::Unmeasured => "UNMEASURED",
+        PageType::Secrets => "SECRETS",
+        PageType::Cpuid => "CPUID",
+    }
+}
+
+fn load_key(what: &str, path: &std::path::Path) -> Result<EcKeyPair> {
+    let pem = util::read_secret(what, path)?;
+    let text = std::str::from_utf8(&pem)
+        .map_err(|_| input(format!("{what}: {}: not a PEM file", path.display())))?;
+    EcKeyPair::from_pem(text).map_err(|e| input(format!("{what}: {}: {e}", path.display())))
+}
+
+/// Runs an SNP launch. Returns the running VM (for `--keep`).
+pub fn launch(m: &Manifest, p: &Platform, json_out: bool) -> Result<Vm> {
+    let spec = m
+        .snp
+        .as_ref()
+        .ok_or_else(|| CliError::Other("not an SNP manifest".into()))?;
+    if m.kvm {
+        return Err(input(
+            "SNP launches through /dev/kvm need guest_memfd and private memory attributes, which sevctl does not drive; launch on sevd (--device or --emulated)",
+        ));
+    }
+    let mut log = Log {
+        json: json_out,
+        steps: vec![],
+        start: std::time::Instant::now(),
+    };
+    let snp = p.snp_status()?.filter(|s| s.state == 1).ok_or_else(|| {
+        CliError::Other(format!(
+            "{} does not offer SEV-SNP (start sevd with --snp)",
+            p.describe()
+        ))
+    })?;
+    let tcb = |v: u64| {
+        uapi::snp::TcbVersion::from_u64(v).map_or_else(|| format!("{v:#x}"), |t| t.to_string())
+    };
+    log.step(
+        "host",
+        "platform",
+        format!(
+            "{} (SNP API {}.{} build {}, TCB {}, reports {})",
+            p.describe(),
+            snp.api_major,
+            snp.api_minor,
+            { snp.build_id },
+            tcb(snp.current_tcb_version),
+            tcb(snp.reported_tcb_version)
+        ),
+    );
+
+    // The owner's digest, from the same inputs the host loads.
+    let path = m
+        .ovmf
+        .as_ref()
+        .ok_or_else(|| input("images.ovmf is needed"))?;
+    let image = util::read("ovmf", path)?;
+    let ovmf = Ovmf::parse(&image)?;
+    let hashes = match &m.kernel {
+        Some((kernel, initrd, cmdline)) => Some(tables::kernel_hashes(
+            &util::read("kernel", kernel)?,
+            &util::read("initrd", initrd)?,
+            cmdline,
+        )?),
+        None => None,
+    };
+    let plan = OvmfLaunch {
+        image: &image,
+        ovmf: &ovmf,
+        kernel_hashes: hashes.as_deref(),
+        vmm: m.vmm,
+        vcpus: m.vcpus,
+        signature: m.cpu_signature,
+        guest_features: spec.guest_features,
+    };
+    let steps = plan.steps().map_err(|e| input(e.to_string()))?;
+    let auto = plan.digest().map_err(|e| input(e.to_string()))?.bytes();
+    let expected = spec.expected_digest.unwrap_or(auto);
+    log.step(
+        "owner",
+        "expected digest",
+        format!(
+            "{} ({})",
+            hex::encode(expected),
+            if spec.expected_digest.is_some() {
+                "given"
+            } else {
+                "auto, from the images"
+            }
+        ),
+    );
+    let id = id_block(&mut log, spec, expected)?;
+
+    let mut vm = start(&mut log, m, p, spec, &plan)?;
+    run_steps(&mut log, &mut vm, &image, &steps)?;
+    let finish = SnpFinish {
+        id_block: id.as_ref().map(|(b, a, _)| (&b[..], &a[..])),
+        author_key: id.as_ref().is_some_and(|(_, _, author)| *author),
+        host_data: spec.host_data,
+    };
+    vm.snp_launch_finish(&finish)?;
+    log.step(
+        "host",
+        "SNP_LAUNCH_FINISH",
+        format!(
+            "{} save areas measured at the VMSA GPA; guest RUNNING{}",
+            m.vcpus,
+            if id.is_some() {
+                ", ID block accepted"
+            } else {
+                ""
+            }
+        ),
+    );
+
+    let (report, nonce) = attest(&mut log, &ovmf, &vm)?;
+    let measured: [u8; 48] = report[report::MEASUREMENT]
+        .try_into()
+        .map_err(|_| CliError::Other("short report".into()))?;
+    if measured != expected {
+        return Err(CliError::Attestation(format!(
+            "the SNP launch digest {} is not the expected {}",
+            hex::encode(measured),
+            hex::encode(expected)
+        )));
+    }
+    log.step(
+        "owner",
+        "verify measurement",
+        format!("SNP launch digest {} matches", hex::encode(measured)),
+    );
+    if json_out {
+        let out = json!({
+            "guest": m.name,
+            "platform": p.describe(),
+            "mode": "SEV-SNP",
+            "policy": format!("{:#x}", spec.policy),
+            "state": "RUNNING",
+            "launch_digest": hex::encode(expected),
+            "measurement": hex::encode(measured),
+            "host_data": hex::encode(spec.host_data),
+            "report_data": hex::encode(nonce),
+            "report": hex::encode(&report),
+            "steps": log.steps,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| CliError::Other(e.to_string()))?
+        );
+    } else {
+        println!(
+            "guest {:?} launched: SEV-SNP, state RUNNING, launch digest {}, {} ms",
+            m.name,
+            hex::encode(measured),
+            log.start.elapsed().as_millis()
+        );
+    }
+    Ok(vm)
+}
+
+/// An ID block, its ID auth structure, and whether an author key signed the ID key.
+type SignedIdBlock = ([u8; 96], Box<[u8; 4096]>, bool);
+
+/// The owner's ID block over the expected digest, when the manifest asks for one.
+fn id_block(
+    log: &mut Log,
+    spec: &SnpSpec,
+    ld: [u8; 48],
+) -> Result<Option<SignedIdBlock>> {
+    let Some(b) = &spec.id_block else {
+        return Ok(None);
+    };
+    let id_key = load_key("owner.idBlock.idKey", &b.id_key)?;
+    let author = b
+        .author_key
+        .as_ref()
+        .map(|p| load_key("owner.idBlock.authorKey", p))
+        .transpose()?;
+    let block = IdBlock {
+        ld,
+        family_id: b.family_id,
+        image_id: b.image_id,
+        guest_svn: b.guest_svn,
+        policy: spec.policy,
+    };
+    let (bytes, auth) = block
+        .sign(&id_key, author.as_ref())
+        .map_err(|e| CliError::Other(format!("signing the ID block: {e}")))?;
+    log.step(
+        "owner",
+        "ID block",
+        format!(
+            "signed with the ID key{}",
+            if author.is_some() {
+                ", which the author key signed"
+            } else {
+                ""
+            }
+        ),
+    );
+    Ok(Some((bytes, auth, author.is_some())))
+}
+
+/// The SNP VM with its RAM and OVMF's slot, INIT2 and SNP_LAUNCH_START.
+fn start(
+    log: &mut Log,
+    m: &Manifest,
+    p: &Platform,
+    spec: &SnpSpec,
+    plan: &OvmfLaunch<'_>,
+) -> Result<Vm> {
+    let mut vm = p.create_vm_of(KVM_X86_SNP_VM, m.memory as usize)?;
+    let gpa = plan.image_gpa().map_err(|e| input(e.to_string()))?;
+    vm.map(gpa, plan.image.len())?;
+    // KVM turns SNPActive on by itself; INIT2 asks for the rest.
+    vm.sev_init2(spec.guest_features & !1, 0)?;
+    vm.snp_launch_start(spec.policy)?;
+    log.step(
+        "host",
+        "SNP_LAUNCH_START",
+        format!(
+            "policy {:#x}, after KVM_SEV_INIT2 on a KVM_X86_SNP_VM",
+            spec.policy
+        ),
+    );
+    Ok(vm)
+}
+
+/// Issues the launch's updates and save areas in order.
+fn run_steps(log: &mut Log, vm: &mut Vm, image: &[u8], steps: &[LaunchStep]) -> Result<()> {
+    let mut vcpus = 0;
+    for step in steps {
+        match step {
+            LaunchStep::Update { ty, gpa, len, data } => {
+                let (gpa, len) = (*gpa, *len);
+                let mem = vm.memory_mut(gpa, len).ok_or_else(|| {
+                    input(format!(
+                        "OVMF's metadata puts {len:#x} bytes at {gpa:#x}, outside guest memory: raise guest.memory"
+                    ))
+                })?;
+                match data {
+                    StepData::Image => mem.copy_from_slice(image),
+                    StepData::Page(page) => mem.copy_from_slice(&page[..]),
+                    StepData::Unmeasured if *ty == PageType::Cpuid => {
+                        mem.copy_from_slice(&cpuid_page())
+                    }
+                    StepData::Unmeasured => {}
+                }
+                vm.snp_launch_update(gpa, len as u64, *ty)?;
+                progress("SNP_LAUNCH_UPDATE", len, len);
+                let what = match data {
+                    StepData::Image => "OVMF".to_string(),
+                    StepData::Page(_) => "kernel hashes page".to_string(),
+                    StepData::Unmeasured if len == 4096 => "1 page".to_string(),
+                    StepData::Unmeasured => format!("{} pages", len / 4096),
+                };
+                log.step(
+                    "host",
+                    "SNP_LAUNCH_UPDATE",
+                    format!("{what} at {gpa:#x} as {}", page_type_name(*ty)),
+                );
+            }
+            LaunchStep::Vmsa { cpu, page } => {
+                vm.set_vmsa(*cpu, page)?;
+                vcpus += 1;
+            }
+        }
+    }
+    log.step(
+        "host",
+        "save areas",
+        format!("{vcpus} vCPUs' reset state given"),
+    );
+    Ok(())
+}
+
+/// The guest's first act: a report through its VMPCK0, with a fresh nonce as REPORT_DATA.
+fn attest(log: &mut Log, ovmf: &Ovmf, vm: &Vm) -> Result<(Vec<u8>, [u8; 64])> {
+    let secrets_gpa = ovmf
+        .sev_metadata()
+        .iter()
+        .find(|s| s.kind == SectionKind::Secrets)
+        .map(|s| s.gpa as u64)
+        .ok_or_else(|| input("the OVMF metadata has no secrets page"))?;
+    let secrets = vm.guest_read(secrets_gpa, 4096)?;
+    let mut channel = GuestChannel::from_secrets_page(&secrets, 0)
+        .ok_or_else(|| CliError::Other("the secrets page holds no VMPCK0".into()))?;
+    let nonce: [u8; 64] =
+        sevd::crypto::random_bytes().map_err(|e| CliError::Other(e.to_string()))?;
+    let rsp = channel
+        .report(&nonce, 0, |req| vm.snp_guest_request(req))
+        .map_err(|e: GuestRequestError| CliError::Other(format!("attestation report: {e}")))?;
+    if rsp.status != 0 {
+        return Err(CliError::Other(format!(
+            "the firmware refused the report: {}",
+            uapi::status::describe(rsp.status)
+        )));
+    }
+    let r = &rsp.report;
+    if r[report::REPORT_DATA] != nonce[..] {
+        return Err(CliError::Attestation(
+            "the report does not carry the guest's nonce".into(),
+        ));
+    }
+    log.step(
+        "guest",
+        "attestation report",
+        format!(
+            "version {}, VMPL {}, policy {:#x}, reported TCB {}, from VMPCK0 in the secrets page at {secrets_gpa:#x}",
+            report::u32_at(r, report::VERSION_AT),
+            report::u32_at(r, report::VMPL_AT),
+            report::u64_at(r, report::POLICY_AT),
+            uapi::snp::TcbVersion::from_u64(report::u64_at(r, report::REPORTED_TCB_AT))
+                .map_or_else(String::new, |t| t.to_string()),
+        ),
+    );
+    Ok((rsp.report, nonce))
+}
