@@ -203,11 +203,7 @@ pub fn launch(m: &Manifest, p: &Platform, json_out: bool) -> Result<Vm> {
 type SignedIdBlock = ([u8; 96], Box<[u8; 4096]>, bool);
 
 /// The owner's ID block over the expected digest, when the manifest asks for one.
-fn id_block(
-    log: &mut Log,
-    spec: &SnpSpec,
-    ld: [u8; 48],
-) -> Result<Option<SignedIdBlock>> {
+fn id_block(log: &mut Log, spec: &SnpSpec, ld: [u8; 48]) -> Result<Option<SignedIdBlock>> {
     let Some(b) = &spec.id_block else {
         return Ok(None);
     };
