@@ -1,0 +1,229 @@
+//! `sevctl launch` of SNP guests on the embedded firmware: the example, an owner's ID block
+//! (with and without an author key, keys as OpenSSL writes them), a wrong expected digest,
+//! and the manifest rules of `mode: snp`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn examples() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+}
+
+/// A state directory with the suite's shared chip.
+fn state() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chip-fixture"));
+    let chip = sevd::state::StateDir::open_waiting(fixture, std::time::Duration::from_secs(120))
+        .unwrap()
+        .load_or_create_chip((1, 55), None)
+        .unwrap();
+    std::fs::write(dir.path().join("chip.bin"), chip.encode()).unwrap();
+    dir
+}
+
+fn sevctl(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sevctl"))
+        .arg("--emulated")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("run sevctl")
+}
+
+/// A manifest in a directory beside a copy of the example firmware.
+fn manifest(dir: &Path, yaml: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("firmware")).unwrap();
+    std::fs::copy(
+        examples().join("firmware/OVMF.amdsev.suffix.fd"),
+        dir.join("firmware/OVMF.amdsev.suffix.fd"),
+    )
+    .unwrap();
+    let path = dir.join("m.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+const SNP: &str = "apiVersion: sevctl/v1
+name: t
+guest:
+  memory: 32M
+  vcpus: 3
+  mode: snp
+  vcpuType: EPYC-Genoa
+images:
+  ovmf: firmware/OVMF.amdsev.suffix.fd
+";
+
+fn launch_json(st: &Path, m: &Path) -> serde_json::Value {
+    let o = sevctl(st, &["--json", "launch", m.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn the_snp_example_launches_and_attests() {
+    let st = state();
+    let report = launch_json(st.path(), &examples().join("snp.yaml"));
+    assert_eq!(report["mode"], "SEV-SNP");
+    assert_eq!(report["launch_digest"].as_str().unwrap().len(), 96);
+    assert_eq!(report["measurement"], report["launch_digest"]);
+    assert_eq!(
+        report["host_data"],
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+    );
+    let bytes = hex::decode(report["report"].as_str().unwrap()).unwrap();
+    assert_eq!(bytes.len(), 0x4a0);
+    assert_eq!(
+        bytes[0xc0..0xe0],
+        hex::decode(report["host_data"].as_str().unwrap()).unwrap()[..]
+    );
+    // The text form says each step.
+    let o = sevctl(
+        st.path(),
+        &["launch", examples().join("snp.yaml").to_str().unwrap()],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    for step in [
+        "SNP_LAUNCH_START",
+        "as SECRETS",
+        "as CPUID",
+        "SNP_LAUNCH_FINISH",
+        "attestation report",
+        "matches",
+    ] {
+        assert!(out.contains(step), "{step}: {out}");
+    }
+}
+
+/// A P-384 key as `openssl` writes it: PKCS #8 (`genpkey`) or SEC 1 (`ecparam -genkey`).
+fn openssl_key(dir: &Path, name: &str, sec1: bool) -> PathBuf {
+    let path = dir.join(name);
+    let mut cmd = Command::new("openssl");
+    if sec1 {
+        cmd.args(["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out"]);
+    } else {
+        cmd.args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-out",
+        ]);
+    }
+    assert!(cmd.arg(&path).status().unwrap().success(), "openssl");
+    path
+}
+
+#[test]
+fn an_owners_id_block_is_checked_at_launch_finish() {
+    let st = state();
+    let dir = tempfile::tempdir().unwrap();
+    let id = openssl_key(dir.path(), "id.pem", false);
+    let author = openssl_key(dir.path(), "author.pem", true);
+    let with = |extra: &str| {
+        manifest(
+            dir.path(),
+            &format!(
+                "{SNP}owner:\n  idBlock:\n    idKey: {}\n{extra}    familyId: 0102030405060708090a0b0c0d0e0f10\n    guestSvn: 3\n",
+                id.display()
+            ),
+        )
+    };
+    let report = launch_json(st.path(), &with(""));
+    let r = hex::decode(report["report"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(r[4..8].try_into().unwrap()),
+        3,
+        "GUEST_SVN"
+    );
+    assert_eq!(
+        r[0x10..0x20],
+        hex::decode("0102030405060708090a0b0c0d0e0f10").unwrap()[..]
+    );
+    assert!(r[0xe0..0x110].iter().any(|b| *b != 0), "ID_KEY_DIGEST");
+    assert!(r[0x110..0x140].iter().all(|b| *b == 0), "no author key");
+    let report = launch_json(
+        st.path(),
+        &with(&format!("    authorKey: {}\n", author.display())),
+    );
+    let r = hex::decode(report["report"].as_str().unwrap()).unwrap();
+    assert!(r[0x110..0x140].iter().any(|b| *b != 0), "AUTHOR_KEY_DIGEST");
+    assert_eq!(r[0x48] & 1, 1, "AUTHOR_KEY_EN");
+
+    // An ID block over another digest: the firmware refuses LAUNCH_FINISH (exit 4).
+    let wrong = manifest(
+        dir.path(),
+        &format!(
+            "{SNP}measurement: {}\nowner:\n  idBlock:\n    idKey: {}\n",
+            "ab".repeat(48),
+            id.display()
+        ),
+    );
+    let o = sevctl(st.path(), &["launch", wrong.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("BAD_MEASUREMENT"), "{err}");
+    // Not a key.
+    std::fs::write(dir.path().join("id.pem"), "not a key").unwrap();
+    let o = sevctl(st.path(), &["launch", with("").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn a_wrong_expected_digest_is_refused_after_the_report() {
+    let st = state();
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        &format!("{SNP}measurement: {}\n", "00".repeat(48)),
+    );
+    let o = sevctl(st.path(), &["launch", m.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("is not the expected"), "{err}");
+}
+
+#[test]
+fn snp_manifest_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("secrets", format!("{SNP}secrets:\n  entries:\n    - guid: 736869e5-84f0-4973-92ec-06879ce3da0b\n      value: x\n"), "no LAUNCH_SECRET"),
+        ("legacy init", SNP.replace("  mode: snp", "  mode: snp\n  legacyVmType: false"), "KVM_X86_SNP_VM"),
+        ("short host data", SNP.replace("  mode: snp", "  mode: snp\n  hostData: 0011"), "64 hex digits"),
+        ("guest features", SNP.replace("  mode: snp", "  mode: snp\n  guestFeatures: 0x4"), "DebugSwap"),
+        ("SEV digest length", format!("{SNP}measurement: {}\n", "00".repeat(32)), "96 hex digits"),
+        ("no OVMF", SNP.replace("  ovmf: firmware/OVMF.amdsev.suffix.fd", "  regions:\n    - address: 0\n      file: firmware/OVMF.amdsev.suffix.fd"), "images.ovmf is needed"),
+        ("SEV flag", SNP.replace("  mode: snp", "  mode: snp\n  policy:\n    flags: [nodbg]"), "unknown SNP policy flag"),
+        ("raw without bit 17", SNP.replace("  mode: snp", "  mode: snp\n  policy:\n    raw: 0x10000"), "bit 17"),
+        ("host data on SEV", SNP.replace("  mode: snp", "  mode: sev-es\n  hostData: 00"), "only for mode snp"),
+    ];
+    for (name, yaml, what) in cases {
+        let m = manifest(dir.path(), &yaml);
+        let o = Command::new(env!("CARGO_BIN_EXE_sevctl"))
+            .args(["manifest", "check", m.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(what), "{name}: {err}");
+    }
+    // Named policy fields, and the policy manifest check reports.
+    let m = manifest(
+        dir.path(),
+        &SNP.replace("  mode: snp", "  mode: snp\n  policy:\n    smt: false\n    debug: true\n    apiMajor: 1\n    apiMinor: 51"),
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_sevctl"))
+        .args(["--json", "manifest", "check", m.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["policy"], 0xa0133);
+    assert_eq!(v["mode"], "SEV-SNP");
+}
