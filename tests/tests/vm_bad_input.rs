@@ -347,11 +347,9 @@ fn a_killed_client_s_vm_is_torn_down() {
     vm.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
 }
 
-#[test]
-fn random_garbage_on_the_vm_node_leaves_the_daemon_serving() {
-    require_mount!();
-    let sevd = Sevd::start();
-    let vm = VmClient::new(&sevd, 1 << 20);
+/// Random commands, structs and pointers on `vm`: `pick_id` chooses each command id from
+/// a random number, `requests` are the node's requests to spread them over.
+fn hammer(vm: &VmClient, rounds: usize, pick_id: impl Fn(u64) -> u64, requests: &[u32]) {
     let mut scratch = vec![0u8; 0x4000];
     let base = scratch.as_mut_ptr() as u64;
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -361,17 +359,13 @@ fn random_garbage_on_the_vm_node_leaves_the_daemon_serving() {
         x ^= x << 17;
         x
     };
-    for i in 0..3000 {
+    for i in 0..rounds {
         if i % 5 == 0 {
             for chunk in scratch.chunks_mut(8).take(64) {
                 chunk.copy_from_slice(&next().to_le_bytes());
             }
         }
-        let id = match next() % 3 {
-            0 => next() % 24,
-            1 => next() % 200,
-            _ => next() % 8,
-        };
+        let id = pick_id(next());
         let data = match next() % 4 {
             0 => 0,
             1 => next(),
@@ -390,15 +384,68 @@ fn random_garbage_on_the_vm_node_leaves_the_daemon_serving() {
             sev_fd: sev_fd as u32,
         };
         // Memory slots stay the VM's own RAM, so nothing can map this process's stack.
-        let request = match next() % 6 {
-            0 => uapi::ioctl::SEVD_VM_GUEST_ACCESS,
-            _ => uapi::ioctl::SEVD_VM_ENCRYPT_OP,
-        };
+        let request = requests[(next() % requests.len() as u64) as usize];
         let _ = vm.ioctl(request, &mut cmd as *mut _ as u64);
     }
+}
+
+#[test]
+fn random_garbage_on_the_vm_node_leaves_the_daemon_serving() {
+    require_mount!();
+    let sevd = Sevd::start();
+    let vm = VmClient::new(&sevd, 1 << 20);
+    let pick = |r: u64| match r % 3 {
+        0 => (r >> 8) % 24,
+        1 => (r >> 8) % 200,
+        _ => (r >> 8) % 8,
+    };
+    use uapi::ioctl::{SEVD_VM_ENCRYPT_OP as OP, SEVD_VM_GUEST_ACCESS as GA};
+    hammer(&vm, 3000, pick, &[OP, OP, OP, OP, OP, GA]);
     assert!(platform_status(&sevd.open()).is_ok(), "still serving");
     let other = VmClient::new(&sevd, 1 << 20);
     other.encrypt_op_plain(KvmSevCmdId::Init).unwrap();
     let mut ls = KvmSevLaunchStart::default();
     other.encrypt_op(KvmSevCmdId::LaunchStart, &mut ls).unwrap();
+}
+
+#[test]
+fn random_garbage_on_an_snp_vm_leaves_the_daemon_serving() {
+    require_mount!();
+    let sevd = Sevd::start_with(tests::Options {
+        args: vec!["--snp".into()],
+        ..Default::default()
+    });
+    for round in 0..3 {
+        let vm = VmClient::new_typed(&sevd, 1 << 20, uapi::kvm::KVM_X86_SNP_VM as u64);
+        let mut init = uapi::kvm::KvmSevInit::default();
+        vm.encrypt_op(KvmSevCmdId::Init2, &mut init).unwrap();
+        if round > 0 {
+            let mut start = uapi::kvm::KvmSevSnpLaunchStart {
+                policy: 0x30000,
+                ..Default::default()
+            };
+            vm.encrypt_op(KvmSevCmdId::SnpLaunchStart, &mut start).unwrap();
+        }
+        // Mostly SNP's ids, some of the others (EPERM on an SNP VM).
+        let pick = |r: u64| match r % 4 {
+            0 => (r >> 8) % 24,
+            _ => 100 + (r >> 8) % 3,
+        };
+        use uapi::ioctl::{
+            SEVD_VM_ENCRYPT_OP as OP, SEVD_VM_GUEST_ACCESS as GA, SEVD_VM_SNP_GUEST_REQUEST as GR,
+        };
+        hammer(&vm, 1500, pick, &[OP, OP, OP, OP, GA, GR]);
+    }
+    assert!(platform_status(&sevd.open()).is_ok(), "still serving");
+    // Every VM closed: every context gone, every ASID back (15 SEV-ES ASIDs, 20 launches).
+    for _ in 0..20 {
+        let vm = VmClient::new_typed(&sevd, 1 << 20, uapi::kvm::KVM_X86_SNP_VM as u64);
+        let mut init = uapi::kvm::KvmSevInit::default();
+        vm.encrypt_op(KvmSevCmdId::Init2, &mut init).unwrap();
+        let mut start = uapi::kvm::KvmSevSnpLaunchStart {
+            policy: 0x30000,
+            ..Default::default()
+        };
+        vm.encrypt_op(KvmSevCmdId::SnpLaunchStart, &mut start).unwrap();
+    }
 }
