@@ -424,7 +424,8 @@ fn random_garbage_on_an_snp_vm_leaves_the_daemon_serving() {
                 policy: 0x30000,
                 ..Default::default()
             };
-            vm.encrypt_op(KvmSevCmdId::SnpLaunchStart, &mut start).unwrap();
+            vm.encrypt_op(KvmSevCmdId::SnpLaunchStart, &mut start)
+                .unwrap();
         }
         // Mostly SNP's ids, some of the others (EPERM on an SNP VM).
         let pick = |r: u64| match r % 4 {
@@ -446,6 +447,7 @@ fn random_garbage_on_an_snp_vm_leaves_the_daemon_serving() {
             policy: 0x30000,
             ..Default::default()
         };
-        vm.encrypt_op(KvmSevCmdId::SnpLaunchStart, &mut start).unwrap();
+        vm.encrypt_op(KvmSevCmdId::SnpLaunchStart, &mut start)
+            .unwrap();
     }
 }

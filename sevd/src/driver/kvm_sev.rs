@@ -28,6 +28,7 @@ use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
 
 mod init;
 mod snp;
+mod snp_update;
 pub use init::SUPPORTED_VMSA_FEATURES;
 
 /// Where VMSA pages live in the firmware's view: above any guest physical address.

@@ -8,25 +8,16 @@ use uapi::snp::{policy, PageType, VMSA_GPA};
 use vfs::{Errno, UserAddr};
 
 use super::{copy_user_blob, Ctx, KvmSev, Vm, PAGE, VMSA_BASE};
-use crate::driver::{read_obj, write_obj};
+use crate::driver::read_obj;
 use crate::firmware::snp::SnpLaunchFinish;
 use crate::memctl::rmp::HostPage;
-use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
+use crate::memctl::{GuestAddress, GuestMemory};
 
 /// `SNP_POLICY_MASK_VALID`: the policy bits KVM lets through (Linux 6.11).
 const POLICY_VALID: u64 =
     0xffff | policy::SMT | policy::RSVD_MBO | policy::DEBUG | policy::SINGLE_SOCKET;
 /// `SVM_SEV_FEAT_SNP_ACTIVE`: KVM sets it in every SNP save area.
 pub(super) const SEV_FEAT_SNP_ACTIVE: u64 = 1;
-/// Pages staged and handed to the firmware under one hold of its lock.
-const PIECE_PAGES: u64 = 256;
-
-/// Why a page of a launch update stopped the loop: KVM's errno inside
-/// `kvm_gmem_populate`, and the firmware status when the firmware refused.
-struct PageFailure {
-    errno: Errno,
-    status: u32,
-}
 
 impl KvmSev {
     /// `snp_launch_start`: a guest context, LAUNCH_START, then ACTIVATE with the VM's ASID.
@@ -64,161 +55,6 @@ impl KvmSev {
         sev.handle = gctx;
         sev.fd = ctx.sev_fd;
         Ok(())
-    }
-
-    /// `snp_launch_update`: each page copied from `uaddr` into the guest's memory, assigned
-    /// to the guest in the RMP and measured by the firmware. A failure after some pages
-    /// stops early: the pages done stay done and the rest of the range is written back, as
-    /// `kvm_gmem_populate` returns a partial count; a failure at the first page is EIO,
-    /// with the firmware's status if it refused.
-    pub(super) fn snp_launch_update(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
-        let sev = vm.sev.as_ref().filter(|s| s.snp && s.handle != 0);
-        let sev = sev.ok_or(Errno::EINVAL)?;
-        let mut params: KvmSevSnpLaunchUpdate = read_obj(ctx.mem, ctx.data)?;
-        let ty = PageType::from_u8(params.type_).filter(|t| *t != PageType::Vmsa);
-        let Some(ty) = ty.filter(|_| params.len % PAGE == 0 && params.flags == 0) else {
-            return Err(Errno::EINVAL);
-        };
-        let gpa0 = params.gfn_start.checked_mul(PAGE).ok_or(Errno::EINVAL)?;
-        let slot = vm.slots.by_gpa(gpa0).copied().ok_or(Errno::EINVAL)?;
-        // `kvm_gmem_populate` stops at the end of the memory slot.
-        let npages = (params.len / PAGE).min((slot.gpa + slot.size - gpa0) / PAGE);
-        let (gctx, asid, object) = (sev.handle, sev.asid, vm.object);
-        let fd_ok = self.check_fd(ctx.pid, ctx.sev_fd).is_ok();
-        let mut done = 0u64;
-        let mut failure = None;
-        while done < npages && failure.is_none() {
-            let n = (npages - done).min(PIECE_PAGES);
-            let gpa = gpa0 + done * PAGE;
-            let src = params.uaddr.wrapping_add(done * PAGE);
-            let (ok, fail) =
-                self.snp_update_piece(vm, ctx, (gctx, asid, object), ty, gpa, src, n, fd_ok);
-            done += ok;
-            failure = fail;
-        }
-        if let (0, Some(f)) = (done, &failure) {
-            *ctx.error = f.status;
-            log::debug!(
-                "KVM_SEV_SNP_LAUNCH_UPDATE failed at its first page: {}",
-                f.errno
-            );
-            return Err(Errno::EIO);
-        }
-        params.gfn_start += done;
-        params.len -= done * PAGE;
-        if ty != PageType::Zero {
-            params.uaddr = params.uaddr.wrapping_add(done * PAGE);
-        }
-        *ctx.error = 0;
-        write_obj(ctx.mem, ctx.data, &params)
-    }
-
-    /// One piece of `n` pages at `gpa`, from the caller's `src`: staged, updated page by
-    /// page under the firmware's lock, written back. Returns the pages done and, if it
-    /// stopped early, why.
-    #[allow(clippy::too_many_arguments)]
-    fn snp_update_piece(
-        &self,
-        vm: &Vm,
-        ctx: &mut Ctx<'_>,
-        (gctx, asid, object): (u32, u32, u64),
-        ty: PageType,
-        gpa: u64,
-        src: u64,
-        n: u64,
-        fd_ok: bool,
-    ) -> (u64, Option<PageFailure>) {
-        let len = (n * PAGE) as usize;
-        let mut buf = vec![0u8; len];
-        // Copy the source in (per page if the piece cannot be read whole, to find the first
-        // page that faults).
-        let mut readable = n;
-        if ty != PageType::Zero && ctx.mem.read(UserAddr(src), &mut buf).is_err() {
-            readable = 0;
-            for i in 0..n {
-                let page = &mut buf[(i * PAGE) as usize..((i + 1) * PAGE) as usize];
-                if ctx
-                    .mem
-                    .read(UserAddr(src.wrapping_add(i * PAGE)), page)
-                    .is_err()
-                {
-                    break;
-                }
-                readable += 1;
-            }
-        }
-        let staged = VecGuestMemory::from_region(GuestAddress(gpa), buf);
-        let mut done = 0;
-        let mut failure = None;
-        {
-            let mut dev = self.dev();
-            let fw = dev.firmware_mut();
-            while done < n {
-                let at = gpa + done * PAGE;
-                let page = HostPage { object, addr: at };
-                if fw.rmp_entry(page).is_guest() {
-                    failure = Some(PageFailure {
-                        errno: Errno::EEXIST,
-                        status: 0,
-                    });
-                    break;
-                }
-                if done >= readable {
-                    failure = Some(PageFailure {
-                        errno: Errno::EFAULT,
-                        status: 0,
-                    });
-                    break;
-                }
-                if !fd_ok {
-                    failure = Some(PageFailure {
-                        errno: Errno::EBADF,
-                        status: 0,
-                    });
-                    break;
-                }
-                if fw.rmp_assign(page, asid, at).is_err() {
-                    failure = Some(PageFailure {
-                        errno: Errno::EINVAL,
-                        status: 0,
-                    });
-                    break;
-                }
-                if let Err(status) = fw.snp_launch_update(gctx, page, ty, &staged, GuestAddress(at))
-                {
-                    fw.rmp_make_shared(page);
-                    failure = Some(PageFailure {
-                        errno: Errno::EIO,
-                        status: status as u32,
-                    });
-                    break;
-                }
-                done += 1;
-            }
-        }
-        let bytes = staged.into_first_region();
-        // A CPUID page the firmware corrected goes back to the caller's source page.
-        if ty == PageType::Cpuid
-            && failure
-                .as_ref()
-                .is_some_and(|f| f.status == uapi::Status::InvalidParam as u32)
-        {
-            let at = (done * PAGE) as usize;
-            let _ = ctx.mem.write(
-                UserAddr(src.wrapping_add(done * PAGE)),
-                &bytes[at..at + PAGE as usize],
-            );
-        }
-        if done > 0 {
-            let written = vm
-                .slots
-                .memory(ctx.mem)
-                .write(GuestAddress(gpa), &bytes[..(done * PAGE) as usize]);
-            if written.is_err() {
-                log::warn!("KVM_SEV_SNP_LAUNCH_UPDATE: the VMM's memory at {gpa:#x} went away");
-            }
-        }
-        (done, failure)
     }
 
     /// `snp_launch_finish`: every vCPU's save area measured at the VMSA GPA, in vCPU

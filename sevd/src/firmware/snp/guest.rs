@@ -233,19 +233,8 @@ impl Firmware {
         mem: &dyn GuestMemory,
         at: GuestAddress,
     ) -> FwResult<()> {
-        self.require_snp_platform()?;
-        let guest = self.snp.guests.get(&gctx).ok_or(Status::InvalidGuest)?;
-        let entry = self.rmp.entry(page);
-        if entry.state != PageState::PreGuest {
-            return Err(Status::InvalidPageState);
-        }
-        if guest.state != SnpGuestState::Launch {
-            return Err(Status::InvalidGuestState);
-        }
-        let asid = guest.asid.ok_or(Status::Inactive)?;
-        if entry.asid != asid {
-            return Err(Status::InvalidPageOwner);
-        }
+        let (asid, entry) = self.snp_update_checks(gctx, page)?;
+        let guest = self.snp_guest(gctx)?;
         let mut buf = Zeroizing::new(vec![0u8; PAGE]);
         match ty {
             PageType::Zero => {}
@@ -259,12 +248,45 @@ impl Firmware {
                 return Err(Status::InvalidParam);
             }
         }
-        let mut ld = guest.ld;
-        ld.extend_contents(ty, entry.gpa, LaunchDigest::page_contents(ty, &buf));
+        let contents = LaunchDigest::page_contents(ty, &buf);
         self.memctl
             .encrypt(asid, at, &mut buf)
             .map_err(|e| internal("SNP_LAUNCH_UPDATE", e))?;
         mem.write(at, &buf).map_err(|_| Status::InvalidAddress)?;
+        self.snp_update_record(gctx, page, entry, ty, contents)
+    }
+
+    /// LAUNCH_UPDATE's checks of the guest and the page, in the firmware's order: the
+    /// page's RMP state, the guest's state and activation, the page's owner.
+    fn snp_update_checks(&self, gctx: u32, page: HostPage) -> FwResult<(u32, RmpEntry)> {
+        self.require_snp_platform()?;
+        let guest = self.snp.guests.get(&gctx).ok_or(Status::InvalidGuest)?;
+        let entry = self.rmp.entry(page);
+        if entry.state != PageState::PreGuest {
+            return Err(Status::InvalidPageState);
+        }
+        if guest.state != SnpGuestState::Launch {
+            return Err(Status::InvalidGuestState);
+        }
+        let asid = guest.asid.ok_or(Status::Inactive)?;
+        if entry.asid != asid {
+            return Err(Status::InvalidPageOwner);
+        }
+        Ok((asid, entry))
+    }
+
+    /// The end of one page's update, its ciphertext in place: the digest extended, the page
+    /// the guest's.
+    fn snp_update_record(
+        &mut self,
+        gctx: u32,
+        page: HostPage,
+        entry: RmpEntry,
+        ty: PageType,
+        contents: [u8; DIGEST_LEN],
+    ) -> FwResult<()> {
+        let guest = self.snp_guest_mut(gctx)?;
+        guest.ld.extend_contents(ty, entry.gpa, contents);
         self.rmp.set(
             page,
             RmpEntry {
@@ -273,8 +295,108 @@ impl Firmware {
                 ..entry
             },
         );
-        self.snp_guest_mut(gctx)?.ld = ld;
         Ok(())
+    }
+
+    /// SNP_LAUNCH_UPDATE of many pages in order, as that many commands: the pages done and
+    /// how the first failure, if any, ended it. NORMAL pages at consecutive addresses of
+    /// memory this process holds are hashed and encrypted where they lie, on the part's
+    /// several engines side by side (the PSP's SHA and AES engines work beside its core);
+    /// only pages whose checks pass are touched, and the digest chain and the RMP follow in
+    /// order.
+    pub fn snp_launch_update_pages(
+        &mut self,
+        gctx: u32,
+        pages: &[(HostPage, GuestAddress)],
+        ty: PageType,
+        mem: &dyn GuestMemory,
+    ) -> (usize, FwResult<()>) {
+        let mut done = 0;
+        let consecutive = pages
+            .windows(2)
+            .all(|w| w[1].1 .0 == w[0].1 .0 + PAGE as u64 && w[1].0 > w[0].0);
+        if ty == PageType::Normal && pages.len() > 1 && consecutive {
+            let mut entries = vec![];
+            let mut asid = 0;
+            for (page, _) in pages {
+                match self.snp_update_checks(gctx, *page) {
+                    Ok((a, e)) => {
+                        asid = a;
+                        entries.push(e);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let n = entries.len();
+            let start = pages[0].1;
+            let mut contents = vec![[0u8; DIGEST_LEN]; n];
+            let mut worked = Err(Status::InvalidAddress);
+            let me = &*self;
+            let in_place = n > 1
+                && mem.in_place(start, (n * PAGE) as u64, &mut |bytes| {
+                    worked = me.hash_and_encrypt(asid, start, bytes, &mut contents);
+                });
+            if in_place && worked.is_ok() {
+                for (i, entry) in entries.into_iter().enumerate() {
+                    if let Err(e) = self.snp_update_record(gctx, pages[i].0, entry, ty, contents[i])
+                    {
+                        return (done, Err(e));
+                    }
+                    done += 1;
+                }
+            }
+        }
+        for (page, at) in &pages[done..] {
+            if let Err(e) = self.snp_launch_update(gctx, *page, ty, mem, *at) {
+                return (done, Err(e));
+            }
+            done += 1;
+        }
+        (done, Ok(()))
+    }
+
+    /// Each page's SHA-384, then the page encrypted in place (`bytes` lies at `start`),
+    /// spread over the machine's cores.
+    fn hash_and_encrypt(
+        &self,
+        asid: u32,
+        start: GuestAddress,
+        bytes: &mut [u8],
+        contents: &mut [[u8; DIGEST_LEN]],
+    ) -> FwResult<()> {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let per = contents.len().div_ceil(workers).max(1);
+        let memctl = &self.memctl;
+        let failed = std::thread::scope(|s| {
+            let jobs: Vec<_> = bytes
+                .chunks_mut(per * PAGE)
+                .zip(contents.chunks_mut(per))
+                .enumerate()
+                .map(|(j, (buf, out))| {
+                    s.spawn(move || {
+                        let first = start.0 + (j * per * PAGE) as u64;
+                        for (i, (page, digest)) in
+                            buf.chunks_mut(PAGE).zip(out.iter_mut()).enumerate()
+                        {
+                            *digest = LaunchDigest::page_contents(PageType::Normal, page);
+                            memctl.encrypt(asid, GuestAddress(first + (i * PAGE) as u64), page)?;
+                        }
+                        Ok::<(), crate::memctl::MemctlError>(())
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| j.join())
+                .find(|r| !matches!(r, Ok(Ok(()))))
+        });
+        match failed {
+            None => Ok(()),
+            Some(Ok(Err(e))) => Err(internal("SNP_LAUNCH_UPDATE", e)),
+            Some(_) => Err(internal("SNP_LAUNCH_UPDATE", "a hashing thread failed")),
+        }
     }
 
     /// The secrets page: version, FMS, GOSVW, the VMPCKs, the TSC factor; the rest zero.

@@ -488,3 +488,45 @@ fn guest_requests_are_checked_as_the_firmware_does() {
         Err(Status::InvalidGuestState)
     );
 }
+
+#[test]
+fn many_pages_at_once_are_many_updates() {
+    let code: Vec<u8> = (0..8 * 4096u32).map(|i| (i * 13 % 251) as u8).collect();
+    // One page at a time.
+    let (mut one, g1) = launching();
+    let m1 = memory(0x8000);
+    m1.write(GuestAddress(0), &code).unwrap();
+    for i in 0..8u64 {
+        update(&mut one, g1, &m1, i * 4096, PageType::Normal).unwrap();
+    }
+    // All at once, on the parallel path.
+    let (mut all, g2) = launching();
+    let m2 = memory(0x8000);
+    m2.write(GuestAddress(0), &code).unwrap();
+    let pages: Vec<_> = (0..8u64)
+        .map(|i| (page(i * 4096), GuestAddress(i * 4096)))
+        .collect();
+    for (p, at) in &pages {
+        all.rmp_assign(*p, ASID, at.0).unwrap();
+    }
+    let (done, r) = all.snp_launch_update_pages(g2, &pages, PageType::Normal, &m2);
+    assert_eq!((done, r), (8, Ok(())));
+    assert_eq!(all.snp_launch_digest(g2), one.snp_launch_digest(g1));
+    let mut seen = vec![0u8; code.len()];
+    all.memctl
+        .guest_read(ASID, &m2, GuestAddress(0), &mut seen)
+        .unwrap();
+    assert_eq!(seen, code, "the guest sees its pages");
+
+    // A page in the middle that is not assigned: the pages before it are done, it fails.
+    let (mut fw, g3) = launching();
+    let m3 = memory(0x8000);
+    for (p, at) in &pages {
+        if at.0 != 0x5000 {
+            fw.rmp_assign(*p, ASID, at.0).unwrap();
+        }
+    }
+    let (done, r) = fw.snp_launch_update_pages(g3, &pages, PageType::Normal, &m3);
+    assert_eq!((done, r), (5, Err(Status::InvalidPageState)));
+    assert_eq!(fw.rmp_entry(page(0x6000)).state, PageState::PreGuest);
+}
