@@ -234,9 +234,9 @@ fn bad_manifests_are_refused_with_the_line() {
         ),
         (
             "bad mode",
-            GOOD.replace("sev-es", "snp"),
+            GOOD.replace("sev-es", "tdx"),
             ":5:",
-            "expected `sev` or `sev-es`",
+            "expected one of `sev`, `sev-es`, `snp`",
         ),
         ("bad memory", GOOD.replace("64M", "lots"), ":3:", "memory"),
         (

@@ -778,3 +778,20 @@ impl Rng {
         (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+/// The seed of a randomised test: `VALIDATORS_SEED` to repeat a run, else the clock; printed,
+/// so a failing run can be repeated.
+pub fn seed() -> u64 {
+    let seed = std::env::var("VALIDATORS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+        | 1;
+    eprintln!("VALIDATORS_SEED={seed}");
+    seed
+}

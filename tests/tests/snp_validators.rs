@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tests::{require_mount, require_validators, Rng, Sevd};
+use tests::{require_mount, require_validators, seed, Rng, Sevd};
 
 const AMDSEV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -38,21 +38,6 @@ struct SnpCase {
     cpu: &'static str,
     vmm: &'static str,
     guest_features: u64,
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("VALIDATORS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-        | 1;
-    eprintln!("VALIDATORS_SEED={seed}");
-    seed
 }
 
 /// `n` random cases; `features` are the guest-features values to take turns with.

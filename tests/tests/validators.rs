@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tests::{require_mount, require_validators, Rng, Sevd};
+use tests::{require_mount, require_validators, seed, Rng, Sevd};
 
 const AMDSEV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -245,21 +245,6 @@ fn check(dir: &Path, i: usize, c: &Case, platform: &[String], launch_extra: &[St
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("VALIDATORS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-        | 1;
-    eprintln!("VALIDATORS_SEED={seed}");
-    seed
 }
 
 #[test]

@@ -123,8 +123,16 @@ impl Chip {
     /// security version below the top (255 − SPL times) and chained into the next, and the
     /// key is derived from the result; a key for a higher TCB says nothing of a lower one's.
     pub fn vcek(&self, tcb: TcbVersion) -> Result<EcKeyPair, CryptoError> {
+        let chain = self.vcek_seed(tcb)?;
+        let material = kdf(&chain, b"sev-versioned-chip-endorsement-key", &[], 56)?;
+        EcKeyPair::from_seed(&material)
+    }
+
+    /// The VCEK's seed at `tcb` (the firmware's `vcek_hash`): also the root of the keys
+    /// MSG_KEY_REQ derives for guests.
+    pub fn vcek_seed(&self, tcb: TcbVersion) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         use sha2::{Digest, Sha384};
-        let mut chain = [0u8; 48];
+        let mut chain = Zeroizing::new([0u8; 48]);
         for (name, spl) in [
             (&b"bootloader"[..], tcb.bootloader),
             (b"tee", tcb.tee),
@@ -132,18 +140,19 @@ impl Chip {
             (b"microcode", tcb.microcode),
         ] {
             let seed = kdf(&*self.seed, b"sevd-hash-stick", name, 48)?;
-            let mut h: [u8; 48] = Sha384::new()
-                .chain_update(chain)
-                .chain_update(&*seed)
-                .finalize()
-                .into();
+            let mut h = Zeroizing::new(
+                Sha384::new()
+                    .chain_update(*chain)
+                    .chain_update(&*seed)
+                    .finalize()
+                    .into(),
+            );
             for _ in spl..u8::MAX {
-                h = Sha384::digest(h).into();
+                *h = Sha384::digest(*h).into();
             }
             chain = h;
         }
-        let material = kdf(&chain, b"sev-versioned-chip-endorsement-key", &[], 56)?;
-        EcKeyPair::from_seed(&material)
+        Ok(Zeroizing::new(chain.to_vec()))
     }
 
     /// The same chip with another seed: a different part with the same roots (tests).

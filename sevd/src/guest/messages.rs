@@ -60,10 +60,21 @@ impl ReportResponse {
     }
 }
 
-fn iv(seqno: u64) -> [u8; 12] {
-    let mut iv = [0u8; 12];
-    iv[..8].copy_from_slice(&seqno.to_le_bytes());
-    iv
+/// What MSG_KEY_REQ asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyRequest {
+    /// ROOT_KEY_SELECT: bit 0 the VMRK instead of the VCEK (or VLEK); bits 2:1 KEY_SEL.
+    pub root_key_select: u32,
+    /// GUEST_FIELD_SELECT: which of the guest's fields the key is bound to.
+    pub guest_field_select: u64,
+    /// VMPL.
+    pub vmpl: u32,
+    /// GUEST_SVN.
+    pub guest_svn: u32,
+    /// TCB_VERSION.
+    pub tcb_version: u64,
+    /// LAUNCH_MIT_VECTOR: `Some` sends message version 2.
+    pub launch_mit_vector: Option<u64>,
 }
 
 impl GuestChannel {
@@ -83,11 +94,12 @@ impl GuestChannel {
         })
     }
 
-    /// One exchange: `payload` as a message of `msg_type` (version 1), sent by `send`
+    /// One exchange: `payload` as a message of `msg_type` at `version`, sent by `send`
     /// (which returns the answer page, or the `exitinfo2` of a refusal); the opened answer.
     pub fn exchange(
         &mut self,
         msg_type: u8,
+        version: u8,
         payload: &[u8],
         send: impl FnOnce(&[u8]) -> Result<Vec<u8>, GuestRequestError>,
     ) -> Result<Zeroizing<Vec<u8>>, GuestRequestError> {
@@ -97,15 +109,8 @@ impl GuestChannel {
         }
         let cipher = Aes256Gcm::new_from_slice(&*self.key)
             .map_err(|_| GuestRequestError::Transport("VMPCK".into()))?;
-        let mut page = vec![0u8; 4096];
-        page[SEQNO_AT..SEQNO_AT + 8].copy_from_slice(&seqno.to_le_bytes());
-        page[ALGO_AT] = ALGO_AES_256_GCM;
-        page[HDR_VERSION_AT] = 1;
-        page[HDR_SZ_AT..HDR_SZ_AT + 2].copy_from_slice(&(HDR_LEN as u16).to_le_bytes());
-        page[MSG_TYPE_AT] = msg_type;
-        page[MSG_VERSION_AT] = 1;
-        page[MSG_SZ_AT..MSG_SZ_AT + 2].copy_from_slice(&(payload.len() as u16).to_le_bytes());
-        page[MSG_VMPCK_AT] = self.vmpck;
+        let mut page =
+            header_page(seqno, msg_type, version, payload.len() as u16, self.vmpck).to_vec();
         let aad = page[AAD].to_vec();
         let mut body = payload.to_vec();
         let tag = cipher
@@ -128,7 +133,7 @@ impl GuestChannel {
         if rsp_seqno != seqno + 1 {
             return Err(bad("wrong sequence number"));
         }
-        if hdr[MSG_TYPE_AT] != msg_type + 1 || hdr[MSG_VERSION_AT] != 1 {
+        if hdr[MSG_TYPE_AT] != msg_type + 1 || hdr[MSG_VERSION_AT] != version {
             return Err(bad("wrong type or version"));
         }
         if HDR_LEN + msg_sz > answer.len() {
@@ -146,6 +151,38 @@ impl GuestChannel {
         Ok(body)
     }
 
+    /// MSG_KEY_REQ: the payload's STATUS and the derived key.
+    pub fn derived_key(
+        &mut self,
+        r: &KeyRequest,
+        send: impl FnOnce(&[u8]) -> Result<Vec<u8>, GuestRequestError>,
+    ) -> Result<(u32, Zeroizing<[u8; 32]>), GuestRequestError> {
+        let (version, len) = match r.launch_mit_vector {
+            Some(_) => (2, key_req::LEN_V2),
+            None => (1, key_req::LEN_V1),
+        };
+        let mut req = [0u8; key_req::LEN_V2];
+        req[key_req::ROOT_KEY_SELECT_AT..][..4].copy_from_slice(&r.root_key_select.to_le_bytes());
+        req[key_req::GUEST_FIELD_SELECT_AT..][..8]
+            .copy_from_slice(&r.guest_field_select.to_le_bytes());
+        req[key_req::VMPL_AT..][..4].copy_from_slice(&r.vmpl.to_le_bytes());
+        req[key_req::GUEST_SVN_AT..][..4].copy_from_slice(&r.guest_svn.to_le_bytes());
+        req[key_req::TCB_VERSION_AT..][..8].copy_from_slice(&r.tcb_version.to_le_bytes());
+        req[key_req::LAUNCH_MIT_VECTOR_AT..][..8]
+            .copy_from_slice(&r.launch_mit_vector.unwrap_or(0).to_le_bytes());
+        // The payload is sealed in 16-byte multiples.
+        let padded = len.div_ceil(16) * 16;
+        let mut payload = vec![0u8; padded];
+        payload[..len].copy_from_slice(&req[..len]);
+        let rsp = self.exchange(msg_type::KEY_REQ, version, &payload, send)?;
+        if rsp.len() < key_rsp::LEN {
+            return Err(GuestRequestError::BadAnswer("short key"));
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&rsp[key_rsp::KEY]);
+        Ok((report::u32_at(&rsp, 0), key))
+    }
+
     /// MSG_REPORT_REQ with `report_data` at `vmpl`.
     pub fn report(
         &mut self,
@@ -156,7 +193,7 @@ impl GuestChannel {
         let mut req = [0u8; report_req::LEN];
         req[report_req::REPORT_DATA].copy_from_slice(report_data);
         req[report_req::VMPL_AT..report_req::VMPL_AT + 4].copy_from_slice(&vmpl.to_le_bytes());
-        let rsp = self.exchange(msg_type::REPORT_REQ, &req, send)?;
+        let rsp = self.exchange(msg_type::REPORT_REQ, 1, &req, send)?;
         if rsp.len() < report_rsp::LEN {
             return Err(GuestRequestError::BadAnswer("short report"));
         }

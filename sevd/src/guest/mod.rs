@@ -4,4 +4,4 @@
 
 mod messages;
 
-pub use messages::{GuestChannel, GuestRequestError, ReportResponse};
+pub use messages::{GuestChannel, GuestRequestError, KeyRequest, ReportResponse};

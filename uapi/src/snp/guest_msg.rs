@@ -30,6 +30,34 @@ pub const MSG_VMPCK_AT: usize = 0x3c;
 /// AES-256-GCM.
 pub const ALGO_AES_256_GCM: u8 = 1;
 
+/// A message page with its header filled in (AUTHTAG left zero): sequence number `seqno`,
+/// `msg_type` at `msg_version`, a payload of `msg_sz` bytes, sealed under VMPCK `vmpck`.
+pub fn header_page(
+    seqno: u64,
+    msg_type: u8,
+    msg_version: u8,
+    msg_sz: u16,
+    vmpck: u8,
+) -> [u8; 4096] {
+    let mut page = [0u8; 4096];
+    page[SEQNO_AT..SEQNO_AT + 8].copy_from_slice(&seqno.to_le_bytes());
+    page[ALGO_AT] = ALGO_AES_256_GCM;
+    page[HDR_VERSION_AT] = 1;
+    page[HDR_SZ_AT..HDR_SZ_AT + 2].copy_from_slice(&(HDR_LEN as u16).to_le_bytes());
+    page[MSG_TYPE_AT] = msg_type;
+    page[MSG_VERSION_AT] = msg_version;
+    page[MSG_SZ_AT..MSG_SZ_AT + 2].copy_from_slice(&msg_sz.to_le_bytes());
+    page[MSG_VMPCK_AT] = vmpck;
+    page
+}
+
+/// The IV a message is sealed with: its sequence number, then four zero bytes.
+pub fn iv(seqno: u64) -> [u8; 12] {
+    let mut iv = [0u8; 12];
+    iv[..8].copy_from_slice(&seqno.to_le_bytes());
+    iv
+}
+
 /// Message types.
 pub mod msg_type {
     /// CPUID_REQ.
@@ -42,6 +70,36 @@ pub mod msg_type {
     pub const REPORT_REQ: u8 = 5;
     /// REPORT_RSP.
     pub const REPORT_RSP: u8 = 6;
+}
+
+/// MSG_KEY_REQ's payload (32 bytes at message version 1, 40 at version 2).
+pub mod key_req {
+    /// Its size at version 1.
+    pub const LEN_V1: usize = 32;
+    /// Its size at version 2.
+    pub const LEN_V2: usize = 40;
+    /// ROOT_KEY_SELECT u32: bit 0 the VMRK (else the VCEK or VLEK), bits 2:1 KEY_SEL.
+    pub const ROOT_KEY_SELECT_AT: usize = 0x00;
+    /// Reserved u32.
+    pub const RESERVED_AT: usize = 0x04;
+    /// GUEST_FIELD_SELECT u64.
+    pub const GUEST_FIELD_SELECT_AT: usize = 0x08;
+    /// VMPL u32.
+    pub const VMPL_AT: usize = 0x10;
+    /// GUEST_SVN u32.
+    pub const GUEST_SVN_AT: usize = 0x14;
+    /// TCB_VERSION u64.
+    pub const TCB_VERSION_AT: usize = 0x18;
+    /// LAUNCH_MIT_VECTOR u64 (version 2).
+    pub const LAUNCH_MIT_VECTOR_AT: usize = 0x20;
+}
+
+/// MSG_KEY_RSP's payload: STATUS, reserved, the derived key (64 bytes).
+pub mod key_rsp {
+    /// Its size.
+    pub const LEN: usize = 64;
+    /// The key.
+    pub const KEY: core::ops::Range<usize> = 0x20..0x40;
 }
 
 /// MSG_REPORT_REQ's payload: REPORT_DATA, VMPL, key select and reserved (96 bytes).

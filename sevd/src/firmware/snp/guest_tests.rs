@@ -530,3 +530,107 @@ fn many_pages_at_once_are_many_updates() {
     assert_eq!((done, r), (5, Err(Status::InvalidPageState)));
     assert_eq!(fw.rmp_entry(page(0x6000)).state, PageState::PreGuest);
 }
+
+#[test]
+fn derived_keys_are_bound_to_what_the_guest_selects() {
+    use crate::guest::{GuestChannel, GuestRequestError, KeyRequest};
+    let (mut fw, gctx, secrets) = running_with_secrets();
+    let mut channel = GuestChannel::from_secrets_page(&secrets, 0).unwrap();
+    let mut key = |fw: &mut Firmware, r: KeyRequest| {
+        channel
+            .derived_key(&r, |req| {
+                fw.snp_guest_request(gctx, req)
+                    .map_err(|s| GuestRequestError::Refused(s as u64))
+            })
+            .unwrap()
+    };
+    let base = KeyRequest {
+        guest_field_select: 0b1001, // policy and measurement
+        ..Default::default()
+    };
+    let (s1, k1) = key(&mut fw, base);
+    let (s2, k2) = key(&mut fw, base);
+    assert_eq!((s1, s2), (0, 0));
+    assert_eq!(*k1, *k2, "deterministic");
+    let (_, k3) = key(
+        &mut fw,
+        KeyRequest {
+            guest_field_select: 0b1000,
+            ..base
+        },
+    );
+    assert_ne!(*k1, *k3, "the selected fields are mixed in");
+    let (_, vmrk) = key(
+        &mut fw,
+        KeyRequest {
+            root_key_select: 1,
+            ..base
+        },
+    );
+    assert_ne!(*k1, *vmrk, "the VMRK is another root");
+    let older = "3:0:8:100"
+        .parse::<uapi::snp::TcbVersion>()
+        .unwrap()
+        .to_u64();
+    let (s, _) = key(
+        &mut fw,
+        KeyRequest {
+            tcb_version: older,
+            guest_field_select: 0b100000,
+            ..base
+        },
+    );
+    assert_eq!(s, 0, "a TCB below the committed one");
+    // Statuses inside the answer, as the firmware gives them.
+    let too_new = "3:0:9:115"
+        .parse::<uapi::snp::TcbVersion>()
+        .unwrap()
+        .to_u64();
+    for (r, want) in [
+        (
+            KeyRequest {
+                tcb_version: too_new,
+                ..base
+            },
+            Status::InvalidParam,
+        ),
+        (
+            KeyRequest {
+                guest_field_select: 1 << 6,
+                ..base
+            },
+            Status::InvalidParam,
+        ),
+        (
+            KeyRequest {
+                guest_svn: 1,
+                ..base
+            },
+            Status::InvalidParam,
+        ),
+        (KeyRequest { vmpl: 4, ..base }, Status::InvalidParam),
+        (
+            KeyRequest {
+                root_key_select: 2 << 1,
+                ..base
+            },
+            Status::InvalidKey,
+        ),
+        // virtee's guest_fw_error: version 2, fields 48, VMPL, SVN and TCB all ones.
+        (
+            KeyRequest {
+                guest_field_select: 48,
+                vmpl: u32::MAX,
+                guest_svn: u32::MAX,
+                tcb_version: u64::MAX,
+                launch_mit_vector: Some(0),
+                ..base
+            },
+            Status::InvalidParam,
+        ),
+    ] {
+        let (s, k) = key(&mut fw, r);
+        assert_eq!(s, want as u32, "{r:?}");
+        assert_eq!(*k, [0; 32]);
+    }
+}

@@ -7,6 +7,7 @@
 //! value, or the committed TCB when SNP_CONFIG set none.
 
 mod cpuid;
+mod derived_key;
 mod guest;
 mod report;
 mod request;

@@ -15,14 +15,14 @@ use crate::firmware::{internal, Firmware, FwResult};
 
 /// One page: a message and its answer each fit in one.
 pub const PAGE: usize = 4096;
-/// The message versions firmware 1.55 knows: 1 for every type.
-const MAX_MSG_VERSION: u8 = 1;
-
-/// The IV of a message: its sequence number, then four zero bytes.
-fn iv(seqno: u64) -> [u8; 12] {
-    let mut iv = [0u8; 12];
-    iv[..8].copy_from_slice(&seqno.to_le_bytes());
-    iv
+/// The newest message version of each type: 1, and 2 for KEY_REQ (with its launch
+/// mitigation vector, as firmware from ABI 1.58 takes it).
+fn max_version(msg_type: u8) -> u8 {
+    if msg_type == msg_type::KEY_REQ {
+        2
+    } else {
+        1
+    }
 }
 
 impl Firmware {
@@ -70,7 +70,7 @@ impl Firmware {
             return Err(Status::AeadOflow);
         }
         let version = hdr[MSG_VERSION_AT];
-        if version == 0 || version > MAX_MSG_VERSION {
+        if version == 0 || version > max_version(hdr[MSG_TYPE_AT]) {
             return Err(Status::InvalidParam);
         }
         let (rsp_type, mut answer) = match hdr[MSG_TYPE_AT] {
@@ -78,18 +78,23 @@ impl Firmware {
                 msg_type::REPORT_RSP,
                 self.report_response(gctx, vmpck as u32, &payload)?,
             ),
+            // Linux's `snp_derived_key_req` is 32 bytes whatever the version; a version-2
+            // request that short has no launch mitigation vector (taken as 0).
+            msg_type::KEY_REQ if msg_sz >= key_req::LEN_V1 => (
+                msg_type::KEY_RSP,
+                self.key_response(gctx, vmpck as u32, version, &payload)?,
+            ),
             _ => return Err(Status::InvalidParam),
         };
         // The answer, sealed under the same key, one sequence number on.
-        let mut page = vec![0u8; PAGE];
-        page[SEQNO_AT..SEQNO_AT + 8].copy_from_slice(&(seqno + 1).to_le_bytes());
-        page[ALGO_AT] = ALGO_AES_256_GCM;
-        page[HDR_VERSION_AT] = 1;
-        page[HDR_SZ_AT..HDR_SZ_AT + 2].copy_from_slice(&(HDR_LEN as u16).to_le_bytes());
-        page[MSG_TYPE_AT] = rsp_type;
-        page[MSG_VERSION_AT] = version;
-        page[MSG_SZ_AT..MSG_SZ_AT + 2].copy_from_slice(&(answer.len() as u16).to_le_bytes());
-        page[MSG_VMPCK_AT] = vmpck as u8;
+        let mut page = header_page(
+            seqno + 1,
+            rsp_type,
+            version,
+            answer.len() as u16,
+            vmpck as u8,
+        )
+        .to_vec();
         let aad = page[AAD].to_vec();
         let tag = cipher
             .encrypt_in_place_detached(Nonce::from_slice(&iv(seqno + 1)), &aad, &mut answer)
