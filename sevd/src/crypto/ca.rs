@@ -63,6 +63,36 @@ impl RsaKeyPair {
         Ok(sig)
     }
 
+    /// The public half.
+    pub fn public(&self) -> RsaPublicKey {
+        self.0.to_public_key()
+    }
+
+    /// The key as PKCS #8 DER (for the key server's store; wiped when dropped).
+    pub fn to_pkcs8_der(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+        use rsa::pkcs8::EncodePrivateKey;
+        self.0
+            .to_pkcs8_der()
+            .map(|d| zeroize::Zeroizing::new(d.as_bytes().to_vec()))
+            .map_err(|_| CryptoError::Key("PKCS #8 encoding"))
+    }
+
+    /// A key from PKCS #8 DER.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
+        use rsa::pkcs8::DecodePrivateKey;
+        RsaPrivateKey::from_pkcs8_der(der)
+            .map(RsaKeyPair)
+            .map_err(|_| CryptoError::Key("not an RSA private key in PKCS #8 DER"))
+    }
+
+    /// RSASSA-PSS with SHA-384 (MGF1 SHA-384, salt 48) over `data`, big-endian, as X.509
+    /// carries it.
+    pub fn sign_pss_sha384_be(&self, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut sig = self.sign_pss(PssHash::Sha384, data)?;
+        sig.reverse();
+        Ok(sig)
+    }
+
     /// An unsigned CA certificate for this key (PUBEXP_SIZE = MODULUS_SIZE, as AMD's are).
     pub fn ca_certificate(
         &self,
@@ -104,6 +134,17 @@ pub fn ca_public_key(cert: &CaCertificate) -> Result<RsaPublicKey, CryptoError> 
     let n = BigUint::from_bytes_le(&cert.modulus);
     let e = BigUint::from_bytes_le(&cert.pubexp);
     RsaPublicKey::new(n, e).map_err(|_| CryptoError::Key("RSA public key"))
+}
+
+/// Whether `sig` (big-endian, as X.509 carries it) is `key`'s RSASSA-PSS SHA-384 signature
+/// of `data`.
+pub fn verify_pss_sha384_be(key: &RsaPublicKey, data: &[u8], sig: &[u8]) -> bool {
+    let Ok(sig) = Signature::try_from(sig) else {
+        return false;
+    };
+    VerifyingKey::<Sha384>::new(key.clone())
+        .verify(data, &sig)
+        .is_ok()
 }
 
 /// Whether `sig_le` is `key`'s RSASSA-PSS signature of `data` under `hash`, the salt as long

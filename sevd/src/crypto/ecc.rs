@@ -237,6 +237,15 @@ impl EcPublic {
         Ok(key)
     }
 
+    /// The key as X.509's SubjectPublicKeyInfo (DER).
+    pub fn to_spki_der(&self) -> Result<Vec<u8>, CryptoError> {
+        use p384::pkcs8::EncodePublicKey;
+        self.0
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .map_err(|_| CryptoError::Key("SubjectPublicKeyInfo encoding"))
+    }
+
     /// (x, y) as SEV stores them: 72-byte little-endian fields.
     pub fn coordinates_le(&self) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
         let point = self.0.to_encoded_point(false);

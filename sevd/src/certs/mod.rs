@@ -2,6 +2,8 @@
 //! ARK self-signed → ASK by ARK → CEK by ASK → PEK by CEK; OCA self-signed → PEK by OCA;
 //! PEK → PDH. The firmware uses the same checks on PEK_CERT_IMPORT.
 
+pub mod x509;
+
 use uapi::ca::CaCertificate;
 use uapi::cert::{algo, usage, Certificate};
 
