@@ -7,6 +7,7 @@ mod manifest;
 mod owner_cmds;
 mod platform_cmds;
 mod select;
+mod snp;
 mod util;
 mod vmsa;
 
@@ -118,6 +119,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VmsaCmd,
     },
+    /// SEV-SNP: the platform's certificates.
+    Snp {
+        #[command(subcommand)]
+        cmd: snp::SnpCmd,
+    },
     /// Launch the guest a manifest describes, as owner and host, and inject its secrets.
     Launch {
         /// The manifest.
@@ -186,6 +192,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Show { what } => platform_cmds::show(&target.open()?, what, cli.json),
         Cmd::Status => platform_cmds::status(&target.open()?, cli.json),
+        Cmd::Snp {
+            cmd: snp::SnpCmd::Certificates { dir },
+        } => snp::certificates(&target, &target.open()?, &dir, cli.json),
         Cmd::Export {
             full,
             ca,

@@ -227,3 +227,37 @@ fn snp_manifest_rules() {
     assert_eq!(v["policy"], 0xa0133);
     assert_eq!(v["mode"], "SEV-SNP");
 }
+
+#[test]
+fn the_embedded_platform_makes_its_certificates() {
+    let st = state();
+    // The suite's key server, so this test makes no RSA keys of its own.
+    let fixture = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chip-fixture"));
+    let ks = sevd::state::StateDir::open_waiting(fixture, std::time::Duration::from_secs(120))
+        .unwrap()
+        .key_server(true)
+        .unwrap()
+        .unwrap();
+    std::fs::write(st.path().join("kds.bin"), ks.encode().unwrap()).unwrap();
+    let out = st.path().join("certs");
+    let o = sevctl(
+        st.path(),
+        &["--json", "snp", "certificates", out.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reported_tcb"], "3:0:8:115");
+    assert_eq!(v["files"].as_array().unwrap().len(), 6);
+    let status = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(out.join("ark.pem"))
+        .arg("-untrusted")
+        .arg(out.join("ask.pem"))
+        .arg(out.join("vcek.pem"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl verify");
+    // Published in the state directory too.
+    assert!(st.path().join("vcek.der").is_file());
+}

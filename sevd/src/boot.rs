@@ -8,6 +8,7 @@ use crate::crypto::CryptoError;
 use crate::driver::sev_dev::{InitMode, SevDev};
 use crate::firmware::random::{OsRandom, RandomSource, SeededRandom};
 use crate::firmware::{Firmware, FirmwareConfig};
+use crate::kds::VcekChain;
 use crate::state::{StateDir, StateError};
 
 /// Why a software platform could not start.
@@ -32,6 +33,33 @@ impl BootError {
     pub fn is_config(&self) -> bool {
         matches!(self, BootError::State(s) if s.is_config())
     }
+}
+
+/// Publishes the key server's ARK and ASK and the VCEK certificate of `fw`'s chip at its
+/// reported TCB in `state` (`ark`, `ask`, `vcek`, each `.pem` and `.der`), as a person would
+/// fetch them from AMD's key server. The key server is made if `create` (seconds, once);
+/// without one and not `create`, nothing is published.
+pub fn publish_vcek_chain(
+    state: &StateDir,
+    fw: &Firmware,
+    create: bool,
+) -> Result<Option<VcekChain>, BootError> {
+    let Some(ks) = state.key_server(create)? else {
+        return Ok(None);
+    };
+    let vcek = ks
+        .vcek(fw.chip(), fw.reported_tcb())
+        .map_err(|source| StateError::KeyServer {
+            path: state.path().join(crate::paths::KDS_FILE),
+            source,
+        })?;
+    let chain = VcekChain {
+        ark: ks.ark.clone(),
+        ask: ks.ask.clone(),
+        vcek,
+    };
+    state.publish_vcek_chain(&chain)?;
+    Ok(Some(chain))
 }
 
 /// Opens and locks `state_dir`, loads (or makes) the chip (installing `firmware.tcb` if

@@ -270,6 +270,9 @@ impl Daemon {
                         config.nonce_seed,
                         config.init_mode,
                     )?;
+                    if config.firmware.snp {
+                        crate::boot::publish_vcek_chain(&state, dev.firmware(), true)?;
+                    }
                     let dev = Arc::new(Mutex::new(dev));
                     let kvm = Arc::new(KvmSev::new(
                         dev.clone(),
@@ -334,6 +337,15 @@ impl Daemon {
             match fs::read(&ca) {
                 Ok(bytes) => fs_dir = fs_dir.with_file(crate::paths::CA_FILE, bytes),
                 Err(e) => log::warn!("{}: {e}; not published beside the nodes", ca.display()),
+            }
+            // With SNP, the key server's ARK, ASK and the VCEK at the reported TCB (DER).
+            if config.firmware.snp {
+                for name in crate::kds::NAMES {
+                    let file = format!("{name}.der");
+                    if let Ok(bytes) = fs::read(state.path().join(&file)) {
+                        fs_dir = fs_dir.with_file(&file, bytes);
+                    }
+                }
             }
         }
         let mount = vfs::mount(fs_dir, &config.mountpoint, &options).map_err(|source| {

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod files;
 pub mod firmware;
 pub mod guest;
+pub mod kds;
 pub mod memctl;
 pub mod node;
 pub mod owner;

@@ -9,6 +9,8 @@ pub const CHIP_FILE: &str = "chip.bin";
 pub const NV_FILE: &str = "nv.bin";
 /// The SNP half of the store: committed TCB and version, SNP_CONFIG.
 pub const SNP_NV_FILE: &str = "snp_nv.bin";
+/// The key server's ARK and ASK with their private keys (this project's stand-in for AMD's).
+pub const KDS_FILE: &str = "kds.bin";
 /// The public ASK ‖ ARK, for `sevctl verify --ca` and other owner tools. The daemon also
 /// publishes it beside its nodes.
 pub const CA_FILE: &str = "ask_ark.cert";

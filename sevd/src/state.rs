@@ -10,7 +10,8 @@ use crate::firmware::chip::{Chip, ChipError, DEFAULT_TCB};
 use crate::firmware::nv::NvStorage;
 
 use crate::files::{parent_dir, write_atomic};
-use crate::paths::{CA_FILE, CHIP_FILE, NV_FILE, SNP_NV_FILE};
+use crate::kds::{KeyServer, VcekChain};
+use crate::paths::{CA_FILE, CHIP_FILE, KDS_FILE, NV_FILE, SNP_NV_FILE};
 use uapi::snp::TcbVersion;
 
 /// Why the state directory could not be used.
@@ -40,6 +41,14 @@ pub enum StateError {
         path: PathBuf,
         /// What is wrong.
         why: String,
+    },
+    /// The key server's store is corrupt, or its certificates could not be made.
+    #[error("{path}: {source}")]
+    KeyServer {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: crate::certs::x509::X509Error,
     },
     /// The chip file is corrupt.
     #[error(
@@ -222,6 +231,45 @@ impl StateDir {
             }
             Err(e) => Err(io_err(&path)(e)),
         }
+    }
+
+    /// The key server in `kds.bin`: made (seconds: two RSA-4096 keys) and stored when
+    /// `create` and there is none yet; `None` when there is none and not `create`.
+    pub fn key_server(&self, create: bool) -> Result<Option<KeyServer>, StateError> {
+        let path = self.path.join(KDS_FILE);
+        let ks_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateError::KeyServer { path, source }
+        };
+        match fs::read(&path).map(zeroize::Zeroizing::new) {
+            Ok(bytes) => KeyServer::decode(&bytes).map(Some).map_err(ks_err(&path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                log::info!("making the key server's ARK and ASK (RSA-4096); this takes a few seconds, once");
+                let ks = KeyServer::generate().map_err(ks_err(&path))?;
+                let bytes = ks.encode().map_err(ks_err(&path))?;
+                write_atomic(&path, &bytes, 0o600).map_err(io_err(&path))?;
+                Ok(Some(ks))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Publishes `chain` as `ark`, `ask` and `vcek`, each `.pem` and `.der` (mode 0644).
+    pub fn publish_vcek_chain(&self, chain: &VcekChain) -> Result<(), StateError> {
+        for (name, cert) in crate::kds::NAMES
+            .iter()
+            .zip([&chain.ark, &chain.ask, &chain.vcek])
+        {
+            let ks_err = |path: PathBuf| move |source| StateError::KeyServer { path, source };
+            let pem_path = self.path.join(format!("{name}.pem"));
+            let der_path = self.path.join(format!("{name}.der"));
+            let pem = crate::certs::x509::to_pem(cert).map_err(ks_err(pem_path.clone()))?;
+            let der = crate::certs::x509::to_der(cert).map_err(ks_err(der_path.clone()))?;
+            write_atomic(&pem_path, pem.as_bytes(), 0o644).map_err(io_err(&pem_path))?;
+            write_atomic(&der_path, &der, 0o644).map_err(io_err(&der_path))?;
+        }
+        Ok(())
     }
 
     /// Writes the public ASK ‖ ARK file (mode 0644).

@@ -158,6 +158,28 @@ pub fn shared_chip() -> &'static [u8] {
     })
 }
 
+/// The key server (SNP ARK and ASK) the tests share, kept beside the shared chip: a daemon
+/// started with `--snp` publishes its certificates, which would otherwise mean two more
+/// RSA-4096 keys for every such daemon.
+pub fn shared_kds() -> &'static [u8] {
+    static KDS: OnceLock<Vec<u8>> = OnceLock::new();
+    KDS.get_or_init(|| {
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/tmp/chip-fixture"
+        ));
+        let state = sevd::state::StateDir::open_waiting(dir, Duration::from_secs(120))
+            .expect("the chip fixture's directory");
+        state
+            .key_server(true)
+            .expect("the shared key server")
+            .expect("made")
+            .encode()
+            .expect("encoded")
+            .to_vec()
+    })
+}
+
 /// `ioctl(fd, SEV_ISSUE_CMD, {cmd, data, error})`: the result (errno on failure) and the
 /// `error` field afterwards.
 pub fn sev_issue(file: &File, cmd: u32, data: u64, error: u32) -> (Result<(), i32>, u32) {
@@ -271,6 +293,12 @@ impl Sevd {
         if !opts.own_chip && !state_dir.join("chip.bin").exists() {
             std::fs::create_dir_all(&state_dir).expect("state dir");
             std::fs::write(state_dir.join("chip.bin"), shared_chip()).expect("chip");
+            if opts.args.iter().any(|a| a == "--snp") {
+                let kds = state_dir.join("kds.bin");
+                std::fs::write(&kds, shared_kds()).expect("key server");
+                std::fs::set_permissions(&kds, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .expect("key server mode");
+            }
         }
         let mountpoint = opts
             .mountpoint

@@ -395,3 +395,83 @@ fn sevctl_shows_the_snp_tcb_of_a_daemon_started_with_snp() {
     assert_eq!(v["reported_tcb"], "2:0:10:200");
     assert_eq!(v["state"], "INIT");
 }
+
+/// The certificates a daemon with `--snp` publishes verify in OpenSSL, carry the reported
+/// TCB, and the VCEK verifies the reports of the guests it launches.
+#[test]
+fn sevctl_fetches_the_snp_certificates_a_daemon_publishes() {
+    require_mount!();
+    let sevd = Sevd::start_with(tests::Options {
+        args: vec!["--snp".into()],
+        ..Default::default()
+    });
+    for name in ["ark", "ask", "vcek"] {
+        assert!(
+            sevd.state_dir.join(format!("{name}.pem")).is_file(),
+            "{name}.pem"
+        );
+        assert!(
+            sevd.mountpoint.join(format!("{name}.der")).is_file(),
+            "{name}.der beside the nodes"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = sevd.node();
+    let out = dir.path().join("certs");
+    ok(
+        &ours(),
+        dir.path(),
+        &[
+            "--device",
+            node.to_str().unwrap(),
+            "snp",
+            "certificates",
+            out.to_str().unwrap(),
+        ],
+    );
+    let pem = |n: &str| std::fs::read(out.join(format!("{n}.pem"))).unwrap();
+    let ark = openssl::x509::X509::from_pem(&pem("ark")).unwrap();
+    let ask = openssl::x509::X509::from_pem(&pem("ask")).unwrap();
+    let vcek = openssl::x509::X509::from_pem(&pem("vcek")).unwrap();
+    assert!(ark.verify(&ark.public_key().unwrap()).unwrap());
+    assert!(ask.verify(&ark.public_key().unwrap()).unwrap());
+    assert!(vcek.verify(&ask.public_key().unwrap()).unwrap());
+    assert_eq!(
+        std::fs::read(out.join("vcek.der")).unwrap(),
+        vcek.to_der().unwrap()
+    );
+
+    // A launched guest's report is signed by that VCEK (ECDSA P-384 over 0x000..0x2A0, R and
+    // S little-endian at 0x2A0 and 0x2E8).
+    let report = ok(
+        &ours(),
+        dir.path(),
+        &[
+            "--device",
+            node.to_str().unwrap(),
+            "--json",
+            "launch",
+            examples().join("snp.yaml").to_str().unwrap(),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let r = hex::decode(report["report"].as_str().unwrap()).unwrap();
+    let be = |le: &[u8]| {
+        let mut v = le[..48].to_vec();
+        v.reverse();
+        openssl::bn::BigNum::from_slice(&v).unwrap()
+    };
+    let sig = openssl::ecdsa::EcdsaSig::from_private_components(be(&r[0x2a0..]), be(&r[0x2e8..]))
+        .unwrap();
+    let digest = openssl::sha::sha384(&r[..0x2a0]);
+    let key = vcek.public_key().unwrap().ec_key().unwrap();
+    assert!(
+        sig.verify(&digest, &key).unwrap(),
+        "the VCEK signed the report"
+    );
+    let mut tampered = r.clone();
+    tampered[0x50] ^= 1;
+    assert!(!sig
+        .verify(&openssl::sha::sha384(&tampered[..0x2a0]), &key)
+        .unwrap());
+}

@@ -22,7 +22,7 @@ use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::Validity;
-use x509_cert::Certificate;
+pub use x509_cert::Certificate;
 
 use uapi::snp::TcbVersion;
 
@@ -280,6 +280,29 @@ pub fn vcek(
         },
         ask_key,
     )
+}
+
+/// The TCB in a VCEK's SPL extensions (`None` if one is missing or not an INTEGER).
+pub fn vcek_tcb(vcek: &Certificate) -> Option<TcbVersion> {
+    let exts = vcek.tbs_certificate.extensions.as_ref()?;
+    let spl = |n: u32| {
+        let oid = amd_oid(&format!("3.{n}")).ok()?;
+        let value = exts
+            .iter()
+            .find(|e| e.extn_id == oid)?
+            .extn_value
+            .as_bytes();
+        match value {
+            [0x02, 1, v] | [0x02, 2, 0, v] => Some(*v),
+            _ => None,
+        }
+    };
+    Some(TcbVersion {
+        bootloader: spl(1)?,
+        tee: spl(2)?,
+        snp: spl(3)?,
+        microcode: spl(8)?,
+    })
 }
 
 /// Whether `issuer` signed `cert` (RSASSA-PSS SHA-384, as AMD's certificates are).

@@ -178,6 +178,12 @@ impl Firmware {
         }
     }
 
+    /// The chip: what AMD's key server knows of the part (its VCEKs and CHIP_ID), for this
+    /// project's stand-in for that server.
+    pub fn chip(&self) -> &Chip {
+        &self.chip
+    }
+
     /// The chip's CEK certificate, signed by its ASK.
     pub fn cek_certificate(&self) -> &uapi::cert::Certificate {
         &self.chip.cek

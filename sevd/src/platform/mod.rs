@@ -215,6 +215,12 @@ impl Platform {
         }
     }
 
+    /// The key server's certificates, made by the embedded platform (and published in its
+    /// state directory); `None` for a device, whose daemon publishes them beside its nodes.
+    pub fn vcek_chain(&self) -> Option<Result<crate::kds::VcekChain, PlatformError>> {
+        self.t.vcek_chain().map(|r| r.map_err(PlatformError::from))
+    }
+
     /// SNP_COMMIT.
     pub fn snp_commit(&self) -> Result<(), PlatformError> {
         self.issue(SevCmd::SnpCommit, 0)

@@ -29,6 +29,13 @@ pub trait Transport: Send {
     fn offers_vm_types(&self) -> bool {
         true
     }
+
+    /// The key server's certificates for this platform (ARK, ASK, the VCEK at the reported
+    /// TCB), where the transport can make them: the embedded firmware can; a device's are
+    /// what its daemon published.
+    fn vcek_chain(&self) -> Option<Result<crate::kds::VcekChain, crate::boot::BootError>> {
+        None
+    }
 }
 
 /// A VM's ioctl interface.
@@ -200,6 +207,12 @@ impl Transport for Embedded {
             kvm: self.kvm.clone(),
             fh,
         }))
+    }
+
+    fn vcek_chain(&self) -> Option<Result<crate::kds::VcekChain, crate::boot::BootError>> {
+        let dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        let chain = crate::boot::publish_vcek_chain(&self.state, dev.firmware(), true);
+        chain.transpose()
     }
 
     fn describe(&self) -> String {
