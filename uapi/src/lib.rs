@@ -15,6 +15,7 @@
 //! | [`ca`] | AMD's ARK/ASK certificate format |
 //! | [`launch`] | session buffer, LAUNCH_SECRET header, LAUNCH_MEASURE blob |
 //! | [`policy`] | the guest policy's named bits |
+//! | [`sev_guest`] | `linux/sev-guest.h`: the guest's `/dev/sev-guest` |
 //! | [`snp`] | SNP launch page types and PAGE_INFO |
 #![deny(missing_docs)]
 
@@ -27,6 +28,7 @@ pub mod launch;
 pub mod policy;
 pub mod psp_sev;
 pub mod psp_sev_cmds;
+pub mod sev_guest;
 pub mod snp;
 pub mod status;
 

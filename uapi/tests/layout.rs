@@ -10,6 +10,7 @@ use std::process::Command;
 use uapi::ioctl;
 use uapi::kvm::*;
 use uapi::psp_sev::*;
+use uapi::sev_guest::*;
 use uapi::status::Status;
 
 /// (C struct name, header, Rust size, [(C field, Rust offset)]).
@@ -29,6 +30,7 @@ macro_rules! layout {
 fn layouts() -> Vec<Layout> {
     const PSP: &str = "linux/psp-sev.h";
     const KVM: &str = "linux/kvm.h";
+    const GUEST: &str = "linux/sev-guest.h";
     vec![
         layout!("linux/psp-sev.h", "sev_issue_cmd", SevIssueCmd { "cmd" => cmd, "data" => data, "error" => error }),
         layout!("linux/psp-sev.h", "sev_user_data_status", SevUserDataStatus {
@@ -50,6 +52,15 @@ fn layouts() -> Vec<Layout> {
         layout!("linux/psp-sev.h", "sev_user_data_snp_vlek_load", SevUserDataSnpVlekLoad {
             "len" => len, "vlek_wrapped_version" => vlek_wrapped_version,
             "vlek_wrapped_address" => vlek_wrapped_address }),
+        layout!("linux/sev-guest.h", "snp_guest_request_ioctl", SnpGuestRequestIoctl {
+            "msg_version" => msg_version, "req_data" => req_data, "resp_data" => resp_data,
+            "exitinfo2" => exitinfo2 }),
+        layout!("linux/sev-guest.h", "snp_report_req", SnpReportReq { "user_data" => user_data, "vmpl" => vmpl, "rsvd" => rsvd }),
+        layout!("linux/sev-guest.h", "snp_derived_key_req", SnpDerivedKeyReq {
+            "root_key_select" => root_key_select, "guest_field_select" => guest_field_select,
+            "vmpl" => vmpl, "guest_svn" => guest_svn, "tcb_version" => tcb_version }),
+        layout!("linux/sev-guest.h", "snp_ext_report_req", SnpExtReportReq {
+            "data" => data, "certs_address" => certs_address, "certs_len" => certs_len }),
         layout!("linux/kvm.h", "kvm_sev_cmd", KvmSevCmd { "id" => id, "data" => data, "error" => error, "sev_fd" => sev_fd }),
         layout!("linux/kvm.h", "kvm_sev_init", KvmSevInit {
             "vmsa_features" => vmsa_features, "flags" => flags, "ghcb_version" => ghcb_version }),
@@ -88,7 +99,14 @@ fn layouts() -> Vec<Layout> {
             "apic_base" => apic_base, "interrupt_bitmap" => interrupt_bitmap }),
     ]
     .into_iter()
-    .map(|(c, h, s, f)| (c, if h == PSP { PSP } else { KVM }, s, f))
+    .map(|(c, h, s, f)| {
+        let h = match h {
+            PSP => PSP,
+            GUEST => GUEST,
+            _ => KVM,
+        };
+        (c, h, s, f)
+    })
     .collect()
 }
 
@@ -125,6 +143,9 @@ fn constants() -> Vec<(String, u64)> {
         ("KVM_X86_SEV_VM".to_string(), KVM_X86_SEV_VM as u64),
         ("KVM_X86_SEV_ES_VM".to_string(), KVM_X86_SEV_ES_VM as u64),
         ("KVM_X86_SNP_VM".to_string(), KVM_X86_SNP_VM as u64),
+        ("SNP_GET_REPORT".to_string(), SNP_GET_REPORT as u64),
+        ("SNP_GET_DERIVED_KEY".to_string(), SNP_GET_DERIVED_KEY as u64),
+        ("SNP_GET_EXT_REPORT".to_string(), SNP_GET_EXT_REPORT as u64),
         (
             "KVM_SEV_SNP_ID_BLOCK_SIZE".to_string(),
             KVM_SEV_SNP_ID_BLOCK_SIZE as u64,
@@ -223,12 +244,14 @@ fn has_word(text: &str, word: &str) -> bool {
 /// Compiles every size, offset and constant the headers in `dirs` have, runs it, and
 /// compares; returns what was checked and what the headers lack.
 fn check_against(dirs: &[PathBuf]) -> (BTreeMap<String, u64>, Vec<String>) {
-    let headers = header_text(dirs, "linux/psp-sev.h") + &header_text(dirs, "linux/kvm.h");
+    let headers = header_text(dirs, "linux/psp-sev.h")
+        + &header_text(dirs, "linux/kvm.h")
+        + &header_text(dirs, "linux/sev-guest.h");
     if headers.is_empty() {
         panic!("no kernel headers in {dirs:?}: run scripts/setup.sh");
     }
     let mut c = String::from(
-        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/psp-sev.h>\n#include <linux/kvm.h>\nint main(void) {\n",
+        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/psp-sev.h>\n#include <linux/kvm.h>\n#include <linux/sev-guest.h>\nint main(void) {\n",
     );
     let mut expected = BTreeMap::new();
     let mut skipped = vec![];
