@@ -144,7 +144,10 @@ fn constants() -> Vec<(String, u64)> {
         ("KVM_X86_SEV_ES_VM".to_string(), KVM_X86_SEV_ES_VM as u64),
         ("KVM_X86_SNP_VM".to_string(), KVM_X86_SNP_VM as u64),
         ("SNP_GET_REPORT".to_string(), SNP_GET_REPORT as u64),
-        ("SNP_GET_DERIVED_KEY".to_string(), SNP_GET_DERIVED_KEY as u64),
+        (
+            "SNP_GET_DERIVED_KEY".to_string(),
+            SNP_GET_DERIVED_KEY as u64,
+        ),
         ("SNP_GET_EXT_REPORT".to_string(), SNP_GET_EXT_REPORT as u64),
         (
             "KVM_SEV_SNP_ID_BLOCK_SIZE".to_string(),

@@ -3,6 +3,7 @@
 //! negotiation, errno and `error`).
 
 pub mod sev_dev;
+pub mod sev_guest;
 mod stage_pipe;
 pub mod staged;
 

@@ -183,9 +183,20 @@ impl GuestChannel {
         Ok((report::u32_at(&rsp, 0), key))
     }
 
-    /// MSG_REPORT_REQ with `report_data` at `vmpl`.
+    /// MSG_REPORT_REQ with `report_data` at `vmpl` (message version 1).
     pub fn report(
         &mut self,
+        report_data: &[u8; 64],
+        vmpl: u32,
+        send: impl FnOnce(&[u8]) -> Result<Vec<u8>, GuestRequestError>,
+    ) -> Result<ReportResponse, GuestRequestError> {
+        self.report_at(1, report_data, vmpl, send)
+    }
+
+    /// MSG_REPORT_REQ at message version `version`, as a caller of Linux's driver asks.
+    pub fn report_at(
+        &mut self,
+        version: u8,
         report_data: &[u8; 64],
         vmpl: u32,
         send: impl FnOnce(&[u8]) -> Result<Vec<u8>, GuestRequestError>,
@@ -193,7 +204,7 @@ impl GuestChannel {
         let mut req = [0u8; report_req::LEN];
         req[report_req::REPORT_DATA].copy_from_slice(report_data);
         req[report_req::VMPL_AT..report_req::VMPL_AT + 4].copy_from_slice(&vmpl.to_le_bytes());
-        let rsp = self.exchange(msg_type::REPORT_REQ, 1, &req, send)?;
+        let rsp = self.exchange(msg_type::REPORT_REQ, version, &req, send)?;
         if rsp.len() < report_rsp::LEN {
             return Err(GuestRequestError::BadAnswer("short report"));
         }
