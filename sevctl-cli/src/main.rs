@@ -143,6 +143,10 @@ enum Cmd {
         /// with the kernel's /dev/sev, on real hardware).
         #[arg(long, value_enum)]
         platform: Option<manifest::PlatformKind>,
+        /// With --keep, an SNP guest: serve the guest's /dev/sev-guest at PATH (needs root or
+        /// a setuid fusermount3).
+        #[arg(long, value_name = "PATH", requires = "keep")]
+        guest_device: Option<PathBuf>,
     },
     /// Manifests.
     Manifest {
@@ -272,6 +276,7 @@ fn run(cli: Cli) -> Result<()> {
             show_secrets,
             ca,
             platform,
+            guest_device,
         } => {
             let mut m = manifest::Manifest::load(&manifest)?;
             let kvm = match platform {
@@ -295,10 +300,29 @@ fn run(cli: Cli) -> Result<()> {
             if keep {
                 // Block the signals before saying so, so an early Ctrl-C is not lost.
                 let signals = interrupt_signals();
+                let mut kept = None;
+                let served = match &guest_device {
+                    Some(path) if m.mode == manifest::Mode::Snp => Some(
+                        launch::serve_guest_device(&m, &target, &platform, vm, path)?,
+                    ),
+                    Some(_) => {
+                        return Err(error::input(
+                            "--guest-device serves an SNP guest's /dev/sev-guest; this manifest is not mode snp",
+                        ))
+                    }
+                    None => {
+                        kept = Some(vm);
+                        None
+                    }
+                };
                 eprintln!("sevctl: guest kept; interrupt (Ctrl-C) to end it");
                 if let Some(set) = signals {
                     let _ = set.wait();
                 }
+                // The device goes first, then the guest.
+                drop(served);
+                drop(kept);
+                return Ok(());
             }
             drop(vm);
             Ok(())

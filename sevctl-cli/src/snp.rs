@@ -28,7 +28,7 @@ pub enum SnpCmd {
 
 /// A daemon's published chain: beside the node `--device` resolves to, else in its default
 /// state directory.
-fn published(target: &Target) -> Result<VcekChain> {
+pub fn published(target: &Target) -> Result<VcekChain> {
     let node = std::fs::canonicalize(&target.device).unwrap_or_else(|_| target.device.clone());
     let dirs = [
         node.parent().map(Path::to_path_buf),

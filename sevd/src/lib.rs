@@ -11,6 +11,7 @@ pub mod certs;
 pub mod crypto;
 pub mod daemon;
 pub mod driver;
+pub mod dropin;
 pub mod files;
 pub mod firmware;
 pub mod guest;

@@ -561,6 +561,35 @@ pub fn own_dev_sev() -> Result<MutexGuard<'static, ()>, String> {
     Ok(guard)
 }
 
+/// Exclusive use of `/dev/sev-guest`, for tools that open only that path: nothing there, or
+/// an empty placeholder, or a dead mount of ours. Anything else (a real guest device) is
+/// refused, never touched.
+pub fn own_dev_sev_guest() -> Result<MutexGuard<'static, ()>, String> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = Path::new("/dev/sev-guest");
+    if vfs::find_mounts("sevctl")
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p == path)
+    {
+        let _ = vfs::detach(path);
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && m.len() == 0 => {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(_) => {
+            return Err(format!(
+                "{} exists and is not ours (a real SNP guest?); this test needs that path",
+                path.display()
+            ))
+        }
+        Err(_) => {}
+    }
+    Ok(guard)
+}
+
 /// PDH_CERT_EXPORT with right-sized buffers: (PDH, PEK ‖ OCA ‖ CEK).
 pub fn pdh_export(file: &File) -> Result<(Vec<u8>, Vec<u8>), (i32, u32)> {
     use uapi::psp_sev::SevUserDataPdhCertExport;

@@ -9,6 +9,8 @@ mod owner;
 mod report;
 mod snp;
 
+pub use snp::serve_guest_device;
+
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 

@@ -311,14 +311,79 @@ fn run_steps(log: &mut Log, vm: &mut Vm, image: &[u8], steps: &[LaunchStep]) -> 
     Ok(())
 }
 
-/// The guest's first act: a report through its VMPCK0, with a fresh nonce as REPORT_DATA.
-fn attest(log: &mut Log, ovmf: &Ovmf, vm: &Vm) -> Result<(Vec<u8>, [u8; 64])> {
-    let secrets_gpa = ovmf
-        .sev_metadata()
+/// The secrets page's guest address in OVMF's metadata.
+fn secrets_gpa(ovmf: &Ovmf) -> Result<u64> {
+    ovmf.sev_metadata()
         .iter()
         .find(|s| s.kind == SectionKind::Secrets)
         .map(|s| s.gpa as u64)
-        .ok_or_else(|| input("the OVMF metadata has no secrets page"))?;
+        .ok_or_else(|| input("the OVMF metadata has no secrets page"))
+}
+
+/// Serves the kept guest's `/dev/sev-guest` at `path`: its VMPCK0 from the secrets page, its
+/// requests through the VMM's half on `vm`, and the platform's ARK, ASK and VCEK for
+/// extended reports. Returns what must live as long as the device is served.
+pub fn serve_guest_device(
+    m: &Manifest,
+    target: &crate::select::Target,
+    p: &Platform,
+    vm: Vm,
+    path: &std::path::Path,
+) -> Result<(sevd::dropin::DropIn, std::sync::Arc<std::sync::Mutex<Vm>>)> {
+    use sevd::driver::sev_guest::{cert_table, SevGuestDevice, Transport};
+    use uapi::sev_guest::cert_guid;
+    let ovmf_path = m
+        .ovmf
+        .as_ref()
+        .ok_or_else(|| input("images.ovmf is needed"))?;
+    let ovmf = Ovmf::parse(&util::read("ovmf", ovmf_path)?)?;
+    let secrets = vm.guest_read(secrets_gpa(&ovmf)?, 4096)?;
+    let chain = match p.vcek_chain() {
+        Some(c) => c.map_err(CliError::from),
+        None => crate::snp::published(target),
+    };
+    let certs = match chain {
+        Ok(c) => {
+            let der = |c: &sevd::certs::x509::Certificate| sevd::certs::x509::to_der(c);
+            let fail = |e: sevd::certs::x509::X509Error| CliError::Other(e.to_string());
+            let (ark, ask, vcek) = (
+                der(&c.ark).map_err(fail)?,
+                der(&c.ask).map_err(fail)?,
+                der(&c.vcek).map_err(fail)?,
+            );
+            cert_table(&[
+                (cert_guid::ARK, &ark),
+                (cert_guid::ASK, &ask),
+                (cert_guid::VCEK, &vcek),
+            ])
+        }
+        Err(e) => {
+            eprintln!("sevctl: extended reports carry no certificates: {e}");
+            vec![]
+        }
+    };
+    let vm = std::sync::Arc::new(std::sync::Mutex::new(vm));
+    let for_device = vm.clone();
+    let transport: Box<Transport> = Box::new(move |req: &[u8]| {
+        for_device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snp_guest_request(req)
+    });
+    let device = SevGuestDevice::new(&secrets, transport, certs)
+        .ok_or_else(|| CliError::Other("the guest's secrets page holds no VMPCK0".into()))?;
+    let served = sevd::dropin::serve(std::sync::Arc::new(device), path, "sevctl")
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    eprintln!(
+        "sevctl: the guest's /dev/sev-guest is served at {}",
+        path.display()
+    );
+    Ok((served, vm))
+}
+
+/// The guest's first act: a report through its VMPCK0, with a fresh nonce as REPORT_DATA.
+fn attest(log: &mut Log, ovmf: &Ovmf, vm: &Vm) -> Result<(Vec<u8>, [u8; 64])> {
+    let secrets_gpa = secrets_gpa(ovmf)?;
     let secrets = vm.guest_read(secrets_gpa, 4096)?;
     let mut channel = GuestChannel::from_secrets_page(&secrets, 0)
         .ok_or_else(|| CliError::Other("the secrets page holds no VMPCK0".into()))?;
@@ -327,6 +392,9 @@ fn attest(log: &mut Log, ovmf: &Ovmf, vm: &Vm) -> Result<(Vec<u8>, [u8; 64])> {
     let rsp = channel
         .report(&nonce, 0, |req| vm.snp_guest_request(req))
         .map_err(|e: GuestRequestError| CliError::Other(format!("attestation report: {e}")))?;
+    // As Linux does, the guest keeps the sequence number in its secrets page.
+    let (at, seqno) = channel.seqno_field();
+    vm.guest_write(secrets_gpa + at, &seqno)?;
     if rsp.status != 0 {
         return Err(CliError::Other(format!(
             "the firmware refused the report: {}",

@@ -78,8 +78,9 @@ pub struct KeyRequest {
 }
 
 impl GuestChannel {
-    /// The channel of VMPCK `vmpck` (0..=3) as the secrets page holds it, before any
-    /// message was exchanged under it.
+    /// The channel of VMPCK `vmpck` (0..=3) as the secrets page holds it: its key, and the
+    /// sequence number of the last message, which the guest keeps in the page's OS area
+    /// (Linux's `msg_seqno_N`, [`GuestChannel::seqno_field`]).
     pub fn from_secrets_page(page: &[u8], vmpck: u8) -> Option<Self> {
         let range = secrets_page::VMPCK.get(vmpck as usize)?.clone();
         let mut key = Zeroizing::new([0u8; 32]);
@@ -87,11 +88,16 @@ impl GuestChannel {
         if key.iter().all(|b| *b == 0) {
             return None;
         }
-        Some(GuestChannel {
-            key,
-            vmpck,
-            seqno: 0,
-        })
+        let at = secrets_page::OS_AREA.start + 4 * vmpck as usize;
+        let seqno = u32::from_le_bytes(page.get(at..at + 4)?.try_into().ok()?) as u64;
+        Some(GuestChannel { key, vmpck, seqno })
+    }
+
+    /// Where in the secrets page the sequence number goes, and its value now: what a guest
+    /// writes back so the next user of the key continues in step.
+    pub fn seqno_field(&self) -> (u64, [u8; 4]) {
+        let at = secrets_page::OS_AREA.start + 4 * self.vmpck as usize;
+        (at as u64, (self.seqno as u32).to_le_bytes())
     }
 
     /// One exchange: `payload` as a message of `msg_type` at `version`, sent by `send`

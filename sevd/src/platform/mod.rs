@@ -646,4 +646,20 @@ impl Vm {
         )?;
         Ok(out)
     }
+
+    /// SEVD_VM_GUEST_ACCESS: guest memory as the guest writes it.
+    pub fn guest_write(&self, gpa: u64, data: &[u8]) -> Result<(), PlatformError> {
+        let mut arg = SevdGuestAccess {
+            gpa,
+            uaddr: data.as_ptr() as u64,
+            len: data.len() as u32,
+            write: 1,
+        };
+        let r = self.t.ioctl(SEVD_VM_GUEST_ACCESS, arg.as_bytes_mut());
+        explained(
+            &*self.t,
+            "SEVD_VM_GUEST_ACCESS",
+            check("SEVD_VM_GUEST_ACCESS", r, 0),
+        )
+    }
 }
