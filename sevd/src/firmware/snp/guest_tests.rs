@@ -634,3 +634,32 @@ fn derived_keys_are_bound_to_what_the_guest_selects() {
         assert_eq!(*k, [0; 32]);
     }
 }
+
+#[test]
+fn mask_chip_id_and_mask_chip_key_take_effect() {
+    use uapi::snp::report;
+    let (mut fw, gctx, secrets) = running_with_secrets();
+    let mut config = [0u8; 64];
+    config[8] = 0b11; // MASK_CHIP_ID, MASK_CHIP_KEY
+    fw.snp_config(&config).unwrap();
+    let mut channel = crate::guest::GuestChannel::from_secrets_page(&secrets, 0).unwrap();
+    let rsp = channel
+        .report(&[0; 64], 0, |req| {
+            Ok(fw.snp_guest_request(gctx, req).unwrap())
+        })
+        .unwrap();
+    let r = &rsp.report;
+    assert_eq!(rsp.status, 0);
+    assert!(r[report::CHIP_ID].iter().all(|b| *b == 0), "CHIP_ID masked");
+    assert!(r[report::SIGNATURE].iter().all(|b| *b == 0), "not signed");
+    let key_info = report::u32_at(r, report::KEY_INFO_AT);
+    assert_eq!((key_info >> 1) & 1, 1, "MASK_CHIP_KEY");
+    assert_eq!((key_info >> 2) & 7, report::SIGNING_KEY_NONE);
+    // No VCEK-rooted derived keys while the chip key is masked.
+    let (status, _) = channel
+        .derived_key(&crate::guest::KeyRequest::default(), |req| {
+            Ok(fw.snp_guest_request(gctx, req).unwrap())
+        })
+        .unwrap();
+    assert_eq!(status, Status::InvalidKey as u32);
+}
