@@ -29,6 +29,14 @@ if [[ ! -x $sevctl_root/bin/sevctl ]]; then
 fi
 export SEVCTL_BIN=$PWD/$sevctl_root/bin/sevctl
 
+# virtee's snpguest, unmodified, the SNP attestation verifier (built once into target/).
+snpguest_root=target/snpguest-0.11.0
+if [[ ! -x $snpguest_root/bin/snpguest ]]; then
+  echo "test: installing snpguest 0.11.0 from crates.io (once)"
+  cargo install --quiet --locked --version 0.11.0 snpguest --root "$snpguest_root"
+fi
+export SNPGUEST_BIN=$PWD/$snpguest_root/bin/snpguest
+
 # sev-snp-measure from PyPI, the current-QEMU launch validator, in a virtualenv under target/
 # (libvirt's virt-qemu-sev-validate, the legacy one, comes from setup.sh's packages).
 snp_measure_venv=target/validators/sev-snp-measure-0.0.13

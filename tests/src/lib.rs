@@ -103,6 +103,17 @@ pub fn sevctl_bin() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// `SNPGUEST_BIN` (virtee's snpguest, installed by scripts/test.sh), checked.
+pub fn snpguest_bin() -> Result<PathBuf, String> {
+    let bin = std::env::var_os("SNPGUEST_BIN")
+        .map(PathBuf::from)
+        .ok_or("SNPGUEST_BIN is not set (scripts/test.sh installs snpguest 0.11.0)")?;
+    if !bin.exists() {
+        return Err(format!("SNPGUEST_BIN={} does not exist", bin.display()));
+    }
+    Ok(bin)
+}
+
 /// Compiles tests/c/sevclient.c (a client of the system's <linux/psp-sev.h>) into `dir`.
 pub fn build_c_client(dir: &Path) -> PathBuf {
     let bin = dir.join("sevclient");
@@ -851,4 +862,47 @@ pub fn seed() -> u64 {
         | 1;
     eprintln!("VALIDATORS_SEED={seed}");
     seed
+}
+
+/// A guest kept by `sevctl launch --keep --guest-device /dev/sev-guest` on `sevd`: its
+/// `/dev/sev-guest` answers once this returns; SIGTERM and waited for on drop.
+pub struct KeptGuest(std::process::Child);
+
+impl KeptGuest {
+    /// Launches `manifest` on `sevd` (started with `--snp`) and waits for the guest device.
+    pub fn serve(sevd: &Sevd, manifest: &Path) -> KeptGuest {
+        let sevctl = sevd_bin().with_file_name("sevctl");
+        let child = Command::new(&sevctl)
+            .arg("--device")
+            .arg(sevd.node())
+            .arg("launch")
+            .arg(manifest)
+            .args(["--keep", "--guest-device", "/dev/sev-guest"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run sevctl");
+        let kept = KeptGuest(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The placeholder appears before the mount; only the mount answers ioctls.
+        while !vfs::find_mounts("sevctl")
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p == Path::new("/dev/sev-guest"))
+        {
+            assert!(Instant::now() < deadline, "/dev/sev-guest was never served");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        kept
+    }
+}
+
+impl Drop for KeptGuest {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
 }

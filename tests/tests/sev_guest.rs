@@ -2,26 +2,12 @@
 //! by virtee's `sev` crate unmodified (it opens that path and no other): reports, extended
 //! reports whose certificates verify the report, and derived keys.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use sev::certs::snp::{Chain, Verifiable};
 use sev::firmware::guest::{AttestationReport, DerivedKey, Firmware, GuestFieldSelect};
 use sev::parser::ByteParser;
 use tests::{require_mount, Sevd};
-
-/// A kept guest serving `/dev/sev-guest`; killed (SIGTERM) and waited for on drop.
-struct Kept(Child);
-
-impl Drop for Kept {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn the_sev_crate_gets_reports_certificates_and_keys_from_the_guest_device() {
@@ -34,32 +20,9 @@ fn the_sev_crate_gets_reports_certificates_and_keys_from_the_guest_device() {
         args: vec!["--snp".into()],
         ..Default::default()
     });
-    let sevctl = tests::sevd_bin().with_file_name("sevctl");
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/snp.yaml");
-    let child = Command::new(&sevctl)
-        .args([
-            "--device",
-            sevd.node().to_str().unwrap(),
-            "launch",
-            manifest,
-        ])
-        .args(["--keep", "--guest-device", "/dev/sev-guest"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _kept = Kept(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut fw = loop {
-        // The placeholder appears before the mount; only the mount answers.
-        if let Ok(mut fw) = Firmware::open() {
-            if fw.get_report(Some(1), Some([0; 64]), Some(0)).is_ok() {
-                break fw;
-            }
-        }
-        assert!(Instant::now() < deadline, "/dev/sev-guest never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let manifest = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/snp.yaml"));
+    let _kept = tests::KeptGuest::serve(&sevd, manifest);
+    let mut fw = Firmware::open().expect("open /dev/sev-guest");
 
     let data = [0x42u8; 64];
     let bytes = fw
