@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -177,15 +177,10 @@ fn prepare_placeholder(path: &Path, stale: bool) -> Result<bool, StartError> {
             why: "exists and is not a regular file".into(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| StartError::Path {
-                    path: path.into(),
-                    why: format!("cannot create the placeholder: {e}"),
-                })?;
+            crate::dropin::create_placeholder(path).map_err(|e| StartError::Path {
+                path: path.into(),
+                why: format!("cannot create the placeholder: {e}"),
+            })?;
             Ok(true)
         }
         Err(e) => Err(StartError::Path {

@@ -34,6 +34,16 @@ pub enum DropInError {
     },
 }
 
+/// Makes the empty, root-only regular file a node is mounted on; refuses to replace anything.
+pub fn create_placeholder(path: &Path) -> io::Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
 /// A node served at a path.
 #[derive(Debug)]
 pub struct DropIn {
@@ -50,15 +60,10 @@ pub fn serve(dev: Arc<dyn CharDevice>, path: &Path, fsname: &str) -> Result<Drop
         }
         Ok(_) => false,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|source| DropInError::Io {
-                    path: path.into(),
-                    source,
-                })?;
+            create_placeholder(path).map_err(|source| DropInError::Io {
+                path: path.into(),
+                source,
+            })?;
             true
         }
         Err(source) => {

@@ -532,14 +532,12 @@ impl Drop for Sevd {
     }
 }
 
-/// Exclusive use of `/dev/sev` for tools that insist on that path. Takes over only what is
-/// ours to take: nothing there, an empty placeholder file, or a mount of a sevd that is gone
-/// (its connection dead). A live daemon's node or a real device is refused, never touched.
-pub fn own_dev_sev() -> Result<MutexGuard<'static, ()>, String> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    for path in [Path::new("/dev/sev"), Path::new("/dev/sev-vm")] {
-        let mounted = vfs::find_mounts("sevd")
+/// Takes over `paths` for a test: nothing there, an empty placeholder file, or a mount of
+/// ours (file-system name `fsname`) whose server is gone (its connection dead). A live
+/// server's node or a real device is refused, never touched.
+fn take_over(paths: &[&Path], fsname: &str) -> Result<(), String> {
+    for path in paths {
+        let mounted = vfs::find_mounts(fsname)
             .unwrap_or_default()
             .iter()
             .any(|p| p == path);
@@ -550,7 +548,7 @@ pub fn own_dev_sev() -> Result<MutexGuard<'static, ()>, String> {
                 }
                 _ => {
                     return Err(format!(
-                        "{} is served by a running sevd; this test needs that path",
+                        "{} is served by a running {fsname}; this test needs that path",
                         path.display()
                     ))
                 }
@@ -569,35 +567,22 @@ pub fn own_dev_sev() -> Result<MutexGuard<'static, ()>, String> {
             Err(_) => {}
         }
     }
+    Ok(())
+}
+
+/// Exclusive use of `/dev/sev` (and `/dev/sev-vm`) for tools that insist on that path.
+pub fn own_dev_sev() -> Result<MutexGuard<'static, ()>, String> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    take_over(&[Path::new("/dev/sev"), Path::new("/dev/sev-vm")], "sevd")?;
     Ok(guard)
 }
 
-/// Exclusive use of `/dev/sev-guest`, for tools that open only that path: nothing there, or
-/// an empty placeholder, or a dead mount of ours. Anything else (a real guest device) is
-/// refused, never touched.
+/// Exclusive use of `/dev/sev-guest`, for tools that open only that path.
 pub fn own_dev_sev_guest() -> Result<MutexGuard<'static, ()>, String> {
     static LOCK: Mutex<()> = Mutex::new(());
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let path = Path::new("/dev/sev-guest");
-    if vfs::find_mounts("sevctl")
-        .unwrap_or_default()
-        .iter()
-        .any(|p| p == path)
-    {
-        let _ = vfs::detach(path);
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && m.len() == 0 => {
-            let _ = std::fs::remove_file(path);
-        }
-        Ok(_) => {
-            return Err(format!(
-                "{} exists and is not ours (a real SNP guest?); this test needs that path",
-                path.display()
-            ))
-        }
-        Err(_) => {}
-    }
+    take_over(&[Path::new("/dev/sev-guest")], "sevctl")?;
     Ok(guard)
 }
 
