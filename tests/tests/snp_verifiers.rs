@@ -132,3 +132,118 @@ fn the_sev_crate_accepts_our_reports_and_rejects_forgeries() {
         "a report made at the new TCB"
     );
 }
+
+/// `snpguest`, run as given.
+fn snpguest(args: &[&str], dir: &Path) -> Output {
+    let bin = tests::snpguest_bin().expect("checked by the test");
+    let o = Command::new(bin)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ snpguest {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[test]
+fn snpguest_accepts_our_reports_and_rejects_forgeries() {
+    require_mount!();
+    if let Err(why) = tests::snpguest_bin() {
+        tests::missing!(why);
+    }
+    let _guard = match tests::own_dev_sev_guest() {
+        Ok(g) => g,
+        Err(why) => tests::missing!(why),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sevd = Sevd::start_with(tests::Options {
+        args: vec!["--snp".into()],
+        ..Default::default()
+    });
+    let manifest = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/snp.yaml"));
+    let kept = tests::KeptGuest::serve(&sevd, manifest);
+
+    // In the guest: a report over random data, and the host's certificates.
+    let ok = |o: Output| assert!(o.status.success());
+    ok(snpguest(
+        &["report", "report.bin", "request.bin", "--random"],
+        d,
+    ));
+    ok(snpguest(&["certificates", "der", "certs"], d));
+    for name in ["ark.der", "ask.der", "vcek.der"] {
+        assert!(d.join("certs").join(name).is_file(), "{name}");
+    }
+    // Offline, as a verifier: the chain, then the report against the VCEK.
+    ok(snpguest(&["verify", "certs", "certs"], d));
+    // snpguest reads these as hex with a 0x prefix.
+    let host_data = "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let request = format!(
+        "0x{}",
+        hex::encode(std::fs::read(d.join("request.bin")).unwrap())
+    );
+    ok(snpguest(
+        &[
+            "verify",
+            "attestation",
+            "certs",
+            "report.bin",
+            "-d",
+            host_data,
+            "-r",
+            &request,
+        ],
+        d,
+    ));
+    drop(kept);
+
+    let refused = |args: &[&str]| assert!(!snpguest(args, d).status.success(), "{args:?}");
+    // A flipped report byte.
+    let mut flipped = std::fs::read(d.join("report.bin")).unwrap();
+    flipped[0x90] ^= 1;
+    std::fs::write(d.join("flipped.bin"), &flipped).unwrap();
+    refused(&["verify", "attestation", "certs", "flipped.bin"]);
+    // Another chip's VCEK: a second platform, made separately.
+    let b = vec![
+        "--emulated".to_string(),
+        "--state-dir".to_string(),
+        d.join("b").display().to_string(),
+    ];
+    certificates(&b, &d.join("b-certs"));
+    refused(&["verify", "attestation", "b-certs", "report.bin"]);
+    // A chain from another ARK: the other platform's ARK and ASK above our VCEK.
+    std::fs::create_dir(d.join("mixed")).unwrap();
+    for (name, from) in [
+        ("ark.der", "b-certs"),
+        ("ask.der", "b-certs"),
+        ("vcek.der", "certs"),
+    ] {
+        std::fs::copy(d.join(from).join(name), d.join("mixed").join(name)).unwrap();
+    }
+    refused(&["verify", "certs", "mixed"]);
+    // A VCEK whose TCB is not the report's: the platform now reports a lower TCB and, after
+    // a restart, publishes that VCEK.
+    let lower = uapi::snp::TcbVersion {
+        microcode: 100,
+        ..sevd::firmware::chip::DEFAULT_TCB
+    };
+    let mut config = uapi::psp_sev::SevUserDataSnpConfig {
+        reported_tcb: lower.to_u64(),
+        mask_bits: 0,
+        rsvd1: [0; 52],
+    };
+    let (r, _) = tests::sev_issue(&sevd.open(), 11, &mut config as *mut _ as u64, 0);
+    assert_eq!(r, Ok(()));
+    let mut sevd = sevd;
+    sevd.terminate();
+    sevd.restart(&["--snp".into()]);
+    let a = vec!["--device".to_string(), sevd.node().display().to_string()];
+    certificates(&a, &d.join("lower"));
+    refused(&["verify", "attestation", "lower", "report.bin"]);
+    refused(&["verify", "attestation", "--tcb", "lower", "report.bin"]);
+}
