@@ -199,6 +199,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Snp {
             cmd: snp::SnpCmd::Certificates { dir },
         } => snp::certificates(&target, &target.open()?, &dir, cli.json),
+        Cmd::Snp {
+            cmd: snp::SnpCmd::Verify(args),
+        } => snp::verify(&args, cli.json),
         Cmd::Export {
             full,
             ca,

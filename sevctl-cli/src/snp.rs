@@ -24,6 +24,140 @@ pub enum SnpCmd {
         /// The directory (made if missing).
         dir: std::path::PathBuf,
     },
+    /// Verify an attestation report as its owner: the chain to DIR's ARK, the VCEK's
+    /// signature, the TCB, and the fields given.
+    Verify(VerifyArgs),
+}
+
+/// `snp verify`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// The report (1184 bytes, as snpguest and `launch --json` give it).
+    pub report: std::path::PathBuf,
+    /// A directory with ark, ask and vcek (.der or .pem), as `snp certificates` writes them.
+    #[arg(long)]
+    pub certs: std::path::PathBuf,
+    /// The expected MEASUREMENT (96 hex digits).
+    #[arg(long)]
+    pub measurement: Option<String>,
+    /// The expected POLICY (hex or decimal).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// The expected HOST_DATA (64 hex digits).
+    #[arg(long)]
+    pub host_data: Option<String>,
+    /// The expected REPORT_DATA (128 hex digits).
+    #[arg(long)]
+    pub report_data: Option<String>,
+}
+
+/// A certificate of `dir`: `name.der`, else `name.pem`.
+fn load_cert(dir: &Path, name: &str) -> Result<x509::Certificate> {
+    let der = dir.join(format!("{name}.der"));
+    let pem = dir.join(format!("{name}.pem"));
+    let bytes = if der.is_file() {
+        util::read(name, &der)?
+    } else {
+        let text = util::read(name, &pem)?;
+        let text =
+            String::from_utf8(text).map_err(|_| input(format!("{}: not PEM", pem.display())))?;
+        let (_, der) = der::pem::decode_vec(text.as_bytes())
+            .map_err(|e| input(format!("{}: {e}", pem.display())))?;
+        der
+    };
+    x509::from_der(&bytes).map_err(|e| input(format!("{name}: {e}")))
+}
+
+/// `snp verify`: each check said, the first failure exit code 3.
+pub fn verify(args: &VerifyArgs, json: bool) -> Result<()> {
+    use uapi::snp::report as r;
+    let report = util::read("report", &args.report)?;
+    if report.len() < r::LEN {
+        return Err(input(format!(
+            "{}: {} bytes, not a report ({} bytes)",
+            args.report.display(),
+            report.len(),
+            r::LEN
+        )));
+    }
+    let chain = VcekChain {
+        ark: load_cert(&args.certs, "ark")?,
+        ask: load_cert(&args.certs, "ask")?,
+        vcek: load_cert(&args.certs, "vcek")?,
+    };
+    let mut checks = vec![];
+    let refuse = |what: String| CliError::Attestation(what);
+    chain.verify().map_err(|e| refuse(e.to_string()))?;
+    checks.push("chain: ARK self-signed, ARK -> ASK -> VCEK".to_string());
+    let spki = der::Encode::to_der(&chain.vcek.tbs_certificate.subject_public_key_info)
+        .ok()
+        .and_then(|d| sevd::crypto::ecc::EcPublic::from_spki_der(&d))
+        .ok_or_else(|| refuse("the VCEK holds no P-384 key".into()))?;
+    let sig: &[u8; 512] = report[r::SIGNATURE.start..r::LEN]
+        .try_into()
+        .map_err(|_| input("short report"))?;
+    if !spki.verify(uapi::cert::algo::ECDSA_SHA384, &report[r::SIGNED], sig) {
+        return Err(refuse("the VCEK did not sign the report".into()));
+    }
+    checks.push("signature: the VCEK signed the report".into());
+    let reported = TcbVersion::from_u64(r::u64_at(&report, r::REPORTED_TCB_AT));
+    if reported.is_none() || chain.vcek_tcb() != reported {
+        return Err(refuse(format!(
+            "the report's TCB {} is not the VCEK's {}",
+            reported.map_or_else(|| "?".into(), |t| t.to_string()),
+            chain
+                .vcek_tcb()
+                .map_or_else(|| "?".into(), |t| t.to_string())
+        )));
+    }
+    checks.push(format!(
+        "TCB: {} in the report and the VCEK",
+        reported.map(|t| t.to_string()).unwrap_or_default()
+    ));
+    let field = |name: &str,
+                 given: &Option<String>,
+                 range: std::ops::Range<usize>|
+     -> Result<Option<String>> {
+        let Some(given) = given else { return Ok(None) };
+        let want = hex::decode(given.trim().trim_start_matches("0x"))
+            .map_err(|_| input(format!("--{name}: not hex")))?;
+        if want.len() != range.len() {
+            return Err(input(format!(
+                "--{name}: {} hex digits expected",
+                2 * range.len()
+            )));
+        }
+        if report[range.clone()] != want[..] {
+            return Err(refuse(format!(
+                "{name}: the report has {}, not {}",
+                hex::encode(&report[range]),
+                hex::encode(&want)
+            )));
+        }
+        Ok(Some(format!("{name}: as expected")))
+    };
+    checks.extend(field("measurement", &args.measurement, r::MEASUREMENT)?);
+    checks.extend(field("host-data", &args.host_data, r::HOST_DATA)?);
+    checks.extend(field("report-data", &args.report_data, r::REPORT_DATA)?);
+    if let Some(p) = &args.policy {
+        let want = util::hex_or_int64("--policy", p)?;
+        let have = r::u64_at(&report, r::POLICY_AT);
+        if want != have {
+            return Err(refuse(format!(
+                "policy: the report has {have:#x}, not {want:#x}"
+            )));
+        }
+        checks.push("policy: as expected".into());
+    }
+    if json {
+        println!("{}", json!({ "verified": true, "checks": checks }));
+    } else {
+        for c in &checks {
+            println!("ok  {c}");
+        }
+        println!("the report verifies");
+    }
+    Ok(())
 }
 
 /// A daemon's published chain: beside the node `--device` resolves to, else in its default

@@ -42,6 +42,20 @@ pub fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| input(format!("{what}: {}: {e}", path.display())))
 }
 
+/// A 64-bit number written as hex (with 0x) or decimal.
+pub fn hex_or_int64(what: &str, val: &str) -> Result<u64> {
+    let v = val.trim();
+    let r = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => v.parse(),
+    };
+    r.map_err(|_| {
+        input(format!(
+            "{what}: expected a number (decimal or 0x hex), got {val:?}"
+        ))
+    })
+}
+
 /// Reads a file holding key material (a key, a TEK or TIK, a secret): the buffer is wiped
 /// when dropped.
 pub fn read_secret(what: &str, path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {

@@ -261,3 +261,67 @@ fn the_embedded_platform_makes_its_certificates() {
     // Published in the state directory too.
     assert!(st.path().join("vcek.der").is_file());
 }
+
+#[test]
+fn snp_verify_checks_a_report_as_its_owner() {
+    let st = state();
+    let fixture = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chip-fixture"));
+    let ks = sevd::state::StateDir::open_waiting(fixture, std::time::Duration::from_secs(120))
+        .unwrap()
+        .key_server(true)
+        .unwrap()
+        .unwrap();
+    std::fs::write(st.path().join("kds.bin"), ks.encode().unwrap()).unwrap();
+    let report = launch_json(st.path(), &examples().join("snp.yaml"));
+    let bytes = hex::decode(report["report"].as_str().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let certs = dir.path().join("certs");
+    let o = sevctl(st.path(), &["snp", "certificates", certs.to_str().unwrap()]);
+    assert!(o.status.success());
+    let measurement = report["measurement"].as_str().unwrap().to_string();
+    let host_data = report["host_data"].as_str().unwrap().to_string();
+    let verify = |report: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "snp",
+            "verify",
+            report.to_str().unwrap(),
+            "--certs",
+            certs.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        sevctl(st.path(), &args)
+    };
+    let o = verify(
+        &file,
+        &[
+            "--measurement",
+            &measurement,
+            "--host-data",
+            &host_data,
+            "--policy",
+            "0x30000",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("ok  signature") && out.contains("ok  measurement"),
+        "{out}"
+    );
+    // Refusals are exit 3, with what differs.
+    let o = verify(&file, &["--policy", "0x70000"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("policy"));
+    let mut flipped = bytes.clone();
+    flipped[0x90] ^= 1;
+    let bad = dir.path().join("flipped.bin");
+    std::fs::write(&bad, &flipped).unwrap();
+    let o = verify(&bad, &[]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("did not sign"));
+    // Not a report: bad input.
+    std::fs::write(&bad, b"short").unwrap();
+    assert_eq!(verify(&bad, &[]).status.code(), Some(2));
+}

@@ -201,6 +201,14 @@ fn snpguest_accepts_our_reports_and_rejects_forgeries() {
         d,
     ));
     drop(kept);
+    // Our own verifier takes snpguest's files too.
+    run(Command::new(sevctl()).current_dir(d).args([
+        "snp",
+        "verify",
+        "report.bin",
+        "--certs",
+        "certs",
+    ]));
 
     let refused = |args: &[&str]| assert!(!snpguest(args, d).status.success(), "{args:?}");
     // A flipped report byte.
@@ -208,6 +216,12 @@ fn snpguest_accepts_our_reports_and_rejects_forgeries() {
     flipped[0x90] ^= 1;
     std::fs::write(d.join("flipped.bin"), &flipped).unwrap();
     refused(&["verify", "attestation", "certs", "flipped.bin"]);
+    let ours = Command::new(sevctl())
+        .current_dir(d)
+        .args(["snp", "verify", "flipped.bin", "--certs", "certs"])
+        .output()
+        .unwrap();
+    assert_eq!(ours.status.code(), Some(3));
     // Another chip's VCEK: a second platform, made separately.
     let b = vec![
         "--emulated".to_string(),

@@ -237,6 +237,12 @@ impl EcPublic {
         Ok(key)
     }
 
+    /// A P-384 key from X.509's SubjectPublicKeyInfo (DER); `None` for anything else.
+    pub fn from_spki_der(der: &[u8]) -> Option<Self> {
+        use p384::pkcs8::DecodePublicKey;
+        PublicKey::from_public_key_der(der).ok().map(EcPublic)
+    }
+
     /// The key as X.509's SubjectPublicKeyInfo (DER).
     pub fn to_spki_der(&self) -> Result<Vec<u8>, CryptoError> {
         use p384::pkcs8::EncodePublicKey;
