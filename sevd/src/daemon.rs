@@ -17,6 +17,7 @@ use crate::driver::sev_dev::SevBackend;
 use crate::firmware::FirmwareConfig;
 use crate::node::{ProcFdCheck, SevNode, VmNode};
 use crate::state::{StateDir, StateError};
+use crate::vcek_publisher::VcekPublisher;
 
 /// The source name of every mount this daemon makes, which finds stale ones.
 pub const FSNAME: &str = "sevd";
@@ -136,7 +137,7 @@ impl StartError {
 pub struct Daemon {
     backend: Arc<dyn SevBackend>,
     gate: Arc<Gate>,
-    _state: Option<StateDir>,
+    _state: Option<Arc<StateDir>>,
     mounts: Vec<MountHandle>,
     placeholders: Vec<PathBuf>,
 }
@@ -256,6 +257,9 @@ impl Daemon {
         };
         let gate = Arc::new(Gate::new(policy, audit));
         let fd_check = Arc::new(ProcFdCheck::default());
+        // With SNP, the key server's ARK, ASK and the VCEK at the reported TCB (DER), served
+        // beside the nodes and replaced when SNP_COMMIT or SNP_SET_CONFIG moves the TCB.
+        let mut vcek_files = vec![];
         let (backend, vm_node, state): (Arc<dyn SevBackend>, Option<Arc<dyn CharDevice>>, _) =
             match &config.backend {
                 Backend::Software => {
@@ -265,8 +269,14 @@ impl Daemon {
                         config.nonce_seed,
                         config.init_mode,
                     )?;
+                    let state = Arc::new(state);
                     if config.firmware.snp {
                         crate::boot::publish_vcek_chain(&state, dev.firmware(), true)?;
+                        for name in crate::kds::NAMES {
+                            let path = state.path().join(format!("{name}.der"));
+                            let bytes = fs::read(&path).unwrap_or_default();
+                            vcek_files.push((name, vfs::SharedFile::new(bytes)));
+                        }
                     }
                     let dev = Arc::new(Mutex::new(dev));
                     let kvm = Arc::new(KvmSev::new(
@@ -276,7 +286,12 @@ impl Daemon {
                         Staging::Always,
                     ));
                     let vm: Arc<dyn CharDevice> = Arc::new(VmNode::new(kvm, gate.clone()));
-                    (dev, Some(vm), Some(state))
+                    let backend: Arc<dyn SevBackend> = if vcek_files.is_empty() {
+                        dev
+                    } else {
+                        Arc::new(VcekPublisher::new(dev, state.clone(), vcek_files.clone()))
+                    };
+                    (backend, Some(vm), Some(state))
                 }
                 Backend::Hardware(path) => {
                     check_hw_device(path, config)?;
@@ -333,14 +348,8 @@ impl Daemon {
                 Ok(bytes) => fs_dir = fs_dir.with_file(crate::paths::CA_FILE, bytes),
                 Err(e) => log::warn!("{}: {e}; not published beside the nodes", ca.display()),
             }
-            // With SNP, the key server's ARK, ASK and the VCEK at the reported TCB (DER).
-            if config.firmware.snp {
-                for name in crate::kds::NAMES {
-                    let file = format!("{name}.der");
-                    if let Ok(bytes) = fs::read(state.path().join(&file)) {
-                        fs_dir = fs_dir.with_file(&file, bytes);
-                    }
-                }
+            for (name, file) in &vcek_files {
+                fs_dir = fs_dir.with_shared_file(&format!("{name}.der"), file.clone());
             }
         }
         let mount = vfs::mount(fs_dir, &config.mountpoint, &options).map_err(|source| {

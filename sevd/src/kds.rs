@@ -126,6 +126,15 @@ impl VcekChain {
         x509::verify(&self.ask, &self.vcek, "VCEK")
     }
 
+    /// The certificates by the names they are published under ([`NAMES`]).
+    pub fn named(&self) -> [(&'static str, &Certificate); 3] {
+        [
+            (NAMES[0], &self.ark),
+            (NAMES[1], &self.ask),
+            (NAMES[2], &self.vcek),
+        ]
+    }
+
     /// The TCB the VCEK was made for, from its SPL extensions.
     pub fn vcek_tcb(&self) -> Option<TcbVersion> {
         x509::vcek_tcb(&self.vcek)

@@ -22,3 +22,4 @@ pub mod owner;
 pub mod paths;
 pub mod platform;
 pub mod state;
+pub mod vcek_publisher;

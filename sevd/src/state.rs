@@ -257,10 +257,7 @@ impl StateDir {
 
     /// Publishes `chain` as `ark`, `ask` and `vcek`, each `.pem` and `.der` (mode 0644).
     pub fn publish_vcek_chain(&self, chain: &VcekChain) -> Result<(), StateError> {
-        for (name, cert) in crate::kds::NAMES
-            .iter()
-            .zip([&chain.ark, &chain.ask, &chain.vcek])
-        {
+        for (name, cert) in chain.named() {
             let ks_err = |path: PathBuf| move |source| StateError::KeyServer { path, source };
             let pem_path = self.path.join(format!("{name}.pem"));
             let der_path = self.path.join(format!("{name}.der"));

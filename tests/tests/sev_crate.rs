@@ -106,6 +106,22 @@ fn sev_crate_drives_every_platform_command() {
     );
 }
 
+/// The VCEK in the state directory (PEM and DER) and beside the nodes (DER) is the one for
+/// `reported`, and chains to the published ARK and ASK.
+fn assert_vcek_published(sevd: &Sevd, reported: &str) {
+    use sevd::certs::x509;
+    let want: uapi::snp::TcbVersion = reported.parse().unwrap();
+    let read = |p: std::path::PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    let served = read(sevd.mountpoint.join("vcek.der"));
+    assert_eq!(served, read(sevd.state_dir.join("vcek.der")));
+    let pem = String::from_utf8(read(sevd.state_dir.join("vcek.pem"))).unwrap();
+    let vcek = x509::from_der(&served).unwrap();
+    assert_eq!(x509::to_pem(&vcek).unwrap(), pem);
+    assert_eq!(x509::vcek_tcb(&vcek), Some(want));
+    let ask = x509::from_der(&read(sevd.mountpoint.join("ask.der"))).unwrap();
+    x509::verify(&ask, &vcek, "VCEK").expect("the ASK signs the new VCEK");
+}
+
 fn tcb(fmc: Option<u8>, bl: u8, tee: u8, snp: u8, ucode: u8) -> sev::firmware::host::TcbVersion {
     sev::firmware::host::TcbVersion::new(fmc, bl, tee, snp, ucode)
 }
@@ -139,6 +155,7 @@ fn sev_crate_drives_the_snp_host_commands() {
         .expect("SNP_SET_CONFIG");
     let status = fw.snp_platform_status().unwrap();
     assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 100));
+    assert_vcek_published(&sevd, "3:0:8:100");
     let err = fw
         .snp_set_config(Config::new(tcb(None, 100, 100, 100, 100), MaskId(31)))
         .unwrap_err();
@@ -158,6 +175,7 @@ fn sev_crate_drives_the_snp_host_commands() {
     fw.snp_commit().expect("SNP_COMMIT");
     let status = fw.snp_platform_status().unwrap();
     assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 9, 120));
+    assert_vcek_published(&sevd, "3:0:9:120");
     drop(fw);
 
     // Rolling back below the committed TCB: SNP refuses to start, SEV still works.

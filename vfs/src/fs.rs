@@ -23,6 +23,27 @@ static NEXT_FH: AtomicU64 = AtomicU64::new(1);
 /// Attributes never change while mounted; let the kernel cache them.
 const TTL: Duration = Duration::from_secs(3600);
 
+/// The bytes of a served read-only file, replaceable while it is served.
+#[derive(Debug)]
+pub struct SharedFile(std::sync::RwLock<Arc<[u8]>>);
+
+impl SharedFile {
+    /// A file holding `data`.
+    pub fn new(data: Vec<u8>) -> Arc<Self> {
+        Arc::new(SharedFile(std::sync::RwLock::new(data.into())))
+    }
+
+    /// Replaces the bytes.
+    pub fn set(&self, data: Vec<u8>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = data.into();
+    }
+
+    /// The bytes now.
+    pub fn get(&self) -> Arc<[u8]> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Owner, group and permission bits of the device files (as a udev rule sets them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMode {
@@ -48,7 +69,10 @@ impl Default for FileMode {
 enum Layout {
     /// Root is a directory holding the devices as inodes 2, 3, ..., then read-only data
     /// files.
-    Dir(Vec<(String, Arc<dyn CharDevice>)>, Vec<(String, Arc<[u8]>)>),
+    Dir(
+        Vec<(String, Arc<dyn CharDevice>)>,
+        Vec<(String, Arc<SharedFile>)>,
+    ),
     /// Root is the device itself (a mount on a regular file).
     File(Arc<dyn CharDevice>),
 }
@@ -69,9 +93,15 @@ impl DeviceFs {
 
     /// Adds a read-only file `name` holding `data` (root's, mode 0444) beside the devices of
     /// a directory; a mount whose root is a device has no room for one and ignores it.
-    pub fn with_file(mut self, name: &str, data: Vec<u8>) -> Self {
+    pub fn with_file(self, name: &str, data: Vec<u8>) -> Self {
+        self.with_shared_file(name, SharedFile::new(data))
+    }
+
+    /// A read-only file in the root directory whose bytes the server may replace while it is
+    /// served (`SharedFile::set`); readers always see the current bytes.
+    pub fn with_shared_file(mut self, name: &str, file: Arc<SharedFile>) -> Self {
         if let Layout::Dir(_, files) = &mut self.layout {
-            files.push((name.to_string(), data.into()));
+            files.push((name.to_string(), file));
         }
         self
     }
@@ -108,14 +138,24 @@ impl DeviceFs {
     }
 
     /// The data file at `ino`.
-    fn data(&self, ino: INodeNo) -> Option<&Arc<[u8]>> {
+    fn data(&self, ino: INodeNo) -> Option<Arc<[u8]>> {
         let Layout::Dir(devs, files) = &self.layout else {
             return None;
         };
         ino.0
             .checked_sub(2 + devs.len() as u64)
             .and_then(|i| files.get(i as usize))
-            .map(|(_, d)| d)
+            .map(|(_, d)| d.get())
+    }
+
+    /// How long the kernel may keep an inode's attributes: files whose bytes may change are
+    /// asked again each time.
+    fn ttl(&self, ino: INodeNo) -> Duration {
+        if self.data(ino).is_some() {
+            Duration::ZERO
+        } else {
+            TTL
+        }
     }
 
     /// Every name in the root directory with its inode, devices first.
@@ -138,7 +178,7 @@ impl DeviceFs {
         if !dir && data.is_none() && self.device(ino).is_none() {
             return None;
         }
-        let (perm, uid, gid) = match (dir, data) {
+        let (perm, uid, gid) = match (dir, &data) {
             (true, _) => (0o755, 0, 0),
             (false, Some(_)) => (0o444, 0, 0),
             (false, None) => (self.mode.perm, self.mode.uid, self.mode.gid),
@@ -205,7 +245,7 @@ impl Filesystem for DeviceFs {
                 .into_iter()
                 .find(|(_, n)| OsStr::new(n) == name);
             if let Some(attr) = found.and_then(|(ino, _)| self.attr(ino)) {
-                reply.entry(&TTL, &attr, fuser::Generation(0));
+                reply.entry(&self.ttl(attr.ino), &attr, fuser::Generation(0));
                 return;
             }
         }
@@ -214,7 +254,7 @@ impl Filesystem for DeviceFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr(ino) {
-            Some(attr) => reply.attr(&TTL, &attr),
+            Some(attr) => reply.attr(&self.ttl(ino), &attr),
             None => reply.error(fuser::Errno::ENOENT),
         }
     }
@@ -252,7 +292,8 @@ impl Filesystem for DeviceFs {
             if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
                 reply.error(fuser::Errno::EACCES);
             } else {
-                reply.opened(FileHandle(0), FopenFlags::empty());
+                // Not from the page cache: the bytes may have been replaced.
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
             }
             return;
         }

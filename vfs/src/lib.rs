@@ -15,7 +15,7 @@ mod workers;
 
 pub use client::{ioctl_bytes, ioctl_bytes_sized, ioctl_new_fd, ioctl_value};
 pub use fs::tgid;
-pub use fs::{DeviceFs, FileMode};
+pub use fs::{DeviceFs, FileMode, SharedFile};
 pub use memory::{CallerMemory, MemError, ProcessMemory, UserAddr, VecMemory};
 pub use mount::{detach, find_mounts, mount, mount_id, MountHandle, MountOptions};
 pub use nix::errno::Errno;
