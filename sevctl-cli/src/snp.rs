@@ -8,6 +8,7 @@ use serde_json::json;
 
 use sevd::certs::x509;
 use sevd::kds::{VcekChain, NAMES};
+use sevd::owner::snp_report::{self, Expected};
 use sevd::paths::DEFAULT_STATE_DIR;
 use sevd::platform::Platform;
 use uapi::snp::TcbVersion;
@@ -68,87 +69,44 @@ fn load_cert(dir: &Path, name: &str) -> Result<x509::Certificate> {
     x509::from_der(&bytes).map_err(|e| input(format!("{name}: {e}")))
 }
 
+/// `--name`'s hex value, exactly `N` bytes.
+fn hex_arg<const N: usize>(name: &str, given: &Option<String>) -> Result<Option<[u8; N]>> {
+    let Some(given) = given else { return Ok(None) };
+    hex::decode(given.trim().trim_start_matches("0x"))
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .map(Some)
+        .ok_or_else(|| input(format!("--{name}: {} hex digits expected", 2 * N)))
+}
+
 /// `snp verify`: each check said, the first failure exit code 3.
 pub fn verify(args: &VerifyArgs, json: bool) -> Result<()> {
-    use uapi::snp::report as r;
     let report = util::read("report", &args.report)?;
-    if report.len() < r::LEN {
+    if report.len() < uapi::snp::report::LEN {
         return Err(input(format!(
             "{}: {} bytes, not a report ({} bytes)",
             args.report.display(),
             report.len(),
-            r::LEN
+            uapi::snp::report::LEN
         )));
     }
+    let expected = Expected {
+        measurement: hex_arg("measurement", &args.measurement)?,
+        host_data: hex_arg("host-data", &args.host_data)?,
+        report_data: hex_arg("report-data", &args.report_data)?,
+        policy: args
+            .policy
+            .as_deref()
+            .map(|p| util::hex_or_int64("--policy", p))
+            .transpose()?,
+    };
     let chain = VcekChain {
         ark: load_cert(&args.certs, "ark")?,
         ask: load_cert(&args.certs, "ask")?,
         vcek: load_cert(&args.certs, "vcek")?,
     };
-    let mut checks = vec![];
-    let refuse = |what: String| CliError::Attestation(what);
-    chain.verify().map_err(|e| refuse(e.to_string()))?;
-    checks.push("chain: ARK self-signed, ARK -> ASK -> VCEK".to_string());
-    let spki = der::Encode::to_der(&chain.vcek.tbs_certificate.subject_public_key_info)
-        .ok()
-        .and_then(|d| sevd::crypto::ecc::EcPublic::from_spki_der(&d))
-        .ok_or_else(|| refuse("the VCEK holds no P-384 key".into()))?;
-    let sig: &[u8; 512] = report[r::SIGNATURE.start..r::LEN]
-        .try_into()
-        .map_err(|_| input("short report"))?;
-    if !spki.verify(uapi::cert::algo::ECDSA_SHA384, &report[r::SIGNED], sig) {
-        return Err(refuse("the VCEK did not sign the report".into()));
-    }
-    checks.push("signature: the VCEK signed the report".into());
-    let reported = TcbVersion::from_u64(r::u64_at(&report, r::REPORTED_TCB_AT));
-    if reported.is_none() || chain.vcek_tcb() != reported {
-        return Err(refuse(format!(
-            "the report's TCB {} is not the VCEK's {}",
-            reported.map_or_else(|| "?".into(), |t| t.to_string()),
-            chain
-                .vcek_tcb()
-                .map_or_else(|| "?".into(), |t| t.to_string())
-        )));
-    }
-    checks.push(format!(
-        "TCB: {} in the report and the VCEK",
-        reported.map(|t| t.to_string()).unwrap_or_default()
-    ));
-    let field = |name: &str,
-                 given: &Option<String>,
-                 range: std::ops::Range<usize>|
-     -> Result<Option<String>> {
-        let Some(given) = given else { return Ok(None) };
-        let want = hex::decode(given.trim().trim_start_matches("0x"))
-            .map_err(|_| input(format!("--{name}: not hex")))?;
-        if want.len() != range.len() {
-            return Err(input(format!(
-                "--{name}: {} hex digits expected",
-                2 * range.len()
-            )));
-        }
-        if report[range.clone()] != want[..] {
-            return Err(refuse(format!(
-                "{name}: the report has {}, not {}",
-                hex::encode(&report[range]),
-                hex::encode(&want)
-            )));
-        }
-        Ok(Some(format!("{name}: as expected")))
-    };
-    checks.extend(field("measurement", &args.measurement, r::MEASUREMENT)?);
-    checks.extend(field("host-data", &args.host_data, r::HOST_DATA)?);
-    checks.extend(field("report-data", &args.report_data, r::REPORT_DATA)?);
-    if let Some(p) = &args.policy {
-        let want = util::hex_or_int64("--policy", p)?;
-        let have = r::u64_at(&report, r::POLICY_AT);
-        if want != have {
-            return Err(refuse(format!(
-                "policy: the report has {have:#x}, not {want:#x}"
-            )));
-        }
-        checks.push("policy: as expected".into());
-    }
+    let checks = snp_report::verify(&report, &chain, &expected)
+        .map_err(|e| CliError::Attestation(e.to_string()))?;
     if json {
         println!("{}", json!({ "verified": true, "checks": checks }));
     } else {

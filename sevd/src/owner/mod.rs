@@ -10,5 +10,6 @@ pub mod ovmf;
 pub mod secret;
 pub mod session;
 pub mod snp_measurement;
+pub mod snp_report;
 pub mod tables;
 pub mod vmsa;
