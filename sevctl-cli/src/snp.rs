@@ -55,18 +55,26 @@ pub struct VerifyArgs {
 /// A certificate of `dir`: `name.der`, else `name.pem`.
 fn load_cert(dir: &Path, name: &str) -> Result<x509::Certificate> {
     let der = dir.join(format!("{name}.der"));
-    let pem = dir.join(format!("{name}.pem"));
-    let bytes = if der.is_file() {
-        util::read(name, &der)?
-    } else {
-        let text = util::read(name, &pem)?;
-        let text =
-            String::from_utf8(text).map_err(|_| input(format!("{}: not PEM", pem.display())))?;
-        let (_, der) = der::pem::decode_vec(text.as_bytes())
-            .map_err(|e| input(format!("{}: {e}", pem.display())))?;
+    let path = if der.is_file() {
         der
+    } else {
+        dir.join(format!("{name}.pem"))
     };
-    x509::from_der(&bytes).map_err(|e| input(format!("{name}: {e}")))
+    read_cert(name, &path)
+}
+
+/// A certificate in PEM or DER.
+pub fn read_cert(what: &str, path: &Path) -> Result<x509::Certificate> {
+    let bytes = util::read(what, path)?;
+    let bad = |e: String| input(format!("{what}: {}: {e}", path.display()));
+    let der = if bytes.starts_with(b"-----BEGIN") {
+        der::pem::decode_vec(&bytes)
+            .map_err(|e| bad(e.to_string()))?
+            .1
+    } else {
+        bytes
+    };
+    x509::from_der(&der).map_err(|e| bad(e.to_string()))
 }
 
 /// `--name`'s hex value, exactly `N` bytes.

@@ -9,15 +9,17 @@ fn examples() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
 }
 
-/// A state directory with the suite's shared chip.
+/// A state directory with the suite's shared chip and key server (each made once: RSA-4096).
 fn state() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let fixture = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chip-fixture"));
-    let chip = sevd::state::StateDir::open_waiting(fixture, std::time::Duration::from_secs(120))
-        .unwrap()
-        .load_or_create_chip((1, 55), None)
-        .unwrap();
+    let shared =
+        sevd::state::StateDir::open_waiting(fixture, std::time::Duration::from_secs(120)).unwrap();
+    let chip = shared.load_or_create_chip((1, 55), None).unwrap();
+    shared.key_server(true).unwrap();
     std::fs::write(dir.path().join("chip.bin"), chip.encode()).unwrap();
+    let kds = sevd::paths::KDS_FILE;
+    std::fs::copy(fixture.join(kds), dir.path().join(kds)).unwrap();
     dir
 }
 
@@ -96,6 +98,9 @@ fn the_snp_example_launches_and_attests() {
         "SNP_LAUNCH_FINISH",
         "attestation report",
         "matches",
+        "verify report",
+        "release secrets",
+        "unwrap secrets",
     ] {
         assert!(out.contains(step), "{step}: {out}");
     }
@@ -194,15 +199,69 @@ fn a_wrong_expected_digest_is_refused_after_the_report() {
 fn snp_manifest_rules() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("secrets", format!("{SNP}secrets:\n  entries:\n    - guid: 736869e5-84f0-4973-92ec-06879ce3da0b\n      value: x\n"), "no LAUNCH_SECRET"),
-        ("legacy init", SNP.replace("  mode: snp", "  mode: snp\n  legacyVmType: false"), "KVM_X86_SNP_VM"),
-        ("short host data", SNP.replace("  mode: snp", "  mode: snp\n  hostData: 0011"), "64 hex digits"),
-        ("guest features", SNP.replace("  mode: snp", "  mode: snp\n  guestFeatures: 0x4"), "DebugSwap"),
-        ("SEV digest length", format!("{SNP}measurement: {}\n", "00".repeat(32)), "96 hex digits"),
-        ("no OVMF", SNP.replace("  ovmf: firmware/OVMF.amdsev.suffix.fd", "  regions:\n    - address: 0\n      file: firmware/OVMF.amdsev.suffix.fd"), "images.ovmf is needed"),
-        ("SEV flag", SNP.replace("  mode: snp", "  mode: snp\n  policy:\n    flags: [nodbg]"), "unknown SNP policy flag"),
-        ("raw without bit 17", SNP.replace("  mode: snp", "  mode: snp\n  policy:\n    raw: 0x10000"), "bit 17"),
-        ("host data on SEV", SNP.replace("  mode: snp", "  mode: sev-es\n  hostData: 00"), "only for mode snp"),
+        (
+            "session",
+            format!(
+                "{SNP}owner:\n  session:\n    godh: a\n    session: b\n    tek: c\n    tik: d\n"
+            ),
+            "secrets follow attestation",
+        ),
+        (
+            "SEV's CA",
+            format!("{SNP}owner:\n  ca: firmware/OVMF.amdsev.suffix.fd\n"),
+            "give owner.ark",
+        ),
+        (
+            "ARK on SEV",
+            format!(
+                "{}owner:\n  ark: firmware/OVMF.amdsev.suffix.fd\n",
+                SNP.replace("mode: snp", "mode: sev")
+            ),
+            "only for mode snp",
+        ),
+        (
+            "legacy init",
+            SNP.replace("  mode: snp", "  mode: snp\n  legacyVmType: false"),
+            "KVM_X86_SNP_VM",
+        ),
+        (
+            "short host data",
+            SNP.replace("  mode: snp", "  mode: snp\n  hostData: 0011"),
+            "64 hex digits",
+        ),
+        (
+            "guest features",
+            SNP.replace("  mode: snp", "  mode: snp\n  guestFeatures: 0x4"),
+            "DebugSwap",
+        ),
+        (
+            "SEV digest length",
+            format!("{SNP}measurement: {}\n", "00".repeat(32)),
+            "96 hex digits",
+        ),
+        (
+            "no OVMF",
+            SNP.replace(
+                "  ovmf: firmware/OVMF.amdsev.suffix.fd",
+                "  regions:\n    - address: 0\n      file: firmware/OVMF.amdsev.suffix.fd",
+            ),
+            "images.ovmf is needed",
+        ),
+        (
+            "SEV flag",
+            SNP.replace("  mode: snp", "  mode: snp\n  policy:\n    flags: [nodbg]"),
+            "unknown SNP policy flag",
+        ),
+        (
+            "raw without bit 17",
+            SNP.replace("  mode: snp", "  mode: snp\n  policy:\n    raw: 0x10000"),
+            "bit 17",
+        ),
+        (
+            "host data on SEV",
+            SNP.replace("  mode: snp", "  mode: sev-es\n  hostData: 00"),
+            "only for mode snp",
+        ),
     ];
     for (name, yaml, what) in cases {
         let m = manifest(dir.path(), &yaml);
@@ -324,4 +383,112 @@ fn snp_verify_checks_a_report_as_its_owner() {
     // Not a report: bad input.
     std::fs::write(&bad, b"short").unwrap();
     assert_eq!(verify(&bad, &[]).status.code(), Some(2));
+}
+
+const SNP_SECRET: &str = "secrets:
+  entries:
+    - guid: 736869e5-84f0-4973-92ec-06879ce3da0b
+      value: correct horse battery staple
+";
+
+#[test]
+fn an_snp_guest_attests_then_gets_its_secrets() {
+    let st = state();
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &format!("{SNP}{SNP_SECRET}"));
+    let r = launch_json(st.path(), &m);
+    let steps: Vec<&str> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    let at = |name: &str| steps.iter().position(|s| *s == name).unwrap();
+    // The owner verifies the report before anything is released, and the guest unwraps.
+    assert!(at("attestation report") < at("verify report"));
+    assert!(at("verify report") < at("release secrets"));
+    assert!(at("release secrets") < at("unwrap secrets"));
+    let secret = &r["secret"];
+    assert_eq!(secret["entries"][0]["matches"], true);
+    assert_eq!(
+        secret["guest_view"],
+        serde_json::Value::Null,
+        "hidden by default"
+    );
+    let plain = hex::encode("correct horse battery staple");
+    assert!(!secret["hypervisor_view"].as_str().unwrap().contains(&plain));
+    assert!(
+        !r.to_string().contains(&plain),
+        "no plaintext without --show-secrets"
+    );
+    // REPORT_DATA is the binding, not the bare nonce.
+    let report = hex::decode(r["report"].as_str().unwrap()).unwrap();
+    assert_eq!(hex::encode(&report[0x50..0x90]), r["report_data"]);
+    assert_ne!(r["report_data"], r["nonce"]);
+
+    let o = sevctl(
+        st.path(),
+        &["--json", "launch", "--show-secrets", m.to_str().unwrap()],
+    );
+    assert!(o.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(shown["secret"]["guest_view"]
+        .as_str()
+        .unwrap()
+        .contains(&plain));
+}
+
+#[test]
+fn secrets_follow_only_a_report_the_owner_accepts() {
+    let st = state();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let o = sevctl(st.path(), &["snp", "certificates", certs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Pinned to the platform's ARK: released.
+    let pinned = format!(
+        "{SNP}{SNP_SECRET}owner:\n  ark: {}\n",
+        certs.join("ark.pem").display()
+    );
+    let r = launch_json(st.path(), &manifest(dir.path(), &pinned));
+    assert_eq!(r["secret"]["entries"][0]["matches"], true);
+    let detail = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "verify report")
+        .unwrap()["detail"]
+        .to_string();
+    assert!(detail.contains("owner.ark"), "{detail}");
+
+    // Another root (here the ASK stands in for a foreign ARK), and a wrong digest: refused
+    // with exit code 3 and nothing released.
+    let cases = [
+        (
+            format!(
+                "{SNP}{SNP_SECRET}owner:\n  ark: {}\n",
+                certs.join("ask.der").display()
+            ),
+            "is not the owner's",
+        ),
+        (
+            format!("{SNP}{SNP_SECRET}measurement: {}\n", "00".repeat(48)),
+            "is not the expected",
+        ),
+    ];
+    for (yaml, why) in cases {
+        let m = manifest(dir.path(), &yaml);
+        let o = sevctl(st.path(), &["launch", m.to_str().unwrap()]);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(3), "{why}: {err}");
+        assert!(
+            err.contains(why) && err.contains("no secret was released"),
+            "{err}"
+        );
+        assert!(!out.contains("release secrets"), "{out}");
+    }
 }

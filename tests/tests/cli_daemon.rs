@@ -455,6 +455,20 @@ fn sevctl_fetches_the_snp_certificates_a_daemon_publishes() {
         ],
     );
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    // The owner verified it with the chain published beside the node, then released the
+    // example's secret to the guest.
+    let verified = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "verify report")
+        .expect("a verify report step")["detail"]
+        .to_string();
+    assert!(
+        verified.contains("the VCEK signed the report"),
+        "{verified}"
+    );
+    assert_eq!(report["secret"]["entries"][0]["matches"], true, "{report}");
     let r = hex::decode(report["report"].as_str().unwrap()).unwrap();
     let be = |le: &[u8]| {
         let mut v = le[..48].to_vec();

@@ -75,7 +75,7 @@ pub fn launch(
     show_secrets: bool,
 ) -> Result<Vm> {
     if m.mode == crate::manifest::Mode::Snp {
-        return snp::launch(m, p, json_out);
+        return snp::launch(m, target, p, json_out, show_secrets);
     }
     let mut log = Log {
         json: json_out,
@@ -116,7 +116,7 @@ pub fn launch(
     let secret = match owner::secret(&mut log, m, ovmf.as_ref(), &session, &blob)? {
         Some(s) => {
             host::inject(&mut log, &vm, &s)?;
-            report::secret_views(&mut log, &vm, &s, &m.secrets, show_secrets)?
+            report::secret_views(&mut log, &vm, (s.gpa, &s.table), &m.secrets, show_secrets)?
         }
         None => {
             vm.launch_finish()?;

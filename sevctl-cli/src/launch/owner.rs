@@ -164,6 +164,35 @@ pub(super) struct SecretPacket {
     pub payload: Vec<u8>,
 }
 
+/// The manifest's secret table and the guest address it goes to.
+pub(super) fn secret_table(
+    m: &Manifest,
+    ovmf: Option<&Ovmf>,
+) -> Result<(u64, zeroize::Zeroizing<Vec<u8>>)> {
+    let entries: Vec<(String, &[u8])> = m
+        .secrets
+        .iter()
+        .map(|s| (s.guid.clone(), s.data.as_slice()))
+        .collect();
+    let table = tables::secret_table(&entries)?;
+    let gpa = match m.placement {
+        Placement::Address(a) => a,
+        Placement::Ovmf => {
+            let (base, size) = ovmf
+                .and_then(|t| t.secret_area())
+                .ok_or_else(|| input("the OVMF image has no secret area; set secrets.placement"))?;
+            if table.len() > size as usize {
+                return Err(input(format!(
+                    "the secret table ({} bytes) does not fit OVMF's secret area ({size} bytes)",
+                    table.len()
+                )));
+            }
+            base as u64
+        }
+    };
+    Ok((gpa, table))
+}
+
 /// The secret table and its packet, bound to the measurement; `None` without secrets.
 pub(super) fn secret(
     log: &mut Log,
@@ -175,27 +204,7 @@ pub(super) fn secret(
     if m.secrets.is_empty() {
         return Ok(None);
     }
-    let entries: Vec<(String, &[u8])> = m
-        .secrets
-        .iter()
-        .map(|s| (s.guid.clone(), s.data.as_slice()))
-        .collect();
-    let table = tables::secret_table(&entries)?;
-    let gpa = match m.placement {
-        Placement::Address(a) => a,
-        Placement::Ovmf => {
-            let (base, size) = ovmf
-                .and_then(|(_, t)| t.secret_area())
-                .ok_or_else(|| input("the OVMF image has no secret area; set secrets.placement"))?;
-            if table.len() > size as usize {
-                return Err(input(format!(
-                    "the secret table ({} bytes) does not fit OVMF's secret area ({size} bytes)",
-                    table.len()
-                )));
-            }
-            base as u64
-        }
-    };
+    let (gpa, table) = secret_table(m, ovmf.map(|(_, t)| t))?;
     let measure_out: [u8; 32] = blob[..32]
         .try_into()
         .map_err(|_| CliError::Other("short measurement".into()))?;

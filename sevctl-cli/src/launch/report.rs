@@ -5,7 +5,6 @@ use serde_json::json;
 
 use sevd::platform::{Platform, Vm};
 
-use super::owner::SecretPacket;
 use super::Log;
 use crate::error::{CliError, Result};
 use crate::manifest::Manifest;
@@ -16,11 +15,10 @@ use crate::manifest::Manifest;
 pub(super) fn secret_views(
     log: &mut Log,
     vm: &Vm,
-    packet: &SecretPacket,
+    (gpa, table): (u64, &[u8]),
     secrets: &[crate::manifest::Secret],
     show_secrets: bool,
 ) -> Result<serde_json::Value> {
-    let (gpa, table) = (packet.gpa, &packet.table[..]);
     let guest = match vm.guest_read(gpa, table.len()) {
         Ok(g) => g,
         Err(sevd::platform::PlatformError::Kvm { why, .. }) => {

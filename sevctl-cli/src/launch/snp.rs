@@ -1,8 +1,9 @@
 //! `sevctl launch` of an SNP guest (`mode: snp`): the owner computes the launch digest from
 //! OVMF and its SEV metadata (and signs an ID block over it, if asked); the host starts a
 //! KVM_X86_SNP_VM and issues the same page sequence, the save areas and LAUNCH_FINISH; then
-//! the guest asks the firmware for an attestation report, whose MEASUREMENT the owner checks.
-//! SNP has no LAUNCH_SECRET: secrets would follow the report.
+//! the guest asks the firmware for an attestation report binding a key of its own, which the
+//! owner verifies; SNP has no LAUNCH_SECRET, so the owner's secrets follow, wrapped for that
+//! key ([`sevd::owner::release`]).
 
 use serde_json::json;
 
@@ -10,7 +11,9 @@ use sevd::crypto::ecc::EcKeyPair;
 use sevd::guest::{GuestChannel, GuestRequestError};
 use sevd::owner::id_block::IdBlock;
 use sevd::owner::ovmf::{Ovmf, SectionKind};
+use sevd::owner::release;
 use sevd::owner::snp_measurement::{LaunchStep, OvmfLaunch, StepData};
+use sevd::owner::snp_report::{self, Expected};
 use sevd::owner::tables;
 use sevd::platform::{Platform, SnpFinish, Vm};
 use uapi::kvm::KVM_X86_SNP_VM;
@@ -52,7 +55,13 @@ fn load_key(what: &str, path: &std::path::Path) -> Result<EcKeyPair> {
 }
 
 /// Runs an SNP launch. Returns the running VM (for `--keep`).
-pub fn launch(m: &Manifest, p: &Platform, json_out: bool) -> Result<Vm> {
+pub fn launch(
+    m: &Manifest,
+    target: &crate::select::Target,
+    p: &Platform,
+    json_out: bool,
+    show_secrets: bool,
+) -> Result<Vm> {
     let spec = m
         .snp
         .as_ref()
@@ -154,15 +163,24 @@ pub fn launch(m: &Manifest, p: &Platform, json_out: bool) -> Result<Vm> {
         ),
     );
 
-    let (report, nonce) = attest(&mut log, &ovmf, &vm)?;
+    // The guest's key, bound to the owner's fresh nonce through REPORT_DATA.
+    let nonce: [u8; release::NONCE_LEN] = sevd::crypto::random_bytes()?;
+    let guest_key = EcKeyPair::generate()?;
+    let report_data = release::binding(&nonce, &guest_key.public()?);
+    let report = guest_report(&mut log, &ovmf, &vm, &report_data)?;
     let measured: [u8; 48] = report[report::MEASUREMENT]
         .try_into()
         .map_err(|_| CliError::Other("short report".into()))?;
     if measured != expected {
         return Err(CliError::Attestation(format!(
-            "the SNP launch digest {} is not the expected {}",
+            "the SNP launch digest {} is not the expected {}{}",
             hex::encode(measured),
-            hex::encode(expected)
+            hex::encode(expected),
+            if m.secrets.is_empty() {
+                ""
+            } else {
+                "; no secret was released"
+            }
         )));
     }
     log.step(
@@ -170,6 +188,32 @@ pub fn launch(m: &Manifest, p: &Platform, json_out: bool) -> Result<Vm> {
         "verify measurement",
         format!("SNP launch digest {} matches", hex::encode(measured)),
     );
+    verify_report(&mut log, m, spec, target, p, &report, report_data)?;
+    let secret = if m.secrets.is_empty() {
+        serde_json::Value::Null
+    } else {
+        let (gpa, table) = super::owner::secret_table(m, Some(&ovmf))?;
+        let packet = release::wrap(&guest_key.public()?, &report_data, &table)?;
+        log.step(
+            "owner",
+            "release secrets",
+            format!(
+                "{} entries, {} bytes, wrapped for the key the guest bound in REPORT_DATA ({} byte packet)",
+                m.secrets.len(),
+                table.len(),
+                packet.len()
+            ),
+        );
+        let opened = release::unwrap(&guest_key, &report_data, &packet)
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        vm.guest_write(gpa, &opened)?;
+        log.step(
+            "guest",
+            "unwrap secrets",
+            format!("opened with its own key, written to its private memory at {gpa:#x}"),
+        );
+        super::report::secret_views(&mut log, &vm, (gpa, &table), &m.secrets, show_secrets)?
+    };
     if json_out {
         let out = json!({
             "guest": m.name,
@@ -180,8 +224,10 @@ pub fn launch(m: &Manifest, p: &Platform, json_out: bool) -> Result<Vm> {
             "launch_digest": hex::encode(expected),
             "measurement": hex::encode(measured),
             "host_data": hex::encode(spec.host_data),
-            "report_data": hex::encode(nonce),
+            "nonce": hex::encode(nonce),
+            "report_data": hex::encode(report_data),
             "report": hex::encode(&report),
+            "secret": secret,
             "steps": log.steps,
         });
         println!(
@@ -381,16 +427,14 @@ pub fn serve_guest_device(
     Ok((served, vm))
 }
 
-/// The guest's first act: a report through its VMPCK0, with a fresh nonce as REPORT_DATA.
-fn attest(log: &mut Log, ovmf: &Ovmf, vm: &Vm) -> Result<(Vec<u8>, [u8; 64])> {
+/// The guest's first act: a report through its VMPCK0, with `report_data` as REPORT_DATA.
+fn guest_report(log: &mut Log, ovmf: &Ovmf, vm: &Vm, report_data: &[u8; 64]) -> Result<Vec<u8>> {
     let secrets_gpa = secrets_gpa(ovmf)?;
     let secrets = vm.guest_read(secrets_gpa, 4096)?;
     let mut channel = GuestChannel::from_secrets_page(&secrets, 0)
         .ok_or_else(|| CliError::Other("the secrets page holds no VMPCK0".into()))?;
-    let nonce: [u8; 64] =
-        sevd::crypto::random_bytes().map_err(|e| CliError::Other(e.to_string()))?;
     let rsp = channel
-        .report(&nonce, 0, |req| vm.snp_guest_request(req))
+        .report(report_data, 0, |req| vm.snp_guest_request(req))
         .map_err(|e: GuestRequestError| CliError::Other(format!("attestation report: {e}")))?;
     // As Linux does, the guest keeps the sequence number in its secrets page.
     let (at, seqno) = channel.seqno_field();
@@ -402,16 +446,11 @@ fn attest(log: &mut Log, ovmf: &Ovmf, vm: &Vm) -> Result<(Vec<u8>, [u8; 64])> {
         )));
     }
     let r = &rsp.report;
-    if r[report::REPORT_DATA] != nonce[..] {
-        return Err(CliError::Attestation(
-            "the report does not carry the guest's nonce".into(),
-        ));
-    }
     log.step(
         "guest",
         "attestation report",
         format!(
-            "version {}, VMPL {}, policy {:#x}, reported TCB {}, from VMPCK0 in the secrets page at {secrets_gpa:#x}",
+            "version {}, VMPL {}, policy {:#x}, reported TCB {}, REPORT_DATA binding its own key to the owner's nonce, from VMPCK0 in the secrets page at {secrets_gpa:#x}",
             report::u32_at(r, report::VERSION_AT),
             report::u32_at(r, report::VMPL_AT),
             report::u64_at(r, report::POLICY_AT),
@@ -419,5 +458,79 @@ fn attest(log: &mut Log, ovmf: &Ovmf, vm: &Vm) -> Result<(Vec<u8>, [u8; 64])> {
                 .map_or_else(String::new, |t| t.to_string()),
         ),
     );
-    Ok((rsp.report, nonce))
+    Ok(rsp.report)
+}
+
+/// The owner's check of the report: the VCEK chain (to `owner.ark` when given), the
+/// signature, the TCB, the policy, HOST_DATA and REPORT_DATA. Without a chain to check (a
+/// device that publishes none) only the measurement was checked, and no secret may follow.
+fn verify_report(
+    log: &mut Log,
+    m: &Manifest,
+    spec: &SnpSpec,
+    target: &crate::select::Target,
+    p: &Platform,
+    report: &[u8],
+    report_data: [u8; 64],
+) -> Result<()> {
+    let chain = match p.vcek_chain() {
+        Some(c) => c.map_err(CliError::from),
+        None => crate::snp::published(target),
+    };
+    let chain = match chain {
+        Ok(c) => c,
+        Err(e) if m.secrets.is_empty() => {
+            log.step(
+                "owner",
+                "verify report",
+                format!("signature not checked: {e}"),
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(CliError::Attestation(format!(
+                "no VCEK chain to verify the report with, so no secret was released: {e}"
+            )))
+        }
+    };
+    let trusted = match &spec.ark {
+        Some(path) => {
+            let ark = crate::snp::read_cert("owner.ark", path)?;
+            if ark != chain.ark {
+                return Err(CliError::Attestation(format!(
+                    "the platform's ARK is not the owner's ({}){}",
+                    path.display(),
+                    if m.secrets.is_empty() {
+                        ""
+                    } else {
+                        "; no secret was released"
+                    }
+                )));
+            }
+            format!("owner.ark {}", path.display())
+        }
+        None => "the platform's own ARK, as owner.ark does not pin one".into(),
+    };
+    let expected = Expected {
+        measurement: None,
+        policy: Some(spec.policy),
+        host_data: Some(spec.host_data),
+        report_data: Some(report_data),
+    };
+    let checks = snp_report::verify(report, &chain, &expected).map_err(|e| {
+        CliError::Attestation(format!(
+            "the report does not verify: {e}{}",
+            if m.secrets.is_empty() {
+                ""
+            } else {
+                "; no secret was released"
+            }
+        ))
+    })?;
+    log.step(
+        "owner",
+        "verify report",
+        format!("{}; trusting {trusted}", checks.join(", ")),
+    );
+    Ok(())
 }

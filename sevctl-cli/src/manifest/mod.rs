@@ -106,6 +106,8 @@ struct RawOwner {
     #[serde(default)]
     ca: Option<PathBuf>,
     #[serde(default)]
+    ark: Option<PathBuf>,
+    #[serde(default)]
     id_block: Option<RawIdBlock>,
 }
 
@@ -276,6 +278,8 @@ pub struct SnpSpec {
     pub expected_digest: Option<[u8; 48]>,
     /// The ID block to sign and give LAUNCH_FINISH, if any.
     pub id_block: Option<IdBlockSpec>,
+    /// The ARK the owner trusts (PEM or DER); `None` trusts the platform's own.
+    pub ark: Option<PathBuf>,
 }
 
 /// Where a guest runs (`platform:` and `launch --platform`).
@@ -581,12 +585,6 @@ impl Checker<'_> {
                 "raw regions are for sev and sev-es; an SNP guest's pages come from OVMF's metadata",
             ));
         }
-        if mode == Mode::Snp && raw.secrets.is_some() {
-            return Err(self.err(
-                "secrets",
-                "SNP has no LAUNCH_SECRET: secrets reach an SNP guest after it attests (a report checked by its owner), not at launch; remove this section",
-            ));
-        }
         if mode == Mode::SevEs && ovmf.is_none() && vcpus > 1 {
             return Err(self.err(
                 "guest.mode",
@@ -602,6 +600,10 @@ impl Checker<'_> {
                 (
                     raw.owner.as_ref().is_some_and(|o| o.id_block.is_some()),
                     "owner.idBlock",
+                ),
+                (
+                    raw.owner.as_ref().is_some_and(|o| o.ark.is_some()),
+                    "owner.ark",
                 ),
             ] {
                 if given {
@@ -749,12 +751,34 @@ impl Checker<'_> {
                 guest_svn: b.guest_svn.unwrap_or(0),
             }),
         };
+        let owner = raw.owner.as_ref();
+        for (given, field, why) in [
+            (
+                owner.is_some_and(|o| o.session.is_some()),
+                "owner.session",
+                "an SNP launch has no session: secrets follow attestation",
+            ),
+            (
+                owner.is_some_and(|o| o.ca.is_some()),
+                "owner.ca",
+                "SNP reports chain to an ARK: give owner.ark",
+            ),
+        ] {
+            if given {
+                return Err(self.err(field, why));
+            }
+        }
+        let ark = owner
+            .and_then(|o| o.ark.as_ref())
+            .map(|p| self.file("owner.ark", p))
+            .transpose()?;
         Ok(SnpSpec {
             policy,
             host_data,
             guest_features,
             expected_digest,
             id_block,
+            ark,
         })
     }
 

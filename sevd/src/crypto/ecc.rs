@@ -14,6 +14,9 @@ use super::{sha256, CryptoError};
 use crate::crypto::Digest;
 use uapi::cert::{algo, curve, Certificate, ECC_FIELD_LEN, SIG_LEN};
 
+/// Length of a P-384 point in SEC 1's uncompressed form.
+pub const SEC1_LEN: usize = 97;
+
 /// The digest a certificate's algorithm signs with.
 fn digest_for(key_algo: u32, data: &[u8]) -> Option<Vec<u8>> {
     match key_algo {
@@ -250,6 +253,20 @@ impl EcPublic {
             .to_public_key_der()
             .map(|d| d.as_bytes().to_vec())
             .map_err(|_| CryptoError::Key("SubjectPublicKeyInfo encoding"))
+    }
+
+    /// The key as SEC 1's uncompressed point (`04 ‖ x ‖ y`, 97 bytes).
+    pub fn to_sec1(&self) -> [u8; SEC1_LEN] {
+        let mut out = [0u8; SEC1_LEN];
+        out.copy_from_slice(self.0.to_encoded_point(false).as_bytes());
+        out
+    }
+
+    /// A key from SEC 1's uncompressed point; `None` for a point off the curve.
+    pub fn from_sec1(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() == SEC1_LEN)
+            .then(|| PublicKey::from_sec1_bytes(bytes).ok().map(EcPublic))
+            .flatten()
     }
 
     /// (x, y) as SEV stores them: 72-byte little-endian fields.

@@ -7,6 +7,7 @@ pub mod guid;
 pub mod id_block;
 pub mod measurement;
 pub mod ovmf;
+pub mod release;
 pub mod secret;
 pub mod session;
 pub mod snp_measurement;
