@@ -490,6 +490,60 @@ fn guest_requests_are_checked_as_the_firmware_does() {
 }
 
 #[test]
+fn unknown_message_types_and_other_vmpcks_get_the_firmwares_answers() {
+    use crate::guest::{GuestChannel, GuestRequestError};
+    use uapi::snp::guest_msg::msg_type;
+    let (mut fw, gctx, secrets) = running_with_secrets();
+    // Well sealed, but of a type this firmware does not serve (CPUID, EXPORT, TSC_INFO are
+    // real types it lacks; 0 and 0xff are none) or a response type: INVALID_PARAM, and the
+    // sequence number is not used up.
+    for ty in [0u8, msg_type::REPORT_REQ + 1, 1, 7, 0x11, 0x13, 0xff] {
+        let mut channel = GuestChannel::from_secrets_page(&secrets, 0).unwrap();
+        let r = channel.exchange(ty, 1, &[0u8; 32], |req| {
+            fw.snp_guest_request(gctx, req)
+                .map_err(|s| GuestRequestError::Refused(s as u64))
+        });
+        assert!(
+            matches!(r, Err(GuestRequestError::Refused(v)) if v == Status::InvalidParam as u64),
+            "type {ty:#x}: {r:?}"
+        );
+    }
+    // A request too short for its type is refused the same way.
+    let mut channel = GuestChannel::from_secrets_page(&secrets, 0).unwrap();
+    let r = channel.exchange(msg_type::REPORT_REQ, 1, &[0u8; 16], |req| {
+        fw.snp_guest_request(gctx, req)
+            .map_err(|s| GuestRequestError::Refused(s as u64))
+    });
+    assert!(matches!(r, Err(GuestRequestError::Refused(0x16))), "{r:?}");
+
+    // VMPCK1 keeps its own sequence numbers; it may not ask for VMPL 0 (a status in the
+    // answer), and may for VMPL 1.
+    let mut vmpck1 = GuestChannel::from_secrets_page(&secrets, 1).unwrap();
+    fn send(
+        fw: &mut Firmware,
+        gctx: u32,
+    ) -> impl FnOnce(&[u8]) -> Result<Vec<u8>, GuestRequestError> + '_ {
+        move |req| {
+            fw.snp_guest_request(gctx, req)
+                .map_err(|s| GuestRequestError::Refused(s as u64))
+        }
+    }
+    let rsp = vmpck1.report(&[0; 64], 0, send(&mut fw, gctx)).unwrap();
+    assert_eq!(rsp.status, Status::InvalidParam as u32);
+    let rsp = vmpck1.report(&[0; 64], 1, send(&mut fw, gctx)).unwrap();
+    assert_eq!(rsp.status, 0);
+    // VMPCK0's count was never moved by any of the refusals above.
+    let mut channel = GuestChannel::from_secrets_page(&secrets, 0).unwrap();
+    assert_eq!(
+        channel
+            .report(&[0; 64], 0, send(&mut fw, gctx))
+            .unwrap()
+            .status,
+        0
+    );
+}
+
+#[test]
 fn many_pages_at_once_are_many_updates() {
     let code: Vec<u8> = (0..8 * 4096u32).map(|i| (i * 13 % 251) as u8).collect();
     // One page at a time.
