@@ -856,13 +856,19 @@ pub struct KeptGuest(std::process::Child);
 impl KeptGuest {
     /// Launches `manifest` on `sevd` (started with `--snp`) and waits for the guest device.
     pub fn serve(sevd: &Sevd, manifest: &Path) -> KeptGuest {
+        Self::serve_at(sevd, manifest, Path::new("/dev/sev-guest"))
+    }
+
+    /// The same, with the guest device served at `device`.
+    pub fn serve_at(sevd: &Sevd, manifest: &Path, device: &Path) -> KeptGuest {
         let sevctl = sevd_bin().with_file_name("sevctl");
         let child = Command::new(&sevctl)
             .arg("--device")
             .arg(sevd.node())
             .arg("launch")
             .arg(manifest)
-            .args(["--keep", "--guest-device", "/dev/sev-guest"])
+            .args(["--keep", "--guest-device"])
+            .arg(device)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -873,9 +879,13 @@ impl KeptGuest {
         while !vfs::find_mounts("sevctl")
             .unwrap_or_default()
             .iter()
-            .any(|p| p == Path::new("/dev/sev-guest"))
+            .any(|p| p == device)
         {
-            assert!(Instant::now() < deadline, "/dev/sev-guest was never served");
+            assert!(
+                Instant::now() < deadline,
+                "{} was never served",
+                device.display()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         kept

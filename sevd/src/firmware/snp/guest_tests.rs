@@ -717,3 +717,30 @@ fn mask_chip_id_and_mask_chip_key_take_effect() {
         .unwrap();
     assert_eq!(status, Status::InvalidKey as u32);
 }
+
+#[test]
+fn a_report_after_snp_config_is_signed_by_the_vcek_of_the_new_tcb() {
+    use uapi::snp::report;
+    let (mut fw, gctx, secrets) = running_with_secrets();
+    let mut channel = crate::guest::GuestChannel::from_secrets_page(&secrets, 0).unwrap();
+    let signed_by = |fw: &mut Firmware, channel: &mut crate::guest::GuestChannel| {
+        let rsp = channel
+            .report(&[0; 64], 0, |req| {
+                Ok(fw.snp_guest_request(gctx, req).unwrap())
+            })
+            .unwrap();
+        let r = rsp.report;
+        let sig: [u8; 512] = r[report::SIGNATURE.start..].try_into().unwrap();
+        let tcb = TcbVersion::from_u64(report::u64_at(&r, report::REPORTED_TCB_AT)).unwrap();
+        let key = fw.chip.vcek(tcb).unwrap().public().unwrap();
+        assert!(key.verify(uapi::cert::algo::ECDSA_SHA384, &r[report::SIGNED], &sig));
+        tcb
+    };
+    let before = signed_by(&mut fw, &mut channel);
+    assert_eq!(before, crate::firmware::chip::DEFAULT_TCB);
+    let lower: TcbVersion = "3:0:8:100".parse().unwrap();
+    let mut config = [0u8; 64];
+    config[..8].copy_from_slice(&lower.to_u64().to_le_bytes());
+    fw.snp_config(&config).unwrap();
+    assert_eq!(signed_by(&mut fw, &mut channel), lower);
+}

@@ -85,6 +85,9 @@ pub(crate) struct SnpPlatform {
     store: SnpStore,
     nv: Box<dyn NvStorage>,
     vlek: Option<Zeroizing<Vec<u8>>>,
+    /// The VCEK at the TCB it was last derived for: deriving walks the hash sticks (hundreds
+    /// of SHA-384s), which the firmware does once per reported TCB, not per report.
+    vcek: std::sync::Mutex<Option<(TcbVersion, crate::crypto::ecc::EcKeyPair)>>,
     guests: std::collections::BTreeMap<u32, guest::SnpGuest>,
 }
 
@@ -97,6 +100,7 @@ impl SnpPlatform {
             store: SnpStore::new(installed, version),
             nv: Box::new(MemStorage::default()),
             vlek: None,
+            vcek: Default::default(),
             guests: Default::default(),
         }
     }
@@ -141,6 +145,7 @@ impl Firmware {
             store: store.unwrap_or_else(|| SnpStore::new(installed, version)),
             nv,
             vlek: None,
+            vcek: Default::default(),
             guests: Default::default(),
         };
         self

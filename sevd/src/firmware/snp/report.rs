@@ -129,14 +129,20 @@ impl Firmware {
         ]);
         put64(&mut r, LAUNCH_TCB_AT, guest.launch_tcb.to_u64());
         if signing != SIGNING_KEY_NONE {
-            let key = if use_vlek {
-                self.vlek_key()?
+            let sig = if use_vlek {
+                self.vlek_key()?.sign_sha384(&r[SIGNED])
             } else {
-                self.chip.vcek(reported).map_err(|e| internal("VCEK", e))?
-            };
-            let sig = key
-                .sign_sha384(&r[SIGNED])
-                .map_err(|e| internal("report signature", e))?;
+                let mut vcek = self.snp.vcek.lock().unwrap_or_else(|e| e.into_inner());
+                let key = match &*vcek {
+                    Some((tcb, key)) if *tcb == reported => key,
+                    _ => {
+                        let key = self.chip.vcek(reported).map_err(|e| internal("VCEK", e))?;
+                        &vcek.insert((reported, key)).1
+                    }
+                };
+                key.sign_sha384(&r[SIGNED])
+            }
+            .map_err(|e| internal("report signature", e))?;
             r[SIGNATURE.start..SIGNATURE.start + sig.len()].copy_from_slice(&sig);
         }
         Ok(r)
