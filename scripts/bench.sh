@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (round trip, launch, CLI, and each crypto primitive against OpenSSL)
+# Runs the benchmarks (round trip, launch, CLI, each crypto primitive against OpenSSL, SNP reports)
 # against a freshly built release sevd (cargo bench does not build another package's
 # binaries). Run as root.
 set -euo pipefail
@@ -10,3 +10,4 @@ cargo bench -p tests --bench roundtrip
 cargo bench -p tests --bench launch
 cargo bench -p tests --bench cli
 cargo bench -p tests --bench crypto
+cargo bench -p tests --bench snp_report
