@@ -60,7 +60,11 @@ fi
 export UAPI_NEW_HEADERS=$PWD/$new_headers
 
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The fuzz crate is a workspace of its own; without its libfuzzer feature it builds no
+# C++ and shares the main build's dependencies in target/.
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --target-dir target --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet
 # The product is pure Rust: OpenSSL is only the tests' referee (dev-dependencies).
 if cargo tree -e normal -p sevd -p sevctl-cli -p uapi -p vfs --prefix none 2>/dev/null |
@@ -72,6 +76,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+# The fuzz targets' committed corpus, replayed on the suite's chip (scripts/fuzz.sh).
+SEV_FUZZ_STATE=$PWD/target/tmp/chip-fixture cargo test --manifest-path fuzz/Cargo.toml \
+  --target-dir target --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 # The systemd units, booted under a real systemd (scripts/systemd-test.sh).
 units=0
 scripts/systemd-test.sh target/debug/sevd || units=$?

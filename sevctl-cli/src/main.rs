@@ -1,15 +1,7 @@
 //! sevctl: manage an SEV platform, act as a guest owner, and launch guests from YAML
 //! manifests, on a device (`/dev/sev` of sevd or of the kernel) or on the embedded firmware.
 
-mod error;
-mod launch;
-mod manifest;
-mod owner_cmds;
-mod platform_cmds;
-mod select;
-mod snp;
-mod util;
-mod vmsa;
+use sevctl_cli::{error, launch, manifest, owner_cmds, platform_cmds, select, snp};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

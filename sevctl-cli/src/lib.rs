@@ -1,0 +1,12 @@
+//! The commands behind the `sevctl` binary. A library so that the fuzz targets (`fuzz/`) reach
+//! the manifest parser; it is not a stable API.
+
+pub mod error;
+pub mod launch;
+pub mod manifest;
+pub mod owner_cmds;
+pub mod platform_cmds;
+pub mod select;
+pub mod snp;
+pub mod util;
+pub mod vmsa;
