@@ -308,3 +308,98 @@ fn sevd_and_sevctl_link_no_openssl() {
         );
     }
 }
+
+/// A daemon killed while PEK_GEN runs, many times over: each time the store opens under the
+/// chip's seal, holds a chain that verifies (old keys or new, never a mix), no temporary or
+/// quarantined file is left once it restarts, and a PEK_GEN whose caller saw it succeed is
+/// never lost (issue 14 §4).
+#[test]
+fn sigkill_in_the_middle_of_pek_gen_never_loses_or_tears_the_store() {
+    use sevd::certs::PlatformChain;
+    use sevd::firmware::chip::Chip;
+    use sevd::firmware::nv::PlatformKeys;
+    use std::sync::{Arc, Mutex};
+    use uapi::cert::Certificate;
+
+    require_mount!();
+    let mut rng = tests::Rng(tests::seed());
+    let chip = Chip::decode(shared_chip()).unwrap();
+    let (seal, v1) = (chip.nv_seal_key().unwrap(), chip.nv_v1_mac_key().unwrap());
+    let mut sevd = Sevd::start();
+    // Every export a caller saw after a successful PEK_GEN, oldest first.
+    let mut confirmed = vec![pdh_export(&sevd.open()).unwrap()];
+    let rounds = 30;
+    let mut cut_short = 0;
+    for round in 0..rounds {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let f = sevd.open();
+        let client = {
+            let seen = seen.clone();
+            std::thread::spawn(move || loop {
+                if sev_issue(&f, 2, 0, 0).0.is_err() {
+                    return;
+                }
+                match pdh_export(&f) {
+                    Ok(keys) => seen.lock().unwrap().push(keys),
+                    Err(_) => return,
+                }
+            })
+        };
+        // A PEK_GEN takes from tens to hundreds of milliseconds (key generation, signatures,
+        // fsync): the kill lands anywhere in the first few.
+        std::thread::sleep(std::time::Duration::from_micros(1_000 + rng.below(600_000)));
+        sevd.kill();
+        client.join().unwrap();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        confirmed.extend(seen);
+
+        let bytes = std::fs::read(sevd.state_dir.join("nv.bin")).unwrap();
+        let keys = PlatformKeys::decode(&bytes, &seal, &v1)
+            .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        sevd.restart(&[]);
+        let (pdh, chain) = pdh_export(&sevd.open()).unwrap();
+        assert_eq!(
+            pdh,
+            keys.pdh.encode(),
+            "round {round}: served vs stored PDH"
+        );
+        let cert = |i: usize| Certificate::decode(&chain[i * 0x824..(i + 1) * 0x824]).unwrap();
+        PlatformChain {
+            pdh: Certificate::decode(&pdh).unwrap(),
+            pek: cert(0),
+            oca: cert(1),
+            cek: cert(2),
+        }
+        .verify()
+        .unwrap_or_else(|e| panic!("round {round}: a torn chain: {e}"));
+        // The last confirmed keys, or newer ones whose reply the kill cut off; never older.
+        let at = confirmed.iter().position(|k| k.0 == pdh);
+        match at {
+            Some(i) => assert_eq!(
+                i,
+                confirmed.len() - 1,
+                "round {round}: a completed PEK_GEN was lost"
+            ),
+            None => {
+                cut_short += 1;
+                confirmed.push((pdh, chain));
+            }
+        }
+        let left: Vec<String> = std::fs::read_dir(&sevd.state_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-") || n.contains(".corrupt-"))
+            .collect();
+        assert!(left.is_empty(), "round {round}: left behind: {left:?}");
+        assert!(
+            !sevd.log().contains("SECURE_DATA_INVALID"),
+            "{}",
+            sevd.log()
+        );
+    }
+    eprintln!(
+        "{rounds} kills, {} PEK_GENs confirmed, {cut_short} completed on disk after their caller lost the reply",
+        confirmed.len() - 1 - cut_short
+    );
+}
