@@ -340,7 +340,10 @@ impl Daemon {
         if let Some(vm) = vm_node {
             devices.push(("sev-vm".into(), vm));
         }
-        let mut fs_dir = DeviceFs::dir(devices, config.mode);
+        // One fence over every mount: a VM closed through one is gone for the others
+        // (vfs::ReleaseFence).
+        let fence = vfs::ReleaseFence::new();
+        let mut fs_dir = DeviceFs::dir(devices, config.mode).with_fence(&fence);
         // The software platform's ASK ‖ ARK beside its nodes, where sevctl looks for it.
         if let Some(state) = &daemon._state {
             let ca = state.path().join(crate::paths::CA_FILE);
@@ -366,12 +369,11 @@ impl Daemon {
                 daemon.placeholders.push(path.clone());
             }
             let is_sev = Arc::ptr_eq(&dev, &node);
-            let mount = vfs::mount(DeviceFs::file(dev, config.mode), &path, &options).map_err(
-                |source| StartError::Mount {
-                    path: path.clone(),
-                    source,
-                },
-            )?;
+            let fs = DeviceFs::file(dev, config.mode).with_fence(&fence);
+            let mount = vfs::mount(fs, &path, &options).map_err(|source| StartError::Mount {
+                path: path.clone(),
+                source,
+            })?;
             daemon.mounts.push(mount);
             if is_sev {
                 register_sev_node(&fd_check, &path, 1)?;

@@ -111,6 +111,11 @@ impl CharDevice for VmNode {
         self.kvm.destroy_vm(file.fh);
     }
 
+    /// A closed VM gives back its guest and ASID, which the `sev` node reports.
+    fn release_is_shared(&self) -> bool {
+        true
+    }
+
     fn ioctl(
         &self,
         caller: &Caller,

@@ -12,6 +12,7 @@ use fuser::{
     ReplyWrite, Request, WriteFlags,
 };
 
+use crate::fence::{Member, ReleaseFence, MAX_BACKGROUND};
 use crate::workers::Workers;
 use crate::{Caller, CharDevice, Errno, IoctlRequest, OpenFile, OpenFlags, Pid};
 
@@ -83,6 +84,7 @@ pub struct DeviceFs {
     mode: FileMode,
     workers: Workers,
     open: Mutex<HashMap<u64, (u64, OpenFile)>>,
+    fence: Option<Member>,
 }
 
 impl DeviceFs {
@@ -117,7 +119,19 @@ impl DeviceFs {
             mode,
             workers: Workers::default(),
             open: Mutex::new(HashMap::new()),
+            fence: None,
         }
+    }
+
+    /// Joins `fence`: commands here wait for releases queued on the fence's other
+    /// connections, and theirs for the releases here (see [`ReleaseFence`]).
+    pub fn with_fence(mut self, fence: &Arc<ReleaseFence>) -> Self {
+        self.fence = Some(fence.member());
+        self
+    }
+
+    pub(crate) fn fence_member(&self) -> Option<Member> {
+        self.fence.clone()
     }
 
     /// Whether the mount's root is a regular file.
@@ -238,6 +252,12 @@ fn errno(e: Errno) -> fuser::Errno {
 }
 
 impl Filesystem for DeviceFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // RELEASEs straight onto the connection's queue, never held back (crate::fence).
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if parent == INodeNo::ROOT {
             let found = self
@@ -312,6 +332,9 @@ impl Filesystem for DeviceFs {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(file.fh, (ino.0, file));
+                if let (Some(fence), true) = (&self.fence, dev.release_is_shared()) {
+                    fence.open.fetch_add(1, Ordering::AcqRel);
+                }
                 // Direct I/O: no page cache, as for a character device.
                 reply.opened(
                     FileHandle(file.fh),
@@ -340,6 +363,9 @@ impl Filesystem for DeviceFs {
         if let Some((ino, file)) = entry {
             if let Some(dev) = self.device(INodeNo(ino)) {
                 dev.release(&file);
+                if let (Some(fence), true) = (&self.fence, dev.release_is_shared()) {
+                    fence.open.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         }
         reply.ok();
@@ -431,7 +457,13 @@ impl Filesystem for DeviceFs {
         let dev = dev.clone();
         let in_data = in_data.to_vec();
         let compat = flags.contains(IoctlFlags::FUSE_IOCTL_COMPAT);
+        let fence = self.fence.clone();
         self.workers.run(permit, move || {
+            // Releases already queued on other connections go first, as they would in a
+            // driver (crate::fence). Here, on the worker: the loop must not wait.
+            if let Some(f) = &fence {
+                f.fence.wait(f.id);
+            }
             let request = IoctlRequest {
                 cmd,
                 in_data: &in_data,

@@ -8,12 +8,14 @@
 #![deny(missing_docs)]
 
 mod client;
+mod fence;
 mod fs;
 mod memory;
 mod mount;
 mod workers;
 
 pub use client::{ioctl_bytes, ioctl_bytes_sized, ioctl_new_fd, ioctl_value};
+pub use fence::ReleaseFence;
 pub use fs::tgid;
 pub use fs::{DeviceFs, FileMode, SharedFile};
 pub use memory::{CallerMemory, MemError, ProcessMemory, UserAddr, VecMemory};
@@ -114,6 +116,12 @@ pub trait CharDevice: Send + Sync {
 
     /// The last close of an open file description.
     fn release(&self, _file: &OpenFile) {}
+
+    /// Whether a release changes what other nodes report (a VM's guest and ASID), so that a
+    /// command on another connection must not be served before it ([`ReleaseFence`]).
+    fn release_is_shared(&self) -> bool {
+        false
+    }
 
     /// `ioctl(2)`. `Err(errno)` fails the call without copying anything back (as a driver's
     /// early return does); `Ok(reply)` copies `reply.data` back and returns `reply.result`.

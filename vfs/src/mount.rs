@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use fuser::{Config, MountOption, SessionACL};
 use nix::mount::{umount2, MntFlags};
 
+use crate::fence::Member;
 use crate::DeviceFs;
 
 /// How to mount.
@@ -25,6 +26,7 @@ pub struct MountOptions {
 pub struct MountHandle {
     path: PathBuf,
     session: Option<fuser::BackgroundSession>,
+    fence: Option<Member>,
 }
 
 impl std::fmt::Debug for MountHandle {
@@ -44,6 +46,7 @@ impl MountHandle {
     /// Detaches the mount now. Open files get ENOTCONN; the serving thread ends when the
     /// kernel drops the connection.
     pub fn detach(mut self) -> io::Result<()> {
+        self.leave_fence();
         let r = detach(&self.path);
         // The session's thread ends on its own once the connection is gone; dropping the
         // handle without joining keeps a caller that still holds a file from blocking us.
@@ -54,8 +57,17 @@ impl MountHandle {
     }
 }
 
+impl MountHandle {
+    fn leave_fence(&mut self) {
+        if let Some(member) = self.fence.take() {
+            member.fence.leave(member.id);
+        }
+    }
+}
+
 impl Drop for MountHandle {
     fn drop(&mut self) {
+        self.leave_fence();
         if self.session.is_some() {
             let _ = detach(&self.path);
             if let Some(session) = self.session.take() {
@@ -78,12 +90,19 @@ pub fn mount(fs: DeviceFs, path: &Path, options: &MountOptions) -> io::Result<Mo
     if options.allow_other {
         config.acl = SessionACL::All;
     }
+    let fence = fs.fence_member();
     let session = fuser::Session::new(fs, path, &config)?;
     let session = session.spawn()?;
-    Ok(MountHandle {
+    let mut handle = MountHandle {
         path: path.to_path_buf(),
         session: Some(session),
-    })
+        fence: None,
+    };
+    if let Some(member) = fence {
+        member.fence.join(&member, path)?;
+        handle.fence = Some(member);
+    }
+    Ok(handle)
 }
 
 /// Detaches whatever is mounted at `path` (lazily: it vanishes from the tree at once).
