@@ -82,6 +82,10 @@ SEV_FUZZ_STATE=$PWD/target/tmp/chip-fixture cargo test --manifest-path fuzz/Carg
 # The systemd units, booted under a real systemd (scripts/systemd-test.sh).
 units=0
 scripts/systemd-test.sh target/debug/sevd || units=$?
+# Thirty seconds of the soak (scripts/soak.sh) on the debug build and the suite's chip.
+soak=0
+SOAK_CHIP=$PWD/target/tmp/chip-fixture/chip.bin SOAK_MANIFEST=$PWD/examples/sev.yaml \
+  target/debug/soak 30 "$suite_tmp/soak" || soak=$?
 # One closing line for the whole suite: cargo prints one per test binary, the boot test's
 # report ends with its own count (a missing or unfinished report counts as one failure).
 sp=0 sf=1
@@ -89,10 +93,13 @@ last=$(tail -n 1 target/systemd-test/report 2>/dev/null || true)
 if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
   sp=${BASH_REMATCH[1]} sf=${BASH_REMATCH[2]}
 fi
+# The soak counts as one check.
+if [[ $soak -eq 0 ]]; then sp=$((sp + 1)); else sf=$((sf + 1)); fi
 awk -v sp="$sp" -v sf="$sf" '/^test result:/ { p += $4; f += $6 }
   END { printf "suite: %d passed, %d failed\n", p + sp, f + sf }' "$log"
 [[ $status -eq 0 ]] || exit "$status"
 [[ $units -eq 0 ]] || exit "$units"
+[[ $soak -eq 0 ]] || exit "$soak"
 
 left=$(suite_mounts)
 if [[ -n "$left" ]]; then

@@ -6,8 +6,8 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use serde::Deserialize;
@@ -274,14 +274,25 @@ pub struct AuditRecord {
     pub duration_us: u64,
 }
 
-/// An append-only JSON-lines log written by its own thread, so a slow or full disk delays
-/// no command: a failed write is a warning in the daemon's log, not a failed command.
+/// An append-only JSON-lines log written by its own thread. A command's line is written
+/// (to the kernel: a daemon killed afterwards does not lose it) before the command is
+/// answered; a disk that stalls longer than [`AUDIT_WAIT`] delays no command, whose line then
+/// follows. A failed write is a warning in the daemon's log, not a failed command.
 pub struct AuditLog {
     tx: Mutex<Option<mpsc::SyncSender<String>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Lines dropped because the queue was full, not yet reported in the log.
     dropped: AtomicU64,
+    /// Lines queued so far (the sequence number of the last).
+    queued: AtomicU64,
+    /// Lines the writer has handed to the kernel (or failed to), and its signal.
+    written: Arc<(Mutex<u64>, Condvar)>,
+    /// A wait timed out and the writer has not caught up since: commands do not wait.
+    stalled: AtomicBool,
 }
+
+/// How long a command waits for its audit line to be written before it is answered anyway.
+pub const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Lines the audit queue holds before it drops (a stuck disk must not grow the daemon).
 pub const AUDIT_QUEUE: usize = 4096;
@@ -302,6 +313,8 @@ impl AuditLog {
             .open(path)?;
         let (tx, rx) = mpsc::sync_channel::<String>(AUDIT_QUEUE);
         let shown = path.display().to_string();
+        let written = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let progress = written.clone();
         let writer = std::thread::Builder::new()
             .name("audit".into())
             .spawn(move || {
@@ -321,6 +334,9 @@ impl AuditLog {
                         }
                         Err(_) => {}
                     }
+                    let (count, signal) = &*progress;
+                    *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    signal.notify_all();
                 }
                 let _ = file.sync_all();
             })?;
@@ -328,6 +344,9 @@ impl AuditLog {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             dropped: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            written,
+            stalled: AtomicBool::new(false),
         })
     }
 
@@ -338,18 +357,42 @@ impl AuditLog {
             return;
         };
         line.push('\n');
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = tx.as_ref() else { return };
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        if dropped > 0 {
-            let notice = format!("{{\"time\":{},\"dropped\":{dropped}}}\n", now());
-            if tx.try_send(notice).is_ok() {
-                self.dropped.fetch_sub(dropped, Ordering::Relaxed);
-                log::warn!("audit log: {dropped} lines were dropped while its queue was full");
+        let seq = {
+            // Under the lock, so that sequence numbers follow the queue's order.
+            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(tx) = tx.as_ref() else { return };
+            let dropped = self.dropped.load(Ordering::Relaxed);
+            if dropped > 0 {
+                let notice = format!("{{\"time\":{},\"dropped\":{dropped}}}\n", now());
+                if tx.try_send(notice).is_ok() {
+                    self.queued.fetch_add(1, Ordering::Relaxed);
+                    self.dropped.fetch_sub(dropped, Ordering::Relaxed);
+                    log::warn!("audit log: {dropped} lines were dropped while its queue was full");
+                }
             }
+            match tx.try_send(line) {
+                Ok(()) => self.queued.fetch_add(1, Ordering::Relaxed) + 1,
+                Err(mpsc::TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return,
+            }
+        };
+        let (count, signal) = &*self.written;
+        let count = count.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stalled.load(Ordering::Relaxed) {
+            if *count + 1 < seq {
+                return; // still behind: only lines after it has caught up wait again
+            }
+            self.stalled.store(false, Ordering::Relaxed);
         }
-        if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(line) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let (count, wait) = signal
+            .wait_timeout_while(count, AUDIT_WAIT, |n| *n < seq)
+            .unwrap_or_else(|e| e.into_inner());
+        drop(count);
+        if wait.timed_out() && !self.stalled.swap(true, Ordering::Relaxed) {
+            log::warn!("audit log: a write took over {AUDIT_WAIT:?}; commands go on without waiting for it");
         }
     }
 
@@ -374,7 +417,25 @@ pub struct Gate {
     /// The policy file, for reloads.
     pub policy_path: Option<PathBuf>,
     audit: Option<AuditLog>,
+    /// Closed (shutting down), and the commands inside; see [`Gate::enter`].
+    inside: Mutex<(bool, u32)>,
+    left: Condvar,
 }
+
+/// A command being served; the gate closes only once every one has left.
+#[derive(Debug)]
+pub struct Inside<'a>(&'a Gate);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        let mut inside = self.0.inside.lock().unwrap_or_else(|e| e.into_inner());
+        inside.1 -= 1;
+        self.0.left.notify_all();
+    }
+}
+
+/// How long shutting down waits for the commands being served.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Gate {
     /// A gate with an optional policy and audit log.
@@ -387,7 +448,21 @@ impl Gate {
             policy: RwLock::new(policy),
             policy_path,
             audit,
+            inside: Mutex::new((false, 0)),
+            left: Condvar::new(),
         }
+    }
+
+    /// Lets a command in, or `None` once the daemon is shutting down: a command answered
+    /// after the audit log closed would go unrecorded, so it is refused (ENODEV, as from a
+    /// device being removed) instead.
+    pub fn enter(&self) -> Option<Inside<'_>> {
+        let mut inside = self.inside.lock().unwrap_or_else(|e| e.into_inner());
+        if inside.0 {
+            return None;
+        }
+        inside.1 += 1;
+        Some(Inside(self))
     }
 
     /// Whether the caller (thread `tid`) holds one of `classes`; with no policy, anyone
@@ -437,8 +512,19 @@ impl Gate {
         });
     }
 
-    /// Closes the audit log (at shutdown).
+    /// Lets no further command in, waits for those inside, and closes the audit log (at
+    /// shutdown).
     pub fn close(&self) {
+        let mut inside = self.inside.lock().unwrap_or_else(|e| e.into_inner());
+        inside.0 = true;
+        let (inside, wait) = self
+            .left
+            .wait_timeout_while(inside, CLOSE_WAIT, |i| i.1 > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        if wait.timed_out() {
+            log::warn!("{} commands still running at shutdown", inside.1);
+        }
+        drop(inside);
         if let Some(log) = &self.audit {
             log.close();
         }
@@ -499,6 +585,45 @@ mod tests {
         );
         assert!(bad("rules:\n  - classes: [read]\n").contains("names no user"));
         assert!(bad("rulez: []\n").contains("unknown field"));
+    }
+
+    #[test]
+    fn a_commands_line_is_written_before_it_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        for i in 0..50u32 {
+            log.record(&AuditRecord {
+                time: 0.0,
+                pid: i,
+                uid: 0,
+                exe: "/x".into(),
+                command: "SEV_PLATFORM_STATUS",
+                status: Some(0),
+                errno: 0,
+                duration_us: 1,
+            });
+            // What a daemon killed now would leave: the line is already in the file.
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().count(), i as usize + 1);
+            assert!(text.contains(&format!("\"pid\":{i},")));
+        }
+    }
+
+    #[test]
+    fn a_closed_gate_lets_nothing_in_and_waits_for_what_is_inside() {
+        let gate = Arc::new(Gate::new(None, None));
+        let inside = gate.enter().expect("open gate");
+        let closer = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.close())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!closer.is_finished(), "close waits for the command inside");
+        assert!(gate.enter().is_none(), "nothing new once closing");
+        drop(inside);
+        closer.join().unwrap();
+        assert!(gate.enter().is_none());
     }
 
     #[test]

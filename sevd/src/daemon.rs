@@ -399,8 +399,10 @@ impl Daemon {
     /// Waits for the command in flight, detaches every mount and removes the placeholders it
     /// made. The firmware has already persisted every change.
     pub fn shutdown(self) {
-        self.backend.barrier();
+        // No command after the audit log's last line: the gate lets none in, and waits for
+        // those inside, before it closes the log.
         self.gate.close();
+        self.backend.barrier();
         for mount in self.mounts {
             let path = mount.path().to_path_buf();
             if let Err(e) = mount.detach() {

@@ -77,6 +77,9 @@ impl CharDevice for SevNode {
         file: &OpenFile,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
+        let Some(_inside) = self.gate.enter() else {
+            return Err(Errno::ENODEV);
+        };
         let gated = Gated {
             inner: &*self.backend,
             gate: &self.gate,
@@ -122,6 +125,9 @@ impl CharDevice for VmNode {
         file: &OpenFile,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno> {
+        let Some(_inside) = self.gate.enter() else {
+            return Err(Errno::ENODEV);
+        };
         let tid = caller.pid.0;
         let command = vm_command(request.cmd, request.in_data);
         if let Some((name, class)) = command {
