@@ -587,22 +587,27 @@ mod tests {
         assert!(bad("rulez: []\n").contains("unknown field"));
     }
 
+    /// A PLATFORM_STATUS by process `pid`.
+    fn status_record(pid: u32) -> AuditRecord {
+        AuditRecord {
+            time: 0.0,
+            pid,
+            uid: 0,
+            exe: "/x".into(),
+            command: "SEV_PLATFORM_STATUS",
+            status: Some(0),
+            errno: 0,
+            duration_us: 1,
+        }
+    }
+
     #[test]
     fn a_commands_line_is_written_before_it_is_answered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let log = AuditLog::open(&path).unwrap();
         for i in 0..50u32 {
-            log.record(&AuditRecord {
-                time: 0.0,
-                pid: i,
-                uid: 0,
-                exe: "/x".into(),
-                command: "SEV_PLATFORM_STATUS",
-                status: Some(0),
-                errno: 0,
-                duration_us: 1,
-            });
+            log.record(&status_record(i));
             // What a daemon killed now would leave: the line is already in the file.
             let text = std::fs::read_to_string(&path).unwrap();
             assert_eq!(text.lines().count(), i as usize + 1);
@@ -641,16 +646,7 @@ mod tests {
             .open(&fifo)
             .unwrap();
         let log = AuditLog::open(&fifo).unwrap();
-        let rec = AuditRecord {
-            time: 0.0,
-            pid: 1,
-            uid: 0,
-            exe: "/x".into(),
-            command: "SEV_PLATFORM_STATUS",
-            status: Some(0),
-            errno: 0,
-            duration_us: 1,
-        };
+        let rec = status_record(1);
         let n = 3 * AUDIT_QUEUE;
         for _ in 0..n {
             log.record(&rec);
