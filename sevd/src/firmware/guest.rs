@@ -33,10 +33,14 @@ impl Policy {
     pub const ES: u32 = uapi::policy::ES;
     /// Sending to another platform is disallowed.
     pub const NOSEND: u32 = uapi::policy::NOSEND;
+    /// Sending only to a platform of the same owner (OCA).
+    pub const DOMAIN: u32 = uapi::policy::DOMAIN;
+    /// Sending only to a platform whose chain verifies to AMD's root.
+    pub const SEV: u32 = uapi::policy::SEV;
     /// Bits 15:6, which must be zero.
     pub const RESERVED: u32 = uapi::policy::RESERVED;
 
-    fn has(self, bit: u32) -> bool {
+    pub(super) fn has(self, bit: u32) -> bool {
         self.0 & bit != 0
     }
 
@@ -110,13 +114,14 @@ const VMSA_LEN: u32 = 4096;
 
 /// A guest context.
 pub(super) struct Guest {
-    policy: Policy,
-    state: GuestState,
+    pub(super) policy: Policy,
+    pub(super) state: GuestState,
     vek: Vek,
-    asid: Option<u32>,
-    /// Activation is pending until the launch finishes (§2.3).
-    pending: bool,
-    keys: Option<TransportKeys>,
+    pub(super) asid: Option<u32>,
+    /// Activation is pending until the launch (or the receive) finishes (§2.3).
+    pub(super) pending: bool,
+    /// The transport keys of a launch or a migration in progress.
+    pub(super) keys: Option<TransportKeys>,
     digest: Option<Sha256>,
     measure: Option<[u8; 32]>,
 }
@@ -126,18 +131,27 @@ fn aligned(v: u64) -> bool {
 }
 
 impl Firmware {
-    fn guest(&self, handle: u32) -> FwResult<&Guest> {
+    pub(super) fn guest(&self, handle: u32) -> FwResult<&Guest> {
         self.require_working()?;
         self.guests.get(&handle).ok_or(Status::InvalidGuest)
     }
 
-    fn guest_mut(&mut self, handle: u32) -> FwResult<&mut Guest> {
+    pub(super) fn guest_mut(&mut self, handle: u32) -> FwResult<&mut Guest> {
         self.require_working()?;
         self.guests.get_mut(&handle).ok_or(Status::InvalidGuest)
     }
 
-    fn require_working(&self) -> FwResult<()> {
+    pub(super) fn require_working(&self) -> FwResult<()> {
         if self.state == PlatformState::Working {
+            Ok(())
+        } else {
+            Err(Status::InvalidPlatformState)
+        }
+    }
+
+    /// INIT or WORKING: what a command that may make the first guest needs.
+    pub(super) fn require_initialised(&self) -> FwResult<()> {
+        if matches!(self.state, PlatformState::Init | PlatformState::Working) {
             Ok(())
         } else {
             Err(Status::InvalidPlatformState)
@@ -155,7 +169,7 @@ impl Firmware {
 
     /// Checks the guest owner's DH certificate as the firmware does: VERSION 1, usage PDH,
     /// algo ECDH_SHA256, curve P-384, a point on the curve; no signature check (§5.1).
-    fn godh_key(godh: &[u8]) -> FwResult<EcPublic> {
+    pub(super) fn godh_key(godh: &[u8]) -> FwResult<EcPublic> {
         let cert = Certificate::decode(godh).map_err(|_| Status::InvalidLength)?;
         let ok = cert.version == 1
             && cert.usage == usage::PDH
@@ -175,35 +189,56 @@ impl Firmware {
         policy: u32,
         session: Option<(&[u8], &[u8])>,
     ) -> FwResult<u32> {
-        if !matches!(self.state, PlatformState::Init | PlatformState::Working) {
-            return Err(Status::InvalidPlatformState);
-        }
-        let policy = Policy(policy);
+        self.require_initialised()?;
         let keys = match session {
             None => TransportKeys::zero(),
             Some((godh, session)) => {
                 if godh.len() != CERT_LEN || session.len() != SESSION_LEN {
                     return Err(Status::InvalidLength);
                 }
-                let owner = Self::godh_key(godh)?;
-                let z = self
-                    .keys()?
-                    .pdh_key
-                    .ecdh(&owner)
-                    .map_err(|e| internal("ECDH", e))?;
-                let session = Session::decode(session).map_err(|_| Status::InvalidLength)?;
-                let keys = match unwrap(&z, &session, policy.0) {
-                    Ok(keys) => keys,
-                    Err(SessionError::BadMac(_)) => return Err(Status::BadMeasurement),
-                    Err(SessionError::Crypto(e)) => return Err(internal("session", e)),
-                };
-                let v = self.config.version;
-                if policy.0 & Policy::RESERVED != 0 || policy.api() > (v.api_major, v.api_minor) {
-                    return Err(Status::PolicyFailure);
-                }
-                keys
+                self.open_session(godh, session, policy)?
             }
         };
+        self.new_guest(share, Policy(policy), keys, GuestState::Lupdate)
+    }
+
+    /// Opens a session wrapped for this platform's PDH by the holder of `their_pdh` (a guest
+    /// owner at LAUNCH_START, the source platform at RECEIVE_START), and checks the policy
+    /// it was made for.
+    pub(super) fn open_session(
+        &self,
+        their_pdh: &[u8],
+        session: &[u8],
+        policy: u32,
+    ) -> FwResult<TransportKeys> {
+        let theirs = Self::godh_key(their_pdh)?;
+        let z = self
+            .keys()?
+            .pdh_key
+            .ecdh(&theirs)
+            .map_err(|e| internal("ECDH", e))?;
+        let session = Session::decode(session).map_err(|_| Status::InvalidLength)?;
+        let keys = match unwrap(&z, &session, policy) {
+            Ok(keys) => keys,
+            Err(SessionError::BadMac(_)) => return Err(Status::BadMeasurement),
+            Err(SessionError::Crypto(e)) => return Err(internal("session", e)),
+        };
+        let v = self.config.version;
+        if policy & Policy::RESERVED != 0 || Policy(policy).api() > (v.api_major, v.api_minor) {
+            return Err(Status::PolicyFailure);
+        }
+        Ok(keys)
+    }
+
+    /// A new guest context in `state` (LUPDATE or RUPDATE): its memory key shared with
+    /// `share` or new, the first free handle; the platform is then WORKING.
+    pub(super) fn new_guest(
+        &mut self,
+        share: u32,
+        policy: Policy,
+        keys: TransportKeys,
+        state: GuestState,
+    ) -> FwResult<u32> {
         let vek = if share != 0 {
             let other = self.guests.get(&share).ok_or(Status::InvalidGuest)?;
             if other.policy != policy || other.policy.has(Policy::NOKS) {
@@ -221,16 +256,18 @@ impl Firmware {
         if policy.has(Policy::ES) && !self.config_es {
             return Err(Status::Unsupported);
         }
+        // A received guest has no launch digest: it was measured on its first platform.
+        let digest = (state == GuestState::Lupdate).then(Sha256::new);
         self.guests.insert(
             handle,
             Guest {
                 policy,
-                state: GuestState::Lupdate,
+                state,
                 vek,
                 asid: None,
                 pending: false,
                 keys: Some(keys),
-                digest: Some(Sha256::new()),
+                digest,
                 measure: None,
             },
         );
@@ -442,7 +479,9 @@ impl Firmware {
         if es_guest != (asid < self.config.min_sev_asid) {
             return Err(Status::InvalidAsid);
         }
-        let running = guest.state == GuestState::Running;
+        // Activation completes at once for a launched guest, even while it is being sent;
+        // for one being launched or received, when that finishes.
+        let running = matches!(guest.state, GuestState::Running | GuestState::Supdate);
         let vek = guest.vek.clone();
         self.memctl.install(asid, vek);
         self.asids[asid as usize] = AsidState::Bound(handle);

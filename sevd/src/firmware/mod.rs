@@ -7,6 +7,7 @@
 
 pub mod chip;
 mod guest;
+pub mod migration;
 pub mod nv;
 mod platform;
 pub mod random;
