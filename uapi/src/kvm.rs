@@ -326,6 +326,89 @@ pub struct KvmSevDbg {
     pub pad0: u32,
 }
 
+/// `struct kvm_sev_send_start` (migration.md §3.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevSendStart {
+    /// The guest's policy (out).
+    pub policy: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// The target's PDH certificate.
+    pub pdh_cert_uaddr: u64,
+    /// Its length.
+    pub pdh_cert_len: u32,
+    /// Padding.
+    pub pad1: u32,
+    /// The target's PEK ‖ OCA ‖ CEK.
+    pub plat_certs_uaddr: u64,
+    /// Their length.
+    pub plat_certs_len: u32,
+    /// Padding.
+    pub pad2: u32,
+    /// AMD's ASK ‖ ARK.
+    pub amd_certs_uaddr: u64,
+    /// Their length.
+    pub amd_certs_len: u32,
+    /// Padding.
+    pub pad3: u32,
+    /// Where the session goes.
+    pub session_uaddr: u64,
+    /// Its length (in/out; 0 = query).
+    pub session_len: u32,
+    /// Padding.
+    pub pad4: u32,
+}
+
+/// `struct kvm_sev_send_update_data`; `kvm_sev_receive_update_data` has the same shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevSendUpdateData {
+    /// The packet header.
+    pub hdr_uaddr: u64,
+    /// Its length (in/out; 0 = query).
+    pub hdr_len: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// The guest memory, in the VMM's address space.
+    pub guest_uaddr: u64,
+    /// Its length (at most a page, not crossing one).
+    pub guest_len: u32,
+    /// Padding.
+    pub pad1: u32,
+    /// The transport buffer.
+    pub trans_uaddr: u64,
+    /// Its length (in/out; 0 = query).
+    pub trans_len: u32,
+    /// Padding.
+    pub pad2: u32,
+}
+
+/// `struct kvm_sev_receive_update_data`.
+pub type KvmSevReceiveUpdateData = KvmSevSendUpdateData;
+
+/// `struct kvm_sev_receive_start`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KvmSevReceiveStart {
+    /// A handle to share the memory key with, 0 for a new one (in); the new handle (out).
+    pub handle: u32,
+    /// The guest's policy.
+    pub policy: u32,
+    /// The source's PDH certificate.
+    pub pdh_uaddr: u64,
+    /// Its length.
+    pub pdh_len: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// The session from SEND_START.
+    pub session_uaddr: u64,
+    /// Its length.
+    pub session_len: u32,
+    /// Padding.
+    pub pad1: u32,
+}
+
 /// `struct kvm_sev_attestation_report`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -504,6 +587,9 @@ byte_valued! {
     KvmSevGuestStatus = 12,
     KvmSevDbg = 24,
     KvmSevAttestationReport = 32,
+    KvmSevSendStart = 72,
+    KvmSevSendUpdateData = 48,
+    KvmSevReceiveStart = 40,
     KvmUserspaceMemoryRegion = 32,
     KvmEncRegion = 16,
     SevdVmsa = 16,
@@ -523,5 +609,8 @@ const _: () = {
     assert!(offset_of!(KvmSevLaunchStart, session_uaddr) == 24);
     assert!(offset_of!(KvmSevLaunchSecret, trans_len) == 40);
     assert!(offset_of!(KvmSevAttestationReport, uaddr) == 16);
+    assert!(offset_of!(KvmSevSendStart, session_len) == 64);
+    assert!(offset_of!(KvmSevSendUpdateData, trans_len) == 40);
+    assert!(offset_of!(KvmSevReceiveStart, session_uaddr) == 24);
     assert!(offset_of!(KvmUserspaceMemoryRegion, userspace_addr) == 24);
 };

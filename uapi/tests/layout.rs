@@ -85,6 +85,20 @@ fn layouts() -> Vec<Layout> {
         layout!("linux/kvm.h", "kvm_sev_guest_status", KvmSevGuestStatus { "handle" => handle, "policy" => policy, "state" => state }),
         layout!("linux/kvm.h", "kvm_sev_dbg", KvmSevDbg { "src_uaddr" => src_uaddr, "dst_uaddr" => dst_uaddr, "len" => len }),
         layout!("linux/kvm.h", "kvm_sev_attestation_report", KvmSevAttestationReport { "mnonce" => mnonce, "uaddr" => uaddr, "len" => len }),
+        layout!("linux/kvm.h", "kvm_sev_send_start", KvmSevSendStart {
+            "policy" => policy, "pdh_cert_uaddr" => pdh_cert_uaddr, "pdh_cert_len" => pdh_cert_len,
+            "plat_certs_uaddr" => plat_certs_uaddr, "plat_certs_len" => plat_certs_len,
+            "amd_certs_uaddr" => amd_certs_uaddr, "amd_certs_len" => amd_certs_len,
+            "session_uaddr" => session_uaddr, "session_len" => session_len }),
+        layout!("linux/kvm.h", "kvm_sev_send_update_data", KvmSevSendUpdateData {
+            "hdr_uaddr" => hdr_uaddr, "hdr_len" => hdr_len, "guest_uaddr" => guest_uaddr,
+            "guest_len" => guest_len, "trans_uaddr" => trans_uaddr, "trans_len" => trans_len }),
+        layout!("linux/kvm.h", "kvm_sev_receive_update_data", KvmSevReceiveUpdateData {
+            "hdr_uaddr" => hdr_uaddr, "hdr_len" => hdr_len, "guest_uaddr" => guest_uaddr,
+            "guest_len" => guest_len, "trans_uaddr" => trans_uaddr, "trans_len" => trans_len }),
+        layout!("linux/kvm.h", "kvm_sev_receive_start", KvmSevReceiveStart {
+            "handle" => handle, "policy" => policy, "pdh_uaddr" => pdh_uaddr, "pdh_len" => pdh_len,
+            "session_uaddr" => session_uaddr, "session_len" => session_len }),
         layout!("linux/kvm.h", "kvm_userspace_memory_region", KvmUserspaceMemoryRegion {
             "slot" => slot, "flags" => flags, "guest_phys_addr" => guest_phys_addr,
             "memory_size" => memory_size, "userspace_addr" => userspace_addr }),

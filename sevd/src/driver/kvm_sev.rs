@@ -27,6 +27,7 @@ use crate::firmware::{FwResult, LaunchSecret};
 use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
 
 mod init;
+mod migrate;
 mod snp;
 mod snp_update;
 pub use init::SUPPORTED_VMSA_FEATURES;
@@ -484,7 +485,15 @@ impl KvmSev {
             SnpLaunchStart => self.snp_launch_start(vm, ctx),
             SnpLaunchUpdate => self.snp_launch_update(vm, ctx),
             SnpLaunchFinish => self.snp_launch_finish(vm, ctx),
-            // Migration and attestation reports are not offered by this daemon.
+            SendStart => self.send_start(vm, ctx),
+            SendUpdateData => self.send_update_data(vm, ctx),
+            SendFinish => self.send_end(vm, ctx, false),
+            SendCancel => self.send_end(vm, ctx, true),
+            ReceiveStart => self.receive_start(vm, ctx),
+            ReceiveUpdateData => self.receive_update_data(vm, ctx),
+            ReceiveFinish => self.receive_finish(vm, ctx),
+            // KVM has no VMSA ids for migration (10 and 14 fall to its default), and this
+            // daemon offers no attestation report yet.
             _ => return Err(Errno::EINVAL),
         })
     }
