@@ -110,7 +110,7 @@ pub struct LaunchSecret<'a> {
 /// The firmware's buffer for LAUNCH_SECRET (Genoa).
 const SECRET_MAX: u32 = 0x5000;
 /// One VMSA page.
-const VMSA_LEN: u32 = 4096;
+pub(super) const VMSA_LEN: u32 = 4096;
 
 /// A guest context.
 pub(super) struct Guest {
@@ -124,6 +124,10 @@ pub(super) struct Guest {
     pub(super) keys: Option<TransportKeys>,
     digest: Option<Sha256>,
     measure: Option<[u8; 32]>,
+    /// The save areas the firmware protects, by guest address, with a digest of each as it
+    /// was protected: what stands here for the hardware's per-vCPU CRC record (a save area
+    /// changes only when the CPU saves state, and no CPU runs here).
+    pub(super) vmsas: std::collections::BTreeMap<u64, [u8; 32]>,
 }
 
 fn aligned(v: u64) -> bool {
@@ -269,6 +273,7 @@ impl Firmware {
                 keys: Some(keys),
                 digest,
                 measure: None,
+                vmsas: Default::default(),
             },
         );
         self.state = PlatformState::Working;
@@ -348,7 +353,13 @@ impl Firmware {
         if !aligned(gpa.0) {
             return Err(Status::InvalidAddress);
         }
-        self.launch_update(handle, gpa, len as u64, mem)
+        let mut page = Zeroizing::new(vec![0u8; VMSA_LEN as usize]);
+        mem.read(gpa, &mut page)
+            .map_err(|_| Status::InvalidAddress)?;
+        self.launch_update(handle, gpa, len as u64, mem)?;
+        let digest = crate::crypto::sha256(&page);
+        self.guest_mut(handle)?.vmsas.insert(gpa.0, digest);
+        Ok(())
     }
 
     /// LAUNCH_MEASURE: MEASURE ‖ MNONCE; LUPDATE → LSECRET. `len` is the buffer's in/out

@@ -15,10 +15,10 @@ use uapi::cert::{Certificate, CERT_LEN};
 use uapi::launch::SESSION_LEN;
 use uapi::Status;
 
-use super::guest::{GuestState, Policy};
+use super::guest::{GuestState, Policy, VMSA_LEN};
 use super::{internal, Firmware, FwResult};
 use crate::certs::{check_ecc, verify_ca, verify_cek, verify_sev, CertError};
-use crate::crypto::{aes128_ctr, hmac_sha256, mac_eq, CryptoError};
+use crate::crypto::{aes128_ctr, hmac_sha256, mac_eq, sha256, CryptoError};
 use crate::memctl::{GuestAddress, GuestMemory};
 use crate::owner::session::{wrap, TransportKeys};
 
@@ -254,6 +254,34 @@ impl Firmware {
         trans_len: u32,
         mem: &dyn GuestMemory,
     ) -> FwResult<Packet> {
+        self.send_update(handle, hdr_len, gpa, guest_len, trans_len, mem, false)
+    }
+
+    /// SEND_UPDATE_VMSA: as SEND_UPDATE_DATA, for a save area of an SEV-ES guest that the
+    /// firmware protects and that is unchanged since (else INVALID_PARAM).
+    pub fn send_update_vmsa(
+        &mut self,
+        handle: u32,
+        hdr_len: &mut u32,
+        gpa: GuestAddress,
+        guest_len: u32,
+        trans_len: u32,
+        mem: &dyn GuestMemory,
+    ) -> FwResult<Packet> {
+        self.send_update(handle, hdr_len, gpa, guest_len, trans_len, mem, true)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the firmware's buffer, field by field
+    fn send_update(
+        &mut self,
+        handle: u32,
+        hdr_len: &mut u32,
+        gpa: GuestAddress,
+        guest_len: u32,
+        trans_len: u32,
+        mem: &dyn GuestMemory,
+        vmsa: bool,
+    ) -> FwResult<Packet> {
         self.require_working()?;
         let given = *hdr_len;
         *hdr_len = PACKET_HEADER_LEN as u32;
@@ -263,6 +291,9 @@ impl Firmware {
         let guest = self.guest(handle)?;
         if guest.state != GuestState::Supdate {
             return Err(Status::InvalidGuestState);
+        }
+        if vmsa && !guest.policy.has(Policy::ES) {
+            return Err(Status::Unsupported);
         }
         let asid = guest.asid.ok_or(Status::Inactive)?;
         if guest_len == 0
@@ -282,6 +313,14 @@ impl Firmware {
         self.memctl
             .decrypt(asid, gpa, &mut plain)
             .map_err(|e| internal("SEND_UPDATE_DATA", e))?;
+        if vmsa {
+            let protected = self.guest(handle)?.vmsas.get(&gpa.0);
+            let intact = plain.len() >= VMSA_LEN as usize
+                && protected == Some(&sha256(&plain[..VMSA_LEN as usize]));
+            if !intact {
+                return Err(Status::InvalidParam);
+            }
+        }
         let mut iv = [0u8; 16];
         self.rng.fill(&mut iv).map_err(|e| internal("TRNG", e))?;
         let keys = self.guest(handle)?.keys.as_ref();
@@ -339,9 +378,40 @@ impl Firmware {
         trans: &[u8],
         mem: &dyn GuestMemory,
     ) -> FwResult<()> {
+        self.receive_update(handle, header, gpa, guest_len, trans, mem, false)
+    }
+
+    /// RECEIVE_UPDATE_VMSA: as RECEIVE_UPDATE_DATA, for a save area (at least a page) of an
+    /// SEV-ES guest, which the firmware then protects.
+    pub fn receive_update_vmsa(
+        &mut self,
+        handle: u32,
+        header: &[u8],
+        gpa: GuestAddress,
+        guest_len: u32,
+        trans: &[u8],
+        mem: &dyn GuestMemory,
+    ) -> FwResult<()> {
+        self.receive_update(handle, header, gpa, guest_len, trans, mem, true)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the firmware's buffer, field by field
+    fn receive_update(
+        &mut self,
+        handle: u32,
+        header: &[u8],
+        gpa: GuestAddress,
+        guest_len: u32,
+        trans: &[u8],
+        mem: &dyn GuestMemory,
+        vmsa: bool,
+    ) -> FwResult<()> {
         let guest = self.guest(handle)?;
         if guest.state != GuestState::Rupdate {
             return Err(Status::InvalidGuestState);
+        }
+        if vmsa && !guest.policy.has(Policy::ES) {
+            return Err(Status::Unsupported);
         }
         let asid = guest.asid.ok_or(Status::Inactive)?;
         let trans_len = trans.len() as u64;
@@ -361,10 +431,22 @@ impl Firmware {
         head.copy_from_slice(&header[..PACKET_HEADER_LEN]);
         let keys = guest.keys.as_ref().ok_or(Status::InvalidGuestState)?;
         let mut plain = open_packet(keys, &head, trans)?;
+        let protect = if vmsa {
+            if plain.len() < VMSA_LEN as usize {
+                return Err(Status::InvalidLength);
+            }
+            Some(sha256(&plain[..VMSA_LEN as usize]))
+        } else {
+            None
+        };
         self.memctl
             .encrypt(asid, gpa, &mut plain)
             .map_err(|e| internal("RECEIVE_UPDATE_DATA", e))?;
-        mem.write(gpa, &plain).map_err(|_| Status::InvalidAddress)
+        mem.write(gpa, &plain).map_err(|_| Status::InvalidAddress)?;
+        if let Some(digest) = protect {
+            self.guest_mut(handle)?.vmsas.insert(gpa.0, digest);
+        }
+        Ok(())
     }
 
     /// RECEIVE_FINISH: RUPDATE → RUNNING, completing a pending activation. No measurement is

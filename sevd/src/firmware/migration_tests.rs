@@ -454,3 +454,95 @@ fn an_es_guest_needs_an_es_platform_to_land_on() {
         Status::Unsupported
     );
 }
+
+#[test]
+fn an_es_guests_save_areas_move_only_as_the_firmware_protected_them() {
+    let (mut src, src_mem) = platform();
+    let (mut dst, dst_mem) = platform();
+    let img = image();
+    // An SEV-ES guest with one save area at 0x8000.
+    let h = src.launch_start(0, Policy::ES, None).unwrap();
+    src.activate(h, free_asid(&src, true)).unwrap();
+    let vmsa: Vec<u8> = (0..PAGE).map(|i| (i * 3 + 1) as u8).collect();
+    src_mem.write(GuestAddress(0x8000), &vmsa).unwrap();
+    src.launch_update_vmsa(h, GuestAddress(0x8000), PAGE, &src_mem)
+        .unwrap();
+    src_mem.write(GuestAddress(0x1000), &img).unwrap();
+    src.launch_update_data(h, GuestAddress(0x1000), img.len() as u32, &src_mem)
+        .unwrap();
+    src.launch_measure(h, &mut 48).unwrap();
+    src.launch_finish(h).unwrap();
+
+    let t = start_both(&mut src, h, &mut dst);
+    let send_vmsa = |src: &mut Firmware, gpa: u64, len: u32| {
+        src.send_update_vmsa(h, &mut 52, GuestAddress(gpa), len, len, &src_mem)
+    };
+    // Not a save area the firmware protected, or too short to be one.
+    assert_eq!(
+        send_vmsa(&mut src, 0x1000, PAGE).unwrap_err(),
+        Status::InvalidParam
+    );
+    assert_eq!(
+        send_vmsa(&mut src, 0x8000, 16).unwrap_err(),
+        Status::InvalidParam
+    );
+    let p = send_vmsa(&mut src, 0x8000, PAGE).unwrap();
+    // A data packet is no save area: refused after its MAC checks out.
+    let short = send_page_len(&mut src, h, &src_mem, 0x1000, 16);
+    assert_eq!(
+        dst.receive_update_vmsa(
+            t,
+            &short.header,
+            GuestAddress(0x9000),
+            16,
+            &short.trans,
+            &dst_mem
+        )
+        .unwrap_err(),
+        Status::InvalidLength
+    );
+    dst.receive_update_vmsa(t, &p.header, GuestAddress(0x8000), PAGE, &p.trans, &dst_mem)
+        .unwrap();
+    src.send_finish(h).unwrap();
+    dst.receive_finish(t).unwrap();
+    assert_eq!(view(&dst, t, &dst_mem, 0x8000, PAGE as usize), vmsa);
+
+    // Received, it is protected on the target too, and may move on; once the host has
+    // changed it, it may not.
+    let (mut third, _) = platform();
+    send_start(&mut dst, t, &mut third).unwrap();
+    dst.send_update_vmsa(t, &mut 52, GuestAddress(0x8000), PAGE, PAGE, &dst_mem)
+        .unwrap();
+    let mut page = host(&dst_mem, 0x8000, 16);
+    page[3] ^= 1;
+    dst_mem.write(GuestAddress(0x8000), &page).unwrap();
+    assert_eq!(
+        dst.send_update_vmsa(t, &mut 52, GuestAddress(0x8000), PAGE, PAGE, &dst_mem)
+            .unwrap_err(),
+        Status::InvalidParam
+    );
+}
+
+#[test]
+fn save_areas_are_for_es_guests_only() {
+    let (mut src, mem) = platform();
+    let (mut dst, dst_mem) = platform();
+    let h = running_guest(&mut src, &mem, 0, &image());
+    let t = start_both(&mut src, h, &mut dst);
+    assert_eq!(
+        src.send_update_vmsa(h, &mut 52, GuestAddress(0x1000), PAGE, PAGE, &mem)
+            .unwrap_err(),
+        Status::Unsupported
+    );
+    let p = send_page(&mut src, h, &mem, 0x1000);
+    assert_eq!(
+        dst.receive_update_vmsa(t, &p.header, GuestAddress(0x1000), PAGE, &p.trans, &dst_mem)
+            .unwrap_err(),
+        Status::Unsupported
+    );
+}
+
+fn send_page_len(src: &mut Firmware, h: u32, mem: &VecGuestMemory, gpa: u64, len: u32) -> Packet {
+    src.send_update_data(h, &mut 52, GuestAddress(gpa), len, len, mem)
+        .unwrap()
+}
