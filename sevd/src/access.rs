@@ -434,8 +434,10 @@ impl Drop for Inside<'_> {
     }
 }
 
-/// How long shutting down waits for the commands being served.
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long shutting down waits for the commands being served. They take milliseconds; one
+/// still inside after this waits on its caller (memory that never arrives), and the daemon
+/// exits without answering it.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Gate {
     /// A gate with an optional policy and audit log.
@@ -522,7 +524,10 @@ impl Gate {
             .wait_timeout_while(inside, CLOSE_WAIT, |i| i.1 > 0)
             .unwrap_or_else(|e| e.into_inner());
         if wait.timed_out() {
-            log::warn!("{} commands still running at shutdown", inside.1);
+            log::warn!(
+                "{} commands still wait on their callers at shutdown; they go unanswered",
+                inside.1
+            );
         }
         drop(inside);
         if let Some(log) = &self.audit {
