@@ -6,7 +6,7 @@
 
 use crate::kvm::{
     KvmRegs, KvmSevCmd, KvmSregs, KvmUserspaceMemoryRegion, SevdGuestAccess, SevdSnpGuestRequest,
-    SevdVmsa,
+    SevdVmsa, SevdVmsaPacket,
 };
 use crate::psp_sev::SevIssueCmd;
 
@@ -105,6 +105,12 @@ pub const SEVD_VM_SET_TYPE: u32 = iow(SEV_IOC_TYPE, 0x83, size_of::<u64>());
 /// half of an SNP guest request (KVM handles it inside the VMGEXIT; there is no KVM ioctl).
 pub const SEVD_VM_SNP_GUEST_REQUEST: u32 =
     iowr(SEV_IOC_TYPE, 0x84, size_of::<SevdSnpGuestRequest>());
+/// `SEVD_VM_SEND_VMSA = _IOWR('S', 0x85, struct sevd_vmsa_packet)`: SEND_UPDATE_VMSA of one
+/// vCPU's save area, for SEV-ES migration, which KVM does not offer.
+pub const SEVD_VM_SEND_VMSA: u32 = iowr(SEV_IOC_TYPE, 0x85, size_of::<SevdVmsaPacket>());
+/// `SEVD_VM_RECEIVE_VMSA = _IOWR('S', 0x86, struct sevd_vmsa_packet)`: RECEIVE_UPDATE_VMSA
+/// of one vCPU's save area.
+pub const SEVD_VM_RECEIVE_VMSA: u32 = iowr(SEV_IOC_TYPE, 0x86, size_of::<SevdVmsaPacket>());
 
 #[cfg(test)]
 mod tests {
@@ -123,6 +129,8 @@ mod tests {
         // DESIGN.md's number for the VM type.
         assert_eq!(SEVD_VM_SET_TYPE, 0x4008_5383);
         assert_eq!(SEVD_VM_SNP_GUEST_REQUEST, 0xC018_5384);
+        assert_eq!(SEVD_VM_SEND_VMSA, 0xC028_5385);
+        assert_eq!(SEVD_VM_RECEIVE_VMSA, 0xC028_5386);
         assert_eq!(ioc_size(SEV_ISSUE_CMD), 16);
         assert_eq!(ioc_dir(SEV_ISSUE_CMD), IOC_READ | IOC_WRITE);
     }

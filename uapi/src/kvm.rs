@@ -490,6 +490,29 @@ pub struct SevdSnpGuestRequest {
     pub exitinfo2: u64,
 }
 
+/// `struct sevd_vmsa_packet`: one vCPU's save area as a migration packet, the argument of
+/// `SEVD_VM_SEND_VMSA` and `SEVD_VM_RECEIVE_VMSA` (KVM has no ids for SEV-ES save areas).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SevdVmsaPacket {
+    /// The vCPU.
+    pub vcpu: u32,
+    /// Out: the firmware status.
+    pub error: u32,
+    /// The packet header.
+    pub hdr_uaddr: u64,
+    /// Its length (send: in/out, 0 = query).
+    pub hdr_len: u32,
+    /// Padding.
+    pub pad0: u32,
+    /// The transport buffer.
+    pub trans_uaddr: u64,
+    /// Its length (send: in/out, 0 = query).
+    pub trans_len: u32,
+    /// Padding.
+    pub pad1: u32,
+}
+
 /// `struct kvm_regs` (x86): a vCPU's general registers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -595,6 +618,7 @@ byte_valued! {
     SevdVmsa = 16,
     SevdGuestAccess = 24,
     SevdSnpGuestRequest = 24,
+    SevdVmsaPacket = 40,
 }
 
 const _: () = {

@@ -5,13 +5,14 @@
 
 use uapi::kvm::*;
 use uapi::psp_sev::SEV_FW_BLOB_MAX_SIZE;
-use vfs::Errno;
+use uapi::Status;
+use vfs::{CallerMemory, Errno};
 
-use super::{copy_user_blob, stage, Ctx, KvmSev, Vm, PAGE};
+use super::{copy_user_blob, stage, Ctx, KvmSev, Vm, Vmsa, PAGE, VMSA_BASE};
 use crate::driver::stage_pipe::unstage;
 use crate::driver::{read_obj, write_bytes, write_obj};
-use crate::firmware::migration::Target;
-use crate::memctl::GuestAddress;
+use crate::firmware::migration::{Target, PACKET_HEADER_LEN};
+use crate::memctl::{GuestAddress, GuestMemory};
 
 /// The most a transport or header buffer may be: what `kzalloc` gives (KMALLOC_MAX_SIZE);
 /// beyond it KVM fails with ENOMEM.
@@ -215,6 +216,103 @@ impl KvmSev {
             let r = self.dev().firmware_mut().receive_finish(h);
             ctx.fw(r)
         })
+    }
+
+    /// `SEVD_VM_SEND_VMSA` (this node's extension): SEND_UPDATE_VMSA of one vCPU's save area,
+    /// which LAUNCH_UPDATE_VMSA or RECEIVE_VMSA protected. `hdr_len` or `trans_len` 0 asks
+    /// for the lengths (EIO, INVALID_LENGTH in `error`, 52 and 4096 written back).
+    pub(super) fn send_vmsa(
+        &self,
+        vm: &mut Vm,
+        mem: &dyn CallerMemory,
+        pid: u32,
+        arg: &mut SevdVmsaPacket,
+        error: &mut u32,
+    ) -> Result<(), Errno> {
+        let sev = vm
+            .sev
+            .as_ref()
+            .filter(|s| s.es && !s.snp)
+            .ok_or(Errno::ENOTTY)?;
+        if !vm.vmsas.get(&arg.vcpu).is_some_and(|v| v.protected) {
+            return Err(Errno::EINVAL);
+        }
+        self.check_fd(pid, sev.fd)?;
+        let gpa = GuestAddress(VMSA_BASE + arg.vcpu as u64 * PAGE);
+        if arg.hdr_len == 0 || arg.trans_len == 0 {
+            arg.hdr_len = PACKET_HEADER_LEN as u32;
+            arg.trans_len = PAGE as u32;
+            *error = Status::InvalidLength as u32;
+            return Err(Errno::EIO);
+        }
+        if arg.hdr_len > KMALLOC_MAX || arg.trans_len > KMALLOC_MAX {
+            return Err(Errno::ENOMEM);
+        }
+        let mut hdr_len = arg.hdr_len;
+        let r = self.dev().firmware_mut().send_update_vmsa(
+            sev.handle,
+            &mut hdr_len,
+            gpa,
+            PAGE as u32,
+            arg.trans_len,
+            &sev.vmsa_mem,
+        );
+        let packet = super::super::fw_result(error, r)?;
+        let mut trans = vec![0u8; arg.trans_len as usize];
+        trans[..packet.trans.len()].copy_from_slice(&packet.trans);
+        let mut header = vec![0u8; arg.hdr_len as usize];
+        header[..packet.header.len()].copy_from_slice(&packet.header);
+        write_bytes(mem, arg.trans_uaddr, &trans)?;
+        write_bytes(mem, arg.hdr_uaddr, &header)
+    }
+
+    /// `SEVD_VM_RECEIVE_VMSA` (this node's extension): RECEIVE_UPDATE_VMSA of one vCPU's
+    /// save area into an SEV-ES VM being received; the vCPU then has a protected save area.
+    pub(super) fn receive_vmsa(
+        &self,
+        vm: &mut Vm,
+        mem: &dyn CallerMemory,
+        pid: u32,
+        arg: &SevdVmsaPacket,
+        error: &mut u32,
+    ) -> Result<(), Errno> {
+        let sev = vm
+            .sev
+            .as_ref()
+            .filter(|s| s.es && !s.snp)
+            .ok_or(Errno::ENOTTY)?;
+        // KVM_MAX_VCPUS.
+        if arg.vcpu >= 4096 || sev.handle == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !vm.vmsas.contains_key(&arg.vcpu) && vm.vmsas.len() >= self.limits.vcpus_per_vm as usize
+        {
+            return Err(self.limit_hit(vm.uid, "vCPUs per VM", Errno::ENOSPC));
+        }
+        let header = copy_user_blob(mem, arg.hdr_uaddr, arg.hdr_len)?;
+        let trans = copy_user_blob(mem, arg.trans_uaddr, arg.trans_len)?;
+        self.check_fd(pid, sev.fd)?;
+        let gpa = GuestAddress(VMSA_BASE + arg.vcpu as u64 * PAGE);
+        if sev.vmsa_mem.check_range(gpa, PAGE).is_err() {
+            sev.vmsa_mem.add_region(gpa, PAGE as usize);
+        }
+        let r = self.dev().firmware_mut().receive_update_vmsa(
+            sev.handle,
+            &header,
+            gpa,
+            trans.len() as u32,
+            &trans,
+            &sev.vmsa_mem,
+        );
+        super::super::fw_result(error, r)?;
+        vm.vmsas.insert(
+            arg.vcpu,
+            Vmsa {
+                page: Box::new([0u8; PAGE as usize]),
+                protected: true,
+            },
+        );
+        Ok(())
     }
 }
 

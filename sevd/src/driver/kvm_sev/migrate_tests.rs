@@ -3,7 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use uapi::ioctl::{KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS};
+use uapi::ioctl::{
+    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_RECEIVE_VMSA,
+    SEVD_VM_SEND_VMSA, SEVD_VM_SET_VMSA,
+};
 use uapi::kvm::*;
 use uapi::{ByteValued, Status};
 use vfs::{CallerMemory, Errno, IoctlRequest, UserAddr, VecMemory};
@@ -11,6 +14,7 @@ use vfs::{CallerMemory, Errno, IoctlRequest, UserAddr, VecMemory};
 use crate::driver::kvm_sev::{KvmSev, Limits, SevFdCheck, Staging};
 use crate::driver::sev_dev::{InitMode, SevDev};
 use crate::firmware::test_support::firmware;
+use crate::memctl::GuestAddress;
 
 const BASE: u64 = 0x100_0000;
 const ARG: u64 = BASE;
@@ -458,4 +462,169 @@ fn a_nosend_guest_stays_running_on_the_source() {
         .unwrap();
     assert_eq!(src.arg::<KvmSevGuestStatus>().state, 3);
     assert_eq!(src.arg::<KvmSevGuestStatus>().policy, uapi::policy::NOSEND);
+}
+
+impl Host {
+    /// A RUNNING SEV-ES guest with `image` at 0x1000 and one vCPU.
+    fn launched_es(&self, image: &[u8]) {
+        self.kvm.create_vm(FH, 1, 0).unwrap();
+        let region = KvmUserspaceMemoryRegion {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: RAM_LEN,
+            userspace_addr: RAM,
+        };
+        assert_eq!(
+            self.ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes()).0,
+            0
+        );
+        self.plain(KvmSevCmdId::EsInit).unwrap();
+        let start = KvmSevLaunchStart {
+            policy: uapi::policy::ES,
+            ..Default::default()
+        };
+        self.op(KvmSevCmdId::LaunchStart, &start).unwrap();
+        self.mem.write(UserAddr(RAM + 0x1000), image).unwrap();
+        let update = KvmSevLaunchUpdateData {
+            uaddr: RAM + 0x1000,
+            len: image.len() as u32,
+            pad0: 0,
+        };
+        self.op(KvmSevCmdId::LaunchUpdateData, &update).unwrap();
+        let mut vmsa = vec![0u8; 4096];
+        vmsa[0x160..0x168].copy_from_slice(&0x400u64.to_le_bytes()); // DR7
+        vmsa[0x178..0x180].copy_from_slice(&0xfff0u64.to_le_bytes());
+        self.mem.write(UserAddr(OUT), &vmsa).unwrap();
+        let set = SevdVmsa {
+            vcpu: 0,
+            pad: 0,
+            uaddr: OUT,
+        };
+        assert_eq!(self.ioctl(SEVD_VM_SET_VMSA, set.as_bytes()).0, 0);
+        self.plain(KvmSevCmdId::LaunchUpdateVmsa).unwrap();
+        let measure = KvmSevLaunchMeasure {
+            uaddr: OUT,
+            len: 48,
+            pad0: 0,
+        };
+        self.op(KvmSevCmdId::LaunchMeasure, &measure).unwrap();
+        self.plain(KvmSevCmdId::LaunchFinish).unwrap();
+    }
+
+    /// An ES VM waiting for a guest.
+    fn es_vm(&self) {
+        self.kvm.create_vm(FH, 1, 0).unwrap();
+        let region = KvmUserspaceMemoryRegion {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: RAM_LEN,
+            userspace_addr: RAM,
+        };
+        assert_eq!(
+            self.ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes()).0,
+            0
+        );
+        self.plain(KvmSevCmdId::EsInit).unwrap();
+    }
+
+    fn vmsa_packet(&self, cmd: u32, arg: &SevdVmsaPacket) -> (i32, SevdVmsaPacket) {
+        let (r, back) = self.ioctl(cmd, arg.as_bytes());
+        (r, SevdVmsaPacket::from_slice(&back).unwrap_or_default())
+    }
+
+    /// vCPU 0's save area as the guest's firmware holds it.
+    fn vmsa_plaintext(&self) -> Vec<u8> {
+        let vms = self.kvm.vms.lock().unwrap();
+        let vm = vms.get(&FH).unwrap().vm.lock().unwrap();
+        let sev = vm.sev.as_ref().unwrap();
+        let mut out = vec![0u8; 4096];
+        self.dev
+            .lock()
+            .unwrap()
+            .firmware()
+            .guest_view(
+                sev.handle,
+                GuestAddress(super::VMSA_BASE),
+                &mut out,
+                &sev.vmsa_mem,
+            )
+            .unwrap();
+        out
+    }
+}
+
+#[test]
+fn an_es_guest_moves_with_its_save_areas_through_the_extension() {
+    let (src, dst) = (Host::new(), Host::new());
+    let img = image();
+    src.launched_es(&img);
+    dst.es_vm();
+    let started = send_start(&src, &dst).unwrap();
+    receive_start(&src, &dst, started.policy).unwrap();
+
+    // The lengths, asked with zero lengths.
+    let (r, back) = src.vmsa_packet(SEVD_VM_SEND_VMSA, &SevdVmsaPacket::default());
+    assert_eq!(r, -(Errno::EIO as i32));
+    assert_eq!(
+        (back.error, back.hdr_len, back.trans_len),
+        (Status::InvalidLength as u32, 52, 4096)
+    );
+    let arg = SevdVmsaPacket {
+        vcpu: 0,
+        hdr_uaddr: HDR,
+        hdr_len: 52,
+        trans_uaddr: TRANS,
+        trans_len: 4096,
+        ..Default::default()
+    };
+    // No save area for vCPU 1.
+    let other = SevdVmsaPacket { vcpu: 1, ..arg };
+    assert_eq!(
+        src.vmsa_packet(SEVD_VM_SEND_VMSA, &other).0,
+        -(Errno::EINVAL as i32)
+    );
+    assert_eq!(src.vmsa_packet(SEVD_VM_SEND_VMSA, &arg).0, 0);
+    dst.mem.write(UserAddr(HDR), &src.read(HDR, 52)).unwrap();
+    dst.mem
+        .write(UserAddr(TRANS), &src.read(TRANS, 4096))
+        .unwrap();
+    assert_eq!(dst.vmsa_packet(SEVD_VM_RECEIVE_VMSA, &arg).0, 0);
+    for gpa in [0x1000, 0x2000] {
+        send_page(&src, gpa).unwrap();
+        receive_page(&src, &dst, gpa).unwrap();
+    }
+    src.plain(KvmSevCmdId::SendFinish).unwrap();
+    dst.plain(KvmSevCmdId::ReceiveFinish).unwrap();
+    assert_eq!(dst.guest_view(0x1000, img.len()), img);
+    let vmsa = src.vmsa_plaintext();
+    assert_eq!(
+        dst.vmsa_plaintext(),
+        vmsa,
+        "the same save area, under the target's key"
+    );
+    assert_eq!(&vmsa[0x160..0x168], &0x400u64.to_le_bytes());
+}
+
+#[test]
+fn save_area_packets_are_for_es_vms() {
+    let (src, dst) = (Host::new(), Host::new());
+    src.launched(0, &image());
+    dst.vm();
+    let arg = SevdVmsaPacket {
+        hdr_uaddr: HDR,
+        hdr_len: 52,
+        trans_uaddr: TRANS,
+        trans_len: 4096,
+        ..Default::default()
+    };
+    assert_eq!(
+        src.vmsa_packet(SEVD_VM_SEND_VMSA, &arg).0,
+        -(Errno::ENOTTY as i32)
+    );
+    assert_eq!(
+        dst.vmsa_packet(SEVD_VM_RECEIVE_VMSA, &arg).0,
+        -(Errno::ENOTTY as i32)
+    );
 }
