@@ -560,27 +560,50 @@ impl KvmSev {
         let owner = godh
             .as_deref()
             .map(|g| (g, session.as_deref().unwrap_or(&[])));
-        let handle = {
-            let mut dev = self.dev();
-            let fw = dev.firmware_mut();
-            let handle = ctx.fw(fw.launch_start(params.handle, params.policy, owner))?;
-            if let Err(status) = fw.activate(handle, sev.asid) {
-                *ctx.error = status as u32;
-                let _ = fw.decommission(handle);
-                return Err(Errno::EIO);
-            }
-            handle
-        };
+        let handle = self.new_active_guest(ctx, sev.asid, |fw| {
+            fw.launch_start(params.handle, params.policy, owner)
+        })?;
         params.handle = handle;
-        if write_obj(ctx.mem, ctx.data, &params).is_err() {
+        self.hand_back(ctx, &params, handle)?;
+        sev.handle = handle;
+        sev.fd = ctx.sev_fd;
+        Ok(())
+    }
+
+    /// A new guest context from `start`, then ACTIVATE with the VM's ASID, as KVM does after
+    /// LAUNCH_START and RECEIVE_START; the context goes again if ACTIVATE fails.
+    fn new_active_guest(
+        &self,
+        ctx: &mut Ctx<'_>,
+        asid: u32,
+        start: impl FnOnce(&mut crate::firmware::Firmware) -> FwResult<u32>,
+    ) -> Result<u32, Errno> {
+        let mut dev = self.dev();
+        let fw = dev.firmware_mut();
+        let handle = ctx.fw(start(fw))?;
+        if let Err(status) = fw.activate(handle, asid) {
+            *ctx.error = status as u32;
+            let _ = fw.decommission(handle);
+            return Err(Errno::EIO);
+        }
+        Ok(handle)
+    }
+
+    /// Copies `params`, which carry the new `handle`, back to the caller; if that faults,
+    /// the guest goes (DEACTIVATE, DECOMMISSION) and the caller gets EFAULT, as from KVM.
+    fn hand_back<T: ByteValued>(
+        &self,
+        ctx: &mut Ctx<'_>,
+        params: &T,
+        handle: u32,
+    ) -> Result<(), Errno> {
+        if write_obj(ctx.mem, ctx.data, params).is_err() {
             let mut dev = self.dev();
             let fw = dev.firmware_mut();
             let _ = fw.deactivate(handle);
             let _ = fw.decommission(handle);
             return Err(Errno::EFAULT);
         }
-        sev.handle = handle;
-        sev.fd = ctx.sev_fd;
         Ok(())
     }
 

@@ -157,25 +157,11 @@ impl KvmSev {
         let pdh = copy_user_blob(ctx.mem, params.pdh_uaddr, params.pdh_len)?;
         let session = copy_user_blob(ctx.mem, params.session_uaddr, params.session_len)?;
         self.check_fd(ctx.pid, ctx.sev_fd)?;
-        let handle = {
-            let mut dev = self.dev();
-            let fw = dev.firmware_mut();
-            let handle = ctx.fw(fw.receive_start(params.handle, params.policy, &pdh, &session))?;
-            if let Err(status) = fw.activate(handle, sev.asid) {
-                *ctx.error = status as u32;
-                let _ = fw.decommission(handle);
-                return Err(Errno::EIO);
-            }
-            handle
-        };
+        let handle = self.new_active_guest(ctx, sev.asid, |fw| {
+            fw.receive_start(params.handle, params.policy, &pdh, &session)
+        })?;
         params.handle = handle;
-        if write_obj(ctx.mem, ctx.data, &params).is_err() {
-            let mut dev = self.dev();
-            let fw = dev.firmware_mut();
-            let _ = fw.deactivate(handle);
-            let _ = fw.decommission(handle);
-            return Err(Errno::EFAULT);
-        }
+        self.hand_back(ctx, &params, handle)?;
         sev.handle = handle;
         sev.fd = ctx.sev_fd;
         Ok(())

@@ -75,6 +75,11 @@ impl Host {
 
     /// A VM with its RAM slot, KVM_SEV_INIT done.
     fn vm(&self) {
+        self.vm_with(KvmSevCmdId::Init);
+    }
+
+    /// A VM with its RAM slot, `init` (KVM_SEV_INIT or KVM_SEV_ES_INIT) done.
+    fn vm_with(&self, init: KvmSevCmdId) {
         self.kvm.create_vm(FH, 1, 0).unwrap();
         let region = KvmUserspaceMemoryRegion {
             slot: 0,
@@ -87,7 +92,7 @@ impl Host {
             self.ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes()).0,
             0
         );
-        self.plain(KvmSevCmdId::Init).unwrap();
+        self.plain(init).unwrap();
     }
 
     /// One encrypt op with `arg` at ARG: errno and `error`; the struct is left at ARG.
@@ -467,19 +472,7 @@ fn a_nosend_guest_stays_running_on_the_source() {
 impl Host {
     /// A RUNNING SEV-ES guest with `image` at 0x1000 and one vCPU.
     fn launched_es(&self, image: &[u8]) {
-        self.kvm.create_vm(FH, 1, 0).unwrap();
-        let region = KvmUserspaceMemoryRegion {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: RAM_LEN,
-            userspace_addr: RAM,
-        };
-        assert_eq!(
-            self.ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes()).0,
-            0
-        );
-        self.plain(KvmSevCmdId::EsInit).unwrap();
+        self.vm_with(KvmSevCmdId::EsInit);
         let start = KvmSevLaunchStart {
             policy: uapi::policy::ES,
             ..Default::default()
@@ -514,19 +507,7 @@ impl Host {
 
     /// An ES VM waiting for a guest.
     fn es_vm(&self) {
-        self.kvm.create_vm(FH, 1, 0).unwrap();
-        let region = KvmUserspaceMemoryRegion {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: RAM_LEN,
-            userspace_addr: RAM,
-        };
-        assert_eq!(
-            self.ioctl(KVM_SET_USER_MEMORY_REGION, region.as_bytes()).0,
-            0
-        );
-        self.plain(KvmSevCmdId::EsInit).unwrap();
+        self.vm_with(KvmSevCmdId::EsInit);
     }
 
     fn vmsa_packet(&self, cmd: u32, arg: &SevdVmsaPacket) -> (i32, SevdVmsaPacket) {
