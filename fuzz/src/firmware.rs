@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use sevd::firmware::chip::Chip;
+use sevd::firmware::migration::{Packet, Target};
 use sevd::firmware::nv::{MemStorage, NvStorage, PlatformKeys};
 use sevd::firmware::random::OsRandom;
 use sevd::firmware::{
@@ -109,6 +110,10 @@ struct Rig {
     /// The NV bytes last opened, with the PDH, PEK and OCA they hold (opening is slow: it
     /// derives three public keys).
     checked_nv: Option<(Vec<u8>, Vec<u8>)>,
+    /// The last SEND_START's policy and session, and the last packet sent: a migration from
+    /// this platform to itself, so RECEIVE_* get inputs that open.
+    sent: Option<(u32, [u8; 128])>,
+    packet: Option<Packet>,
 }
 
 impl Rig {
@@ -130,6 +135,8 @@ impl Rig {
             live: BTreeSet::new(),
             seen: BTreeSet::new(),
             checked_nv: Some(opened_stored_nv()),
+            sent: None,
+            packet: None,
         }
     }
 
@@ -203,9 +210,18 @@ enum Op {
     GuestStatus,
     DbgDecrypt,
     DbgEncrypt,
+    SendStart,
+    SendUpdateData,
+    SendUpdateVmsa,
+    SendFinish,
+    SendCancel,
+    ReceiveStart,
+    ReceiveUpdateData,
+    ReceiveUpdateVmsa,
+    ReceiveFinish,
 }
 
-const OPS: [Op; 23] = [
+const OPS: [Op; 32] = [
     Op::Init,
     Op::Shutdown,
     Op::PlatformReset,
@@ -229,6 +245,15 @@ const OPS: [Op; 23] = [
     Op::GuestStatus,
     Op::DbgDecrypt,
     Op::DbgEncrypt,
+    Op::SendStart,
+    Op::SendUpdateData,
+    Op::SendUpdateVmsa,
+    Op::SendFinish,
+    Op::SendCancel,
+    Op::ReceiveStart,
+    Op::ReceiveUpdateData,
+    Op::ReceiveUpdateVmsa,
+    Op::ReceiveFinish,
 ];
 
 /// The states from which the firmware lets a platform command succeed (§1.3, "FW states"),
@@ -241,7 +266,7 @@ fn table(op: Op) -> Option<(&'static [PlatformState], Option<PlatformState>)> {
         Op::PlatformReset => (&[Uninit], Some(Uninit)),
         Op::PekGen | Op::PekCertImport => (&[Init], Some(Init)),
         Op::PekCsr | Op::PdhGen | Op::PdhCertExport => (&[Init, Working], None),
-        Op::LaunchStart => (&[Init, Working], Some(Working)),
+        Op::LaunchStart | Op::ReceiveStart => (&[Init, Working], Some(Working)),
         _ => return None,
     })
 }
@@ -369,6 +394,79 @@ fn run(rig: &mut Rig, op: Op, r: &mut Bytes<'_>) -> Result<Effect, Status> {
             rig.fw
                 .dbg_encrypt(h, gpa, &data, &rig.ram)
                 .map(|_| Effect::None)
+        }
+        Op::SendStart => {
+            let h = rig.handle(r);
+            // This platform's own certificates (a move to itself), or the fuzzer's.
+            let own = r.u8() & 3 != 0;
+            let (pdh, chain, amd) = match (own, rig.certs()) {
+                (true, Some((pdh, chain))) => {
+                    let ca = rig.fw.ca_chain();
+                    (pdh, chain, [ca.ask.encode(), ca.ark.encode()].concat())
+                }
+                _ => (r.exact(0x824), r.exact(0x186C), r.blob().to_vec()),
+            };
+            let target = Target {
+                pdh: &pdh,
+                plat_certs: &chain,
+                amd_certs: &amd,
+            };
+            let mut len = r.pick_u32(&[128, 0]);
+            let started = rig.fw.send_start(h, &target, &mut len)?;
+            rig.sent = Some((started.policy, started.session));
+            Ok(Effect::None)
+        }
+        Op::SendUpdateData | Op::SendUpdateVmsa => {
+            let h = rig.handle(r);
+            let (gpa, len) = Rig::gpa_len(r);
+            let mut hdr = r.pick_u32(&[52, 0]);
+            let (fw, ram) = (&mut rig.fw, &rig.ram);
+            let p = if op == Op::SendUpdateVmsa {
+                fw.send_update_vmsa(h, &mut hdr, gpa, len, len, ram)?
+            } else {
+                fw.send_update_data(h, &mut hdr, gpa, len, len, ram)?
+            };
+            rig.packet = Some(p);
+            Ok(Effect::None)
+        }
+        Op::SendFinish => {
+            let h = rig.handle(r);
+            rig.fw.send_finish(h).map(|_| Effect::None)
+        }
+        Op::SendCancel => {
+            let h = rig.handle(r);
+            rig.fw.send_cancel(h).map(|_| Effect::None)
+        }
+        Op::ReceiveStart => {
+            let share = if r.u8() & 1 == 0 { 0 } else { rig.handle(r) };
+            let (pdh, _) = rig.certs().unwrap_or_default();
+            let (policy, session) = match rig.sent {
+                Some((p, s)) if r.u8() & 3 != 0 => (p, s.to_vec()),
+                _ => (r.u32(), r.exact(128)),
+            };
+            rig.fw
+                .receive_start(share, policy, &pdh, &session)
+                .map(Effect::New)
+        }
+        Op::ReceiveUpdateData | Op::ReceiveUpdateVmsa => {
+            let h = rig.handle(r);
+            let gpa = GuestAddress((r.u16() as u64) & !15);
+            let (header, trans) = match &rig.packet {
+                Some(p) if r.u8() & 3 != 0 => (p.header.to_vec(), p.trans.clone()),
+                _ => (r.exact(52), r.blob().to_vec()),
+            };
+            let len = trans.len() as u32;
+            let (fw, ram) = (&mut rig.fw, &rig.ram);
+            if op == Op::ReceiveUpdateVmsa {
+                fw.receive_update_vmsa(h, &header, gpa, len, &trans, ram)
+            } else {
+                fw.receive_update_data(h, &header, gpa, len, &trans, ram)
+            }
+            .map(|_| Effect::None)
+        }
+        Op::ReceiveFinish => {
+            let h = rig.handle(r);
+            rig.fw.receive_finish(h).map(|_| Effect::None)
         }
     }
 }

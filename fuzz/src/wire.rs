@@ -8,7 +8,10 @@ use uapi::cert::{decode_chain, Certificate};
 use uapi::launch::{Measurement, SecretHeader, Session};
 
 use sevd::certs::x509;
+use sevd::firmware::migration::{open_packet, seal_packet, PACKET_HEADER_LEN};
 use sevd::owner::ovmf::Ovmf;
+use sevd::owner::session::TransportKeys;
+use zeroize::Zeroizing;
 
 use crate::chip::chip;
 
@@ -17,7 +20,7 @@ pub fn uapi_wire(data: &[u8]) {
     let Some((&kind, input)) = data.split_first() else {
         return;
     };
-    match kind % 10 {
+    match kind % 11 {
         0 => {
             if let Ok(cert) = Certificate::decode(input) {
                 assert_eq!(cert.encode(), input, "SEV certificate round trip");
@@ -77,6 +80,22 @@ pub fn uapi_wire(data: &[u8]) {
             if let Ok(cert) = x509::from_der(&der) {
                 let _ = x509::vcek_tcb(&cert);
                 let _ = x509::to_der(&cert);
+            }
+        }
+        10 => {
+            // A migration packet (header ‖ transport bytes) under fixed transport keys: only
+            // one sealed with them opens, and then it seals back to the same bytes.
+            let Some((header, trans)) = input.split_first_chunk::<PACKET_HEADER_LEN>() else {
+                return;
+            };
+            let keys = TransportKeys {
+                tek: Zeroizing::new([1; 16]),
+                tik: Zeroizing::new([2; 16]),
+            };
+            if let Ok(plain) = open_packet(&keys, header, trans) {
+                let iv: [u8; 16] = header[4..20].try_into().expect("16 bytes");
+                let again = seal_packet(&keys, iv, &plain).expect("seal");
+                assert_eq!(again.trans, trans, "packet round trip");
             }
         }
         _ => {
