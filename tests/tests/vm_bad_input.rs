@@ -119,7 +119,8 @@ fn commands_in_the_wrong_state() {
     // Ids KVM does not know, or this daemon does not offer: EINVAL, nothing copied back.
     for id in [
         KvmSevCmdId::Init2,
-        KvmSevCmdId::SendStart,
+        KvmSevCmdId::SendUpdateVmsa,
+        KvmSevCmdId::ReceiveUpdateVmsa,
         KvmSevCmdId::GetAttestationReport,
     ] {
         assert_eq!(
@@ -128,6 +129,12 @@ fn commands_in_the_wrong_state() {
             Err(libc::EINVAL)
         );
     }
+    // Migration is offered: a struct it cannot read is KVM's EFAULT.
+    assert_eq!(
+        vm.encrypt_op_raw(KvmSevCmdId::SendStart, 0, vm.sev.as_raw_fd())
+            .map_err(|e| e.0),
+        Err(libc::EFAULT)
+    );
     let mut cmd = KvmSevCmd {
         id: 99,
         pad0: 0,
