@@ -11,7 +11,7 @@ use vfs::{CallerMemory, Errno};
 use super::{copy_user_blob, stage, Ctx, KvmSev, Vm, Vmsa, PAGE, VMSA_BASE};
 use crate::driver::stage_pipe::unstage;
 use crate::driver::{read_obj, write_bytes, write_obj};
-use crate::firmware::migration::{Target, PACKET_HEADER_LEN};
+use crate::firmware::migration::{Packet, Target, PACKET_HEADER_LEN};
 use crate::memctl::{GuestAddress, GuestMemory};
 
 /// The most a transport or header buffer may be: what `kzalloc` gives (KMALLOC_MAX_SIZE);
@@ -28,6 +28,26 @@ fn one_page(vm: &Vm, uaddr: u64, len: u32) -> Result<GuestAddress, Errno> {
         [(gpa, _)] => Ok(gpa),
         _ => Err(Errno::EFAULT),
     }
+}
+
+/// Copies a packet to the caller's header and transport buffers, each as long as the caller
+/// said and zeroed beyond what the firmware wrote (KVM's `kzalloc`ed buffers).
+fn copy_packet_out(
+    mem: &dyn CallerMemory,
+    packet: &Packet,
+    (hdr_uaddr, hdr_len): (u64, u32),
+    (trans_uaddr, trans_len): (u64, u32),
+) -> Result<(), Errno> {
+    for (at, len, bytes) in [
+        (trans_uaddr, trans_len, &packet.trans[..]),
+        (hdr_uaddr, hdr_len, &packet.header[..]),
+    ] {
+        let mut out = vec![0u8; len as usize];
+        let n = bytes.len().min(out.len());
+        out[..n].copy_from_slice(&bytes[..n]);
+        write_bytes(mem, at, &out)?;
+    }
+    Ok(())
 }
 
 impl KvmSev {
@@ -119,12 +139,13 @@ impl KvmSev {
         );
         let packet = ctx.fw(r)?;
         // KVM's buffers are as long as the caller said, zeroed beyond what the firmware wrote.
-        let mut trans = vec![0u8; params.trans_len as usize];
-        trans[..packet.trans.len()].copy_from_slice(&packet.trans);
-        let mut header = vec![0u8; params.hdr_len as usize];
-        header[..packet.header.len()].copy_from_slice(&packet.header);
-        write_bytes(ctx.mem, params.trans_uaddr, &trans)?;
-        write_bytes(ctx.mem, params.hdr_uaddr, &header)
+        let header = (params.hdr_uaddr, params.hdr_len);
+        copy_packet_out(
+            ctx.mem,
+            &packet,
+            header,
+            (params.trans_uaddr, params.trans_len),
+        )
     }
 
     /// `sev_send_finish` (`cancel` false) and `sev_send_cancel`.
@@ -244,12 +265,8 @@ impl KvmSev {
             &sev.vmsa_mem,
         );
         let packet = super::super::fw_result(error, r)?;
-        let mut trans = vec![0u8; arg.trans_len as usize];
-        trans[..packet.trans.len()].copy_from_slice(&packet.trans);
-        let mut header = vec![0u8; arg.hdr_len as usize];
-        header[..packet.header.len()].copy_from_slice(&packet.header);
-        write_bytes(mem, arg.trans_uaddr, &trans)?;
-        write_bytes(mem, arg.hdr_uaddr, &header)
+        let header = (arg.hdr_uaddr, arg.hdr_len);
+        copy_packet_out(mem, &packet, header, (arg.trans_uaddr, arg.trans_len))
     }
 
     /// `SEVD_VM_RECEIVE_VMSA` (this node's extension): RECEIVE_UPDATE_VMSA of one vCPU's
