@@ -12,8 +12,9 @@ use std::thread::JoinHandle;
 
 use serde::Deserialize;
 use uapi::ioctl::{
-    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_RECEIVE_VMSA,
-    SEVD_VM_SEND_VMSA, SEVD_VM_SET_VMSA, SEVD_VM_SNP_GUEST_REQUEST,
+    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_RECEIVE_PAGES,
+    SEVD_VM_RECEIVE_VMSA, SEVD_VM_SEND_PAGES, SEVD_VM_SEND_VMSA, SEVD_VM_SET_VMSA,
+    SEVD_VM_SNP_GUEST_REQUEST,
 };
 use uapi::kvm::{KvmSevCmd, KvmSevCmdId};
 use uapi::psp_sev::SevCmd;
@@ -71,6 +72,8 @@ pub fn vm_command(cmd: u32, in_data: &[u8]) -> Option<(&'static str, Class)> {
         SEVD_VM_SNP_GUEST_REQUEST => Some(("SEVD_VM_SNP_GUEST_REQUEST", Class::Launch)),
         SEVD_VM_SEND_VMSA => Some(("SEVD_VM_SEND_VMSA", Class::Launch)),
         SEVD_VM_RECEIVE_VMSA => Some(("SEVD_VM_RECEIVE_VMSA", Class::Launch)),
+        SEVD_VM_SEND_PAGES => Some(("SEVD_VM_SEND_PAGES", Class::Launch)),
+        SEVD_VM_RECEIVE_PAGES => Some(("SEVD_VM_RECEIVE_PAGES", Class::Launch)),
         SEVD_VM_ENCRYPT_OP => {
             let id = KvmSevCmdId::from_id(KvmSevCmd::from_slice(in_data)?.id)?;
             let class = match id {

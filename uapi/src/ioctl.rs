@@ -5,8 +5,8 @@
 //! compares each with the C compiler's value of the header's macro.
 
 use crate::kvm::{
-    KvmRegs, KvmSevCmd, KvmSregs, KvmUserspaceMemoryRegion, SevdGuestAccess, SevdSnpGuestRequest,
-    SevdVmsa, SevdVmsaPacket,
+    KvmRegs, KvmSevCmd, KvmSregs, KvmUserspaceMemoryRegion, SevdGuestAccess, SevdPages,
+    SevdSnpGuestRequest, SevdVmsa, SevdVmsaPacket,
 };
 use crate::psp_sev::SevIssueCmd;
 
@@ -111,6 +111,12 @@ pub const SEVD_VM_SEND_VMSA: u32 = iowr(SEV_IOC_TYPE, 0x85, size_of::<SevdVmsaPa
 /// `SEVD_VM_RECEIVE_VMSA = _IOWR('S', 0x86, struct sevd_vmsa_packet)`: RECEIVE_UPDATE_VMSA
 /// of one vCPU's save area.
 pub const SEVD_VM_RECEIVE_VMSA: u32 = iowr(SEV_IOC_TYPE, 0x86, size_of::<SevdVmsaPacket>());
+/// `SEVD_VM_SEND_PAGES = _IOWR('S', 0x87, struct sevd_pages)`: SEND_UPDATE_DATA of a run of
+/// pages, one packet each, in one round trip.
+pub const SEVD_VM_SEND_PAGES: u32 = iowr(SEV_IOC_TYPE, 0x87, size_of::<SevdPages>());
+/// `SEVD_VM_RECEIVE_PAGES = _IOWR('S', 0x88, struct sevd_pages)`: RECEIVE_UPDATE_DATA of a
+/// run of packets into consecutive pages.
+pub const SEVD_VM_RECEIVE_PAGES: u32 = iowr(SEV_IOC_TYPE, 0x88, size_of::<SevdPages>());
 
 #[cfg(test)]
 mod tests {
@@ -131,6 +137,8 @@ mod tests {
         assert_eq!(SEVD_VM_SNP_GUEST_REQUEST, 0xC018_5384);
         assert_eq!(SEVD_VM_SEND_VMSA, 0xC028_5385);
         assert_eq!(SEVD_VM_RECEIVE_VMSA, 0xC028_5386);
+        assert_eq!(SEVD_VM_SEND_PAGES, 0xC028_5387);
+        assert_eq!(SEVD_VM_RECEIVE_PAGES, 0xC028_5388);
         assert_eq!(ioc_size(SEV_ISSUE_CMD), 16);
         assert_eq!(ioc_dir(SEV_ISSUE_CMD), IOC_READ | IOC_WRITE);
     }

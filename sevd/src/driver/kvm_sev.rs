@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use uapi::ioctl::{
-    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_RECEIVE_VMSA,
-    SEVD_VM_SEND_VMSA, SEVD_VM_SET_TYPE, SEVD_VM_SET_VMSA, SEVD_VM_SNP_GUEST_REQUEST,
+    KVM_SET_USER_MEMORY_REGION, SEVD_VM_ENCRYPT_OP, SEVD_VM_GUEST_ACCESS, SEVD_VM_RECEIVE_PAGES,
+    SEVD_VM_RECEIVE_VMSA, SEVD_VM_SEND_PAGES, SEVD_VM_SEND_VMSA, SEVD_VM_SET_TYPE,
+    SEVD_VM_SET_VMSA, SEVD_VM_SNP_GUEST_REQUEST,
 };
 use uapi::kvm::*;
 use uapi::psp_sev::SEV_FW_BLOB_MAX_SIZE;
@@ -28,6 +29,7 @@ use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
 
 mod init;
 mod migrate;
+mod migrate_pages;
 mod snp;
 mod snp_update;
 pub use init::SUPPORTED_VMSA_FEATURES;
@@ -414,6 +416,22 @@ impl KvmSev {
                 };
                 if error != NOT_REACHED {
                     arg.error = error;
+                    *status = Some(error);
+                }
+                Ok(match r {
+                    Ok(()) => IoctlReply::ok(arg.as_bytes().to_vec()),
+                    Err(e) => IoctlReply::failed(e, arg.as_bytes().to_vec()),
+                })
+            }
+            SEVD_VM_SEND_PAGES | SEVD_VM_RECEIVE_PAGES => {
+                let mut arg = SevdPages::from_slice(request.in_data).ok_or(Errno::EINVAL)?;
+                let mut error = NOT_REACHED;
+                let r = if request.cmd == SEVD_VM_SEND_PAGES {
+                    self.send_pages(&mut vm, mem, pid, &mut arg, &mut error)
+                } else {
+                    self.receive_pages(&mut vm, mem, pid, &mut arg, &mut error)
+                };
+                if error != NOT_REACHED {
                     *status = Some(error);
                 }
                 Ok(match r {

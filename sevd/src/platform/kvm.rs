@@ -242,6 +242,10 @@ impl KvmVm {
 }
 
 impl VmTransport for KvmVm {
+    fn offers_page_runs(&self) -> bool {
+        false
+    }
+
     fn ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match request {

@@ -22,7 +22,9 @@ use crate::driver::sev_dev::InitMode;
 use crate::firmware::FirmwareConfig;
 use transport::{Device, Embedded, Transport, VmTransport};
 
+mod migrate;
 mod snp;
+pub use migrate::{RunError, TargetCerts, PACKET_HEADER_LEN};
 pub use snp::SnpFinish;
 
 /// A command that failed.

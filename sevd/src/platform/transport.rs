@@ -56,6 +56,12 @@ pub trait VmTransport: Send {
     fn update_piece(&self) -> usize {
         8 << 20
     }
+
+    /// Whether the node takes runs of pages to migrate (`SEVD_VM_SEND_PAGES`), or only
+    /// KVM's one page per call.
+    fn offers_page_runs(&self) -> bool {
+        true
+    }
 }
 
 /// Device nodes: `sev` and `sev-vm` beside it (the daemon's, or on hardware the kernel's).

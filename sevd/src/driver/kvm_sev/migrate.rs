@@ -321,4 +321,4 @@ impl KvmSev {
 
 #[cfg(test)]
 #[path = "migrate_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -16,8 +16,8 @@ use crate::driver::sev_dev::{InitMode, SevDev};
 use crate::firmware::test_support::firmware;
 use crate::memctl::GuestAddress;
 
-const BASE: u64 = 0x100_0000;
-const ARG: u64 = BASE;
+pub(crate) const BASE: u64 = 0x100_0000;
+pub(crate) const ARG: u64 = BASE;
 const PDH: u64 = BASE + 0x1000;
 const CHAIN: u64 = BASE + 0x2000;
 const AMD: u64 = BASE + 0x4000;
@@ -25,10 +25,10 @@ const SESSION: u64 = BASE + 0x5000;
 const HDR: u64 = BASE + 0x5100;
 const TRANS: u64 = BASE + 0x6000;
 const OUT: u64 = BASE + 0x8000;
-const RAM: u64 = BASE + 0x10_0000; // guest RAM, 64 KiB at GPA 0
-const RAM_LEN: u64 = 0x10000;
+pub(crate) const RAM: u64 = BASE + 0x10_0000; // guest RAM, 64 KiB at GPA 0
+pub(crate) const RAM_LEN: u64 = 0x10000;
 const SEV_FD: u32 = 3;
-const FH: u64 = 1;
+pub(crate) const FH: u64 = 1;
 
 struct AnyFd;
 impl SevFdCheck for AnyFd {
@@ -38,14 +38,14 @@ impl SevFdCheck for AnyFd {
 }
 
 /// One host: a node over its own firmware, and a VMM's memory.
-struct Host {
-    kvm: KvmSev,
+pub(crate) struct Host {
+    pub(crate) kvm: KvmSev,
     dev: Arc<Mutex<SevDev>>,
-    mem: VecMemory,
+    pub(crate) mem: VecMemory,
 }
 
 impl Host {
-    fn new() -> Host {
+    pub(crate) fn new() -> Host {
         let dev = Arc::new(Mutex::new(SevDev::probe(firmware(), InitMode::AtProbe)));
         let kvm = KvmSev::new(
             dev.clone(),
@@ -60,7 +60,7 @@ impl Host {
         }
     }
 
-    fn ioctl(&self, cmd: u32, arg: &[u8]) -> (i32, Vec<u8>) {
+    pub(crate) fn ioctl(&self, cmd: u32, arg: &[u8]) -> (i32, Vec<u8>) {
         let request = IoctlRequest {
             cmd,
             in_data: arg,
@@ -74,12 +74,12 @@ impl Host {
     }
 
     /// A VM with its RAM slot, KVM_SEV_INIT done.
-    fn vm(&self) {
+    pub(crate) fn vm(&self) {
         self.vm_with(KvmSevCmdId::Init);
     }
 
     /// A VM with its RAM slot, `init` (KVM_SEV_INIT or KVM_SEV_ES_INIT) done.
-    fn vm_with(&self, init: KvmSevCmdId) {
+    pub(crate) fn vm_with(&self, init: KvmSevCmdId) {
         self.kvm.create_vm(FH, 1, 0).unwrap();
         let region = KvmUserspaceMemoryRegion {
             slot: 0,
@@ -96,7 +96,7 @@ impl Host {
     }
 
     /// One encrypt op with `arg` at ARG: errno and `error`; the struct is left at ARG.
-    fn op<T: ByteValued>(&self, id: KvmSevCmdId, arg: &T) -> Result<(), (Errno, u32)> {
+    pub(crate) fn op<T: ByteValued>(&self, id: KvmSevCmdId, arg: &T) -> Result<(), (Errno, u32)> {
         self.mem.write(UserAddr(ARG), arg.as_bytes()).unwrap();
         let cmd = KvmSevCmd {
             id: id as u32,
@@ -117,22 +117,22 @@ impl Host {
     }
 
     /// A command without a struct (KVM does not read `data`).
-    fn plain(&self, id: KvmSevCmdId) -> Result<(), (Errno, u32)> {
+    pub(crate) fn plain(&self, id: KvmSevCmdId) -> Result<(), (Errno, u32)> {
         self.op(id, &KvmSevGuestStatus::default())
     }
 
-    fn arg<T: ByteValued>(&self) -> T {
+    pub(crate) fn arg<T: ByteValued>(&self) -> T {
         let mut v = T::default();
         self.mem.read(UserAddr(ARG), v.as_bytes_mut()).unwrap();
         v
     }
 
-    fn read(&self, at: u64, len: usize) -> Vec<u8> {
+    pub(crate) fn read(&self, at: u64, len: usize) -> Vec<u8> {
         self.mem.read_vec(UserAddr(at), len).unwrap()
     }
 
     /// A RUNNING guest holding `image` at GPA 0x1000.
-    fn launched(&self, policy: u32, image: &[u8]) {
+    pub(crate) fn launched(&self, policy: u32, image: &[u8]) {
         self.vm();
         let start = KvmSevLaunchStart {
             policy,
@@ -156,7 +156,7 @@ impl Host {
     }
 
     /// This host's PDH, PEK ‖ OCA ‖ CEK and ASK ‖ ARK, as its owner exports them.
-    fn certs(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    pub(crate) fn certs(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let mut dev = self.dev.lock().unwrap();
         let fw = dev.firmware_mut();
         let (pdh, chain) = fw.pdh_cert_export(&mut 0x824, &mut 0x186C).unwrap();
@@ -164,7 +164,7 @@ impl Host {
         (pdh, chain, [ca.ask.encode(), ca.ark.encode()].concat())
     }
 
-    fn guest_view(&self, gpa: u64, len: usize) -> Vec<u8> {
+    pub(crate) fn guest_view(&self, gpa: u64, len: usize) -> Vec<u8> {
         let arg = SevdGuestAccess {
             gpa,
             uaddr: OUT,
@@ -175,7 +175,7 @@ impl Host {
         self.read(OUT, len)
     }
 
-    fn guests(&self) -> u32 {
+    pub(crate) fn guests(&self) -> u32 {
         self.dev
             .lock()
             .unwrap()
@@ -186,12 +186,12 @@ impl Host {
     }
 }
 
-fn image() -> Vec<u8> {
+pub(crate) fn image() -> Vec<u8> {
     (0..0x2000u32).map(|i| (i * 31 + 7) as u8).collect()
 }
 
 /// SEND_START on `src` for `dst`'s certificates, written into `src`'s memory.
-fn send_start(src: &Host, dst: &Host) -> Result<KvmSevSendStart, (Errno, u32)> {
+pub(crate) fn send_start(src: &Host, dst: &Host) -> Result<KvmSevSendStart, (Errno, u32)> {
     let (pdh, chain, amd) = dst.certs();
     src.mem.write(UserAddr(PDH), &pdh).unwrap();
     src.mem.write(UserAddr(CHAIN), &chain).unwrap();
@@ -212,7 +212,7 @@ fn send_start(src: &Host, dst: &Host) -> Result<KvmSevSendStart, (Errno, u32)> {
 }
 
 /// RECEIVE_START on `dst` with what `src` sent.
-fn receive_start(src: &Host, dst: &Host, policy: u32) -> Result<u32, (Errno, u32)> {
+pub(crate) fn receive_start(src: &Host, dst: &Host, policy: u32) -> Result<u32, (Errno, u32)> {
     let (src_pdh, _, _) = src.certs();
     dst.mem.write(UserAddr(PDH), &src_pdh).unwrap();
     dst.mem
