@@ -14,6 +14,10 @@ pub enum CliError {
     /// The platform refused or failed a command. Exit 4.
     #[error(transparent)]
     Platform(PlatformError),
+    /// A migration's connection or stream failed: the peer is unreachable, silent, gone,
+    /// refused the guest, or sent what is not a stream. Exit 5.
+    #[error("migration failed: {0}")]
+    Migration(String),
     /// Anything else: the platform cannot be reached (permission denied on the node, the
     /// embedded state in use by another process), I/O, the crypto library. Exit 1.
     #[error("{0}")]
@@ -50,6 +54,7 @@ impl CliError {
             CliError::Input(_) => 2,
             CliError::Attestation(_) => 3,
             CliError::Platform(_) => 4,
+            CliError::Migration(_) => 5,
         }
     }
 }

@@ -4,9 +4,11 @@
 pub mod error;
 pub mod launch;
 pub mod manifest;
+pub mod migrate;
 pub mod owner_cmds;
 pub mod platform_cmds;
 pub mod select;
 pub mod snp;
+pub mod steps;
 pub mod util;
 pub mod vmsa;

@@ -1,7 +1,7 @@
 //! sevctl: manage an SEV platform, act as a guest owner, and launch guests from YAML
 //! manifests, on a device (`/dev/sev` of sevd or of the kernel) or on the embedded firmware.
 
-use sevctl_cli::{error, launch, manifest, owner_cmds, platform_cmds, select, snp};
+use sevctl_cli::{error, launch, manifest, migrate, owner_cmds, platform_cmds, select, snp};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +139,33 @@ enum Cmd {
         /// a setuid fusermount3).
         #[arg(long, value_name = "PATH", requires = "keep")]
         guest_device: Option<PathBuf>,
+        /// Then move the guest to a listening `sevctl receive` (unix:PATH or tcp:HOST:PORT).
+        #[arg(long, value_name = "ADDR", conflicts_with_all = ["keep", "guest_device"])]
+        migrate_to: Option<migrate::Addr>,
+        /// How long the migration waits for the target, in seconds.
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 30,
+            requires = "migrate_to"
+        )]
+        migrate_timeout: u64,
+    },
+    /// Receive a migrating guest: listen, hand the source this platform's PDH and chain, and
+    /// bring the guest to RUNNING here.
+    Receive {
+        /// Where to listen: unix:PATH or tcp:HOST:PORT.
+        #[arg(long, value_name = "ADDR")]
+        listen: migrate::Addr,
+        /// Keep the guest until interrupted.
+        #[arg(long)]
+        keep: bool,
+        /// Show the secrets' plaintext as the received guest reads it.
+        #[arg(long)]
+        show_secrets: bool,
+        /// How long to wait for the source once it has connected, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        timeout: u64,
     },
     /// Manifests.
     Manifest {
@@ -272,6 +299,8 @@ fn run(cli: Cli) -> Result<()> {
             ca,
             platform,
             guest_device,
+            migrate_to,
+            migrate_timeout,
         } => {
             let mut m = manifest::Manifest::load(&manifest)?;
             let kvm = match platform {
@@ -291,6 +320,12 @@ fn run(cli: Cli) -> Result<()> {
                 ca.as_deref(),
                 cli.json,
                 show_secrets,
+                migrate_to
+                    .map(|addr| launch::MigrateTo {
+                        addr,
+                        timeout: std::time::Duration::from_secs(migrate_timeout),
+                    })
+                    .as_ref(),
             )?;
             if keep {
                 // Block the signals before saying so, so an early Ctrl-C is not lost.
@@ -318,6 +353,30 @@ fn run(cli: Cli) -> Result<()> {
                 drop(served);
                 drop(kept);
                 return Ok(());
+            }
+            drop(vm);
+            Ok(())
+        }
+        Cmd::Receive {
+            listen,
+            keep,
+            show_secrets,
+            timeout,
+        } => {
+            let platform = target.open()?;
+            let opts = migrate::receive::Options {
+                listen,
+                timeout: std::time::Duration::from_secs(timeout),
+                show_secrets,
+            };
+            let mut log = sevctl_cli::steps::Log::new(cli.json);
+            let vm = migrate::receive::receive(&mut log, &target, &platform, &opts)?;
+            if keep {
+                let signals = interrupt_signals();
+                eprintln!("sevctl: guest kept; interrupt (Ctrl-C) to end it");
+                if let Some(set) = signals {
+                    let _ = set.wait();
+                }
             }
             drop(vm);
             Ok(())

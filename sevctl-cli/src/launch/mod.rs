@@ -12,9 +12,6 @@ mod snp;
 pub use snp::serve_guest_device;
 
 use std::io::{IsTerminal, Write};
-use std::time::Instant;
-
-use serde_json::json;
 
 use sevd::crypto::Digest;
 use sevd::platform::{Platform, Vm};
@@ -22,30 +19,13 @@ use sevd::platform::{Platform, Vm};
 use crate::error::Result;
 use crate::manifest::Manifest;
 use crate::select::Target;
+pub(crate) use crate::steps::Log;
 
 /// LAUNCH_UPDATE_DATA is issued in pieces of this size, so progress can be shown.
 const PIECE: usize = 8 << 20;
 
-/// Prints steps; silent with `--json`, which prints one report at the end.
-struct Log {
-    json: bool,
-    steps: Vec<serde_json::Value>,
-    start: Instant,
-}
-
-impl Log {
-    fn step(&mut self, role: &str, what: &str, detail: String) {
-        let ms = self.start.elapsed().as_secs_f64() * 1e3;
-        if !self.json {
-            println!("[{role:>5}] {what:<20} {detail}");
-        }
-        self.steps
-            .push(json!({ "role": role, "step": what, "detail": detail, "ms": ms }));
-    }
-}
-
 /// A progress bar on a terminal, nothing when stderr is piped.
-fn progress(label: &str, done: usize, total: usize) {
+pub(crate) fn progress(label: &str, done: usize, total: usize) {
     let mut err = std::io::stderr();
     if !err.is_terminal() || total < 2 * PIECE {
         return;
@@ -65,7 +45,17 @@ fn progress(label: &str, done: usize, total: usize) {
     let _ = err.flush();
 }
 
-/// Runs the launch described by `m` on `p`. Returns the running VM (for `--keep`).
+/// Where `--migrate-to` sends the launched guest.
+#[derive(Debug, Clone)]
+pub struct MigrateTo {
+    /// The listening `sevctl receive`.
+    pub addr: crate::migrate::Addr,
+    /// How long to wait for it.
+    pub timeout: std::time::Duration,
+}
+
+/// Runs the launch described by `m` on `p`, then with `migrate` sends the guest there.
+/// Returns the VM (for `--keep`).
 pub fn launch(
     m: &Manifest,
     target: &Target,
@@ -73,15 +63,17 @@ pub fn launch(
     ca: Option<&std::path::Path>,
     json_out: bool,
     show_secrets: bool,
+    migrate: Option<&MigrateTo>,
 ) -> Result<Vm> {
     if m.mode == crate::manifest::Mode::Snp {
+        if migrate.is_some() {
+            return Err(crate::error::input(
+                "SEV-SNP guests do not migrate through SEND/RECEIVE (SNP moves a guest with a migration agent inside it); --migrate-to takes SEV and SEV-ES manifests",
+            ));
+        }
         return snp::launch(m, target, p, json_out, show_secrets);
     }
-    let mut log = Log {
-        json: json_out,
-        steps: vec![],
-        start: Instant::now(),
-    };
+    let mut log = Log::new(json_out);
     let status = p.status()?;
     log.step(
         "host",
@@ -113,9 +105,11 @@ pub fn launch(
     );
     let auto: [u8; 32] = measured.finalize().into();
     let digest = owner::check_measurement(&mut log, m, &status, &session, auto, &blob)?;
+    let mut secret_area = None;
     let secret = match owner::secret(&mut log, m, ovmf.as_ref(), &session, &blob)? {
         Some(s) => {
             host::inject(&mut log, &vm, &s)?;
+            secret_area = Some((s.gpa, s.table.len() as u32));
             report::secret_views(&mut log, &vm, (s.gpa, &s.table), &m.secrets, show_secrets)?
         }
         None => {
@@ -124,6 +118,24 @@ pub fn launch(
             serde_json::Value::Null
         }
     };
-    report::print(&log, m, p, &vm, &digest, &blob, secret)?;
+    let migration = match migrate {
+        Some(to) => {
+            let source = crate::migrate::send::Source {
+                platform: p,
+                vm: &vm,
+                vcpus: if m.mode == crate::manifest::Mode::SevEs {
+                    m.vcpus
+                } else {
+                    0
+                },
+                secret: secret_area,
+            };
+            Some(crate::migrate::send::send(
+                &mut log, &source, &to.addr, to.timeout,
+            )?)
+        }
+        None => None,
+    };
+    report::print(&log, m, p, &vm, &digest, &blob, secret, migration)?;
     Ok(vm)
 }

@@ -90,7 +90,9 @@ pub(super) fn secret_views(
     )
 }
 
-/// The closing line, or with `--json` the whole report.
+/// The closing line, or with `--json` the whole report (with `migration` when the guest was
+/// sent on).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn print(
     log: &Log,
     m: &Manifest,
@@ -99,6 +101,7 @@ pub(super) fn print(
     digest: &[u8; 32],
     blob: &[u8; 48],
     secret_report: serde_json::Value,
+    migration: Option<serde_json::Value>,
 ) -> Result<()> {
     let json_out = log.json;
     let st = vm.guest_status()?;
@@ -112,11 +115,23 @@ pub(super) fn print(
             "launch_digest": hex::encode(digest),
             "measurement": hex::encode(blob),
             "secret": secret_report,
+            "migration": migration,
             "steps": log.steps,
         });
         println!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?
+        );
+    } else if let Some(moved) = migration {
+        println!(
+            "guest {:?} launched and moved to {}: handle {} here is SENT; {} MiB in {:.0} ms ({:.0} MiB/s); {} ms in all",
+            m.name,
+            moved["to"].as_str().unwrap_or("?"),
+            st.handle,
+            moved["bytes"].as_u64().unwrap_or(0) >> 20,
+            moved["seconds"].as_f64().unwrap_or(0.0) * 1e3,
+            moved["mib_per_s"].as_f64().unwrap_or(0.0),
+            log.start.elapsed().as_millis()
         );
     } else {
         println!(

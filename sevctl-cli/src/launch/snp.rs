@@ -71,11 +71,7 @@ pub fn launch(
             "SNP launches through /dev/kvm need guest_memfd and private memory attributes, which sevctl does not drive; launch on sevd (--device or --emulated)",
         ));
     }
-    let mut log = Log {
-        json: json_out,
-        steps: vec![],
-        start: std::time::Instant::now(),
-    };
+    let mut log = Log::new(json_out);
     let snp = p.snp_status()?.filter(|s| s.state == 1).ok_or_else(|| {
         CliError::Other(format!(
             "{} does not offer SEV-SNP (start sevd with --snp)",

@@ -54,6 +54,34 @@ pub fn secret_table<S: AsRef<[u8]>>(secrets: &[(String, S)]) -> Result<Zeroizing
     table(SECRET_TABLE, &payload, 4).map(Zeroizing::new)
 }
 
+/// The entries of an efi_secret table as a guest reads it: (GUID, secret) in order, or
+/// `None` when `table` does not start with the table's GUID or its lengths do not hold.
+pub fn read_secret_table(table: &[u8]) -> Option<Vec<(String, &[u8])>> {
+    let head = guid_le(SECRET_TABLE).ok()?;
+    let word = |at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(table.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    if table.get(..16)? != head {
+        return None;
+    }
+    let total = word(16)?;
+    if total < 20 || total > table.len() {
+        return None;
+    }
+    let mut entries = vec![];
+    let mut at = 20;
+    while at + 20 <= total {
+        let len = word(at + 16)?;
+        if len < 20 || at + len > total {
+            return None;
+        }
+        let guid: [u8; 16] = table[at..at + 16].try_into().ok()?;
+        entries.push((super::guid::guid_string(&guid), &table[at + 20..at + len]));
+        at += len;
+    }
+    Some(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +97,16 @@ mod tests {
         assert_eq!(t.len(), 64);
         assert_eq!(u32::from_le_bytes(t[16..20].try_into().unwrap()), 0x3a);
         assert_eq!(u32::from_le_bytes(t[36..40].try_into().unwrap()), 38);
+        let entries = read_secret_table(&t).unwrap();
+        assert_eq!(
+            entries,
+            [(
+                "736869e5-84f0-4973-92ec-06879ce3da0b".to_string(),
+                &b"MY-LUKS-PASSPHRASE"[..]
+            )]
+        );
+        assert_eq!(read_secret_table(&t[..40]), None);
+        assert_eq!(read_secret_table(&[0u8; 64]), None);
     }
 
     #[test]

@@ -1,0 +1,37 @@
+//! The step log of a launch or a migration: one line per step, as `[role] STEP detail`, or
+//! with `--json` nothing until the command's report, which carries the steps.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+/// Prints steps; silent with `--json`, which prints one report at the end.
+pub struct Log {
+    /// Whether output is JSON.
+    pub json: bool,
+    /// The steps so far.
+    pub steps: Vec<serde_json::Value>,
+    /// When the command began.
+    pub start: Instant,
+}
+
+impl Log {
+    /// An empty log, starting now.
+    pub fn new(json: bool) -> Log {
+        Log {
+            json,
+            steps: vec![],
+            start: Instant::now(),
+        }
+    }
+
+    /// A step of `role`.
+    pub fn step(&mut self, role: &str, what: &str, detail: String) {
+        let ms = self.start.elapsed().as_secs_f64() * 1e3;
+        if !self.json {
+            println!("[{role:>5}] {what:<20} {detail}");
+        }
+        self.steps
+            .push(json!({ "role": role, "step": what, "detail": detail, "ms": ms }));
+    }
+}
