@@ -47,6 +47,14 @@ impl From<PlatformError> for CliError {
 }
 
 impl CliError {
+    /// What went wrong, without the kind's prefix: what a migration tells its peer.
+    pub fn reason(&self) -> String {
+        match self {
+            CliError::Migration(m) => m.clone(),
+            e => e.to_string(),
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> u8 {
         match self {

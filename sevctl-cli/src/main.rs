@@ -166,6 +166,10 @@ enum Cmd {
         /// How long to wait for the source once it has connected, in seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 30)]
         timeout: u64,
+        /// ASK ‖ ARK of this platform, for the source's checks (default: the one the platform
+        /// publishes).
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     /// Manifests.
     Manifest {
@@ -362,12 +366,14 @@ fn run(cli: Cli) -> Result<()> {
             keep,
             show_secrets,
             timeout,
+            ca,
         } => {
             let platform = target.open()?;
             let opts = migrate::receive::Options {
                 listen,
                 timeout: std::time::Duration::from_secs(timeout),
                 show_secrets,
+                ca,
             };
             let mut log = sevctl_cli::steps::Log::new(cli.json);
             let vm = migrate::receive::receive(&mut log, &target, &platform, &opts)?;

@@ -96,6 +96,15 @@ impl Conn {
         };
     }
 
+    /// Ends the reading direction only: a thread blocked reading wakes, and what this side
+    /// still has to say (an ABORT) can go out.
+    pub fn shutdown_read(&self) {
+        let _ = match self {
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Read),
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Read),
+        };
+    }
+
     /// Connects to `addr`, waiting at most `timeout` for the connection.
     pub fn connect(addr: &Addr, timeout: Duration) -> Result<Conn> {
         let failed = |e: io::Error| CliError::Migration(format!("cannot connect to {addr}: {e}"));

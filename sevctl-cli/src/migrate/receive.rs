@@ -28,7 +28,7 @@ const WINDOW: usize = 2;
 /// SEV-ES save areas a stream may bring (KVM_MAX_VCPUS).
 const VCPUS_MAX: u32 = 4096;
 /// The ES bit of the guest policy.
-const POLICY_ES: u32 = 1 << 2;
+const POLICY_ES: u32 = uapi::policy::ES;
 
 /// What `sevctl receive` was asked.
 pub struct Options {
@@ -38,12 +38,21 @@ pub struct Options {
     pub timeout: Duration,
     /// Show the secrets' plaintext.
     pub show_secrets: bool,
+    /// AMD's ASK ‖ ARK for this platform (default: the one it publishes).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Receives one guest on `p`, prints what happened (or the `--json` report), and returns
 /// the RUNNING guest's VM.
 pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> Result<Vm> {
     let err = |e: StreamError| stream_error(e, opts.timeout);
+    // KVM's SEND_START takes the target's AMD chain always, whatever the policy.
+    let ca = target.ca_file(opts.ca.as_deref()).ok_or_else(|| {
+        crate::error::input(
+            "cannot find this platform's ASK ‖ ARK, which the source's SEND_START needs; give --ca FILE",
+        )
+    })?;
+    let amd_certs = crate::util::read("ASK ‖ ARK", &ca)?;
     let listener = Listener::bind(&opts.listen)?;
     // Said on stderr at once, so a script knows when to start the source.
     eprintln!("sevctl: listening on {}", listener.local());
@@ -55,10 +64,6 @@ pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> 
     let (mut conn, peer) = listener.accept(opts.timeout)?;
     drop(listener);
     let (pdh, plat_certs) = p.pdh_cert_export()?;
-    let amd_certs = match target.ca_file(None) {
-        Some(f) => crate::util::read("ASK ‖ ARK", &f)?,
-        None => vec![],
-    };
     stream::write_hello(&mut conn).map_err(|e| err(StreamError::Io(e)))?;
     Record::Platform {
         pdh,
@@ -67,21 +72,22 @@ pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> 
     }
     .write_to(&mut conn)
     .map_err(|e| err(StreamError::Io(e)))?;
-    stream::read_hello(&mut conn).map_err(err)?;
-    log.step(
-        "target",
-        "connected",
-        format!("from {peer}; sent this platform's PDH and chain"),
-    );
     let begun = Instant::now();
-    let r = receive_guest(log, p, &mut conn, opts);
+    let r = stream::read_hello(&mut conn).map_err(err).and_then(|()| {
+        log.step(
+            "target",
+            "connected",
+            format!("from {peer}; sent this platform's PDH and chain"),
+        );
+        receive_guest(log, p, &mut conn, opts)
+    });
     match r {
         Ok((vm, report)) => {
             finish_report(log, p, &vm, report, opts, begun)?;
             Ok(vm)
         }
         Err(e) => {
-            let _ = Record::Abort(e.to_string()).write_to(&mut conn);
+            let _ = Record::Abort(e.reason()).write_to(&mut conn);
             conn.shutdown();
             log.step(
                 "target",
@@ -134,15 +140,25 @@ fn receive_guest(
     let start = Instant::now();
     let end = receive_packets(&vm, conn, &layout, &mut tally, opts.timeout)?;
     let secs = start.elapsed().as_secs_f64();
-    if end != tally.end() || tally.vmsas != layout.vcpus {
+    let counts = (tally.pages, tally.vmsas);
+    if counts != (end_pages(&end), end_vmsas(&end)) {
         return Err(CliError::Migration(format!(
-            "the stream does not add up: {} pages and {} save areas arrived, the source says it sent {} and {} (of {}){}",
-            tally.pages,
-            tally.vmsas,
+            "the stream does not add up: {} pages and {} save areas arrived; the source sent {} and {}",
+            counts.0,
+            counts.1,
             end_pages(&end),
             end_vmsas(&end),
-            layout.vcpus,
-            if end_pages(&end) == tally.pages { ", and the tally of the records differs" } else { "" }
+        )));
+    }
+    if end != tally.end() {
+        return Err(CliError::Migration(
+            "the records differ from what the source sent (END's tally does not match)".into(),
+        ));
+    }
+    if tally.vmsas != layout.vcpus {
+        return Err(CliError::Migration(format!(
+            "{} save areas arrived for a guest of {} vCPUs",
+            tally.vmsas, layout.vcpus
         )));
     }
     log.step(
@@ -342,7 +358,7 @@ fn receive_packets(
         })();
         if r.is_err() {
             // Wakes the reader if it waits on the socket.
-            conn.shutdown();
+            conn.shutdown_read();
         }
         r
     });

@@ -103,7 +103,7 @@ pub fn send(
             }))
         }
         Err(e) => {
-            let _ = Record::Abort(e.to_string()).write_to(&mut conn);
+            let _ = Record::Abort(e.reason()).write_to(&mut conn);
             conn.shutdown();
             match src.vm.send_cancel() {
                 Ok(()) => log.step("source", "SEND_CANCEL", "guest RUNNING here again".into()),

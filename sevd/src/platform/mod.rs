@@ -386,6 +386,13 @@ pub struct Vm {
     regions: Vec<RamRegion>,
 }
 
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slots: Vec<_> = self.regions.iter().map(|r| (r.gpa, r.buf.len())).collect();
+        f.debug_struct("Vm").field("slots", &slots).finish()
+    }
+}
+
 impl Vm {
     /// Adds `size` bytes (rounded up to pages) of memory at guest address `gpa` as the next
     /// memory slot (`KVM_SET_USER_MEMORY_REGION`), e.g. a firmware image below 4 GiB.

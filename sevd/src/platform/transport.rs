@@ -16,7 +16,7 @@ use crate::state::StateDir;
 
 /// One ioctl interface: `arg` is the request's struct, updated in place as the kernel
 /// copies it back.
-pub trait Transport: Send {
+pub trait Transport: Send + Sync {
     /// An ioctl on the `sev` node.
     fn sev_ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno>;
     /// Opens a VM.
