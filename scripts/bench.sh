@@ -11,3 +11,4 @@ cargo bench -p tests --bench launch
 cargo bench -p tests --bench cli
 cargo bench -p tests --bench crypto
 cargo bench -p tests --bench snp_report
+cargo bench -p tests --bench migrate
