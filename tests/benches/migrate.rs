@@ -79,7 +79,7 @@ fn main() {
 
     let rustcrypto = raw_rustcrypto(GIB);
     let mut runs = vec![];
-    let mut peaks = vec![0u64; 4];
+    let mut peaks = [0u64; 4];
     for round in 0..3 {
         let sock = dir.path().join(format!("m{round}.sock"));
         let rx = Command::new(sevctl())
