@@ -122,6 +122,8 @@ fn receive_guest(
     };
     check_layout(&layout, policy)?;
     let vm = make_vm(p, &layout, policy)?;
+    // Detached: it ends on its own, and a guest dropped early only shortens it.
+    drop(vm.populate_in_background());
     let handle = vm.receive_start(policy, &pdh, &session)?;
     log.step(
         "target",
@@ -311,7 +313,8 @@ fn receive_packets(
     let total: u64 = layout.slots.iter().map(|s| s.1).sum();
     let r = std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel(WINDOW);
-        s.spawn(move || read_until_end(reader, tx));
+        let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(WINDOW + 2);
+        s.spawn(move || read_until_end(reader, tx, spare_rx));
         let r = (|| {
             for item in rx.iter() {
                 let (record, digest) = item.map_err(err)?;
@@ -351,6 +354,9 @@ fn receive_packets(
                     r => return Err(misplaced(r, "PAGES, VMSA or END")),
                 }
                 tally.add(&record, &digest);
+                if let Record::Pages(run) = record {
+                    let _ = spare_tx.try_send(run.into_buffer());
+                }
                 let done = tally.pages * PAGE as u64;
                 crate::launch::progress("RECEIVE_UPDATE_DATA", done as usize, total as usize);
             }
@@ -365,13 +371,15 @@ fn receive_packets(
     r
 }
 
-/// The reader: records until END, ABORT or a failure, each with its digest.
+/// The reader: records until END, ABORT or a failure, each with its digest, read into the
+/// buffers of runs already received.
 fn read_until_end(
     mut conn: Conn,
     tx: mpsc::SyncSender<std::result::Result<(Record, [u8; 32]), StreamError>>,
+    spare: mpsc::Receiver<Vec<u8>>,
 ) {
     loop {
-        let r = Record::read_from(&mut conn);
+        let r = Record::read_into(&mut conn, spare.try_recv().unwrap_or_default());
         let last = !matches!(r, Ok((Record::Pages(_) | Record::Vmsa { .. }, _)));
         if tx.send(r).is_err() || last {
             return;

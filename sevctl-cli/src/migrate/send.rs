@@ -140,8 +140,9 @@ fn stream_out(
     let writer = conn.try_clone().map_err(|e| err(StreamError::Io(e)))?;
     let sent = std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel::<Record>(WINDOW);
-        let out = s.spawn(move || write_all(writer, rx));
-        let sealed = seal_all(src, &slots, total, policy, pdh, session, tx);
+        let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(WINDOW + 2);
+        let out = s.spawn(move || write_all(writer, rx, spare_tx));
+        let sealed = seal_all(src, &slots, total, (policy, pdh, session), tx, spare_rx);
         let written = out.join().unwrap_or(Err(StreamError::Closed));
         (sealed, written)
     });
@@ -200,15 +201,15 @@ fn stream_out(
     Ok(tally)
 }
 
-/// START, LAYOUT, every page run and save area, sealed in order and handed to the writer.
+/// START, LAYOUT, every page run and save area, sealed in order and handed to the writer,
+/// which hands the runs' buffers back.
 fn seal_all(
     src: &Source<'_>,
     slots: &[(u64, usize)],
     total: usize,
-    policy: u32,
-    pdh: Vec<u8>,
-    session: Vec<u8>,
+    (policy, pdh, session): (u32, Vec<u8>, Vec<u8>),
     tx: mpsc::SyncSender<Record>,
+    spare: mpsc::Receiver<Vec<u8>>,
 ) -> Result<()> {
     // A send fails only when the writer stopped; its error says why.
     let gone = || CliError::Migration("the connection failed".into());
@@ -231,7 +232,7 @@ fn seal_all(
         while page < pages {
             let n = (pages - page).min(RUN_MAX as u64) as u32;
             let gpa = base + page * PAGE as u64;
-            let mut run = PageRun::new(gpa, n);
+            let mut run = PageRun::in_buffer(spare.try_recv().unwrap_or_default(), gpa, n);
             let (headers, trans) = run.parts_mut();
             src.vm.send_pages(gpa, headers, trans).map_err(|e| {
                 let at = gpa + e.done as u64 * PAGE as u64;
@@ -255,15 +256,20 @@ fn seal_all(
     Ok(())
 }
 
-/// The writer: each record as it comes, tallied, until the sealer is done.
+/// The writer: each record as it comes, tallied, until the sealer is done; a run's buffer
+/// goes back to the sealer once written.
 fn write_all(
     mut conn: Conn,
     rx: mpsc::Receiver<Record>,
+    spare: mpsc::SyncSender<Vec<u8>>,
 ) -> std::result::Result<Tally, StreamError> {
     let mut tally = Tally::default();
     for record in rx {
         let digest = record.write_to(&mut conn).map_err(StreamError::Io)?;
         tally.add(&record, &digest);
+        if let Record::Pages(run) = record {
+            let _ = spare.try_send(run.into_buffer());
+        }
     }
     Ok(tally)
 }

@@ -78,37 +78,57 @@ pub struct Layout {
     pub secret: Option<(u64, u32)>,
 }
 
-/// A run of pages: `n` headers, then `n` pages of transport bytes, in one buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A run of pages: `n` headers, then `n` pages of transport bytes, in one buffer (from
+/// `at`: a run read off the stream keeps the record's leading fields before it).
+#[derive(Debug, Clone)]
 pub struct PageRun {
     /// The first page's guest address.
     pub gpa: u64,
     buf: Vec<u8>,
+    at: usize,
 }
+
+impl PartialEq for PageRun {
+    fn eq(&self, other: &PageRun) -> bool {
+        self.gpa == other.gpa && self.buf[self.at..] == other.buf[other.at..]
+    }
+}
+
+impl Eq for PageRun {}
 
 impl PageRun {
     /// A run of `n` pages from `gpa`, zeroed, to be filled by SEND_PAGES.
     pub fn new(gpa: u64, n: u32) -> PageRun {
-        PageRun {
-            gpa,
-            buf: vec![0u8; n as usize * (HDR + PAGE)],
-        }
+        PageRun::in_buffer(Vec::new(), gpa, n)
+    }
+
+    /// The same in `buf`, a buffer of an earlier run: a migration reuses a few buffers
+    /// rather than fault fresh memory in for every run.
+    pub fn in_buffer(mut buf: Vec<u8>, gpa: u64, n: u32) -> PageRun {
+        // Every byte is written before it is read: the old ones need no clearing.
+        buf.resize(n as usize * (HDR + PAGE), 0);
+        PageRun { gpa, buf, at: 0 }
+    }
+
+    /// Its buffer, for another run.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// Its pages.
     pub fn pages(&self) -> u32 {
-        (self.buf.len() / (HDR + PAGE)) as u32
+        ((self.buf.len() - self.at) / (HDR + PAGE)) as u32
     }
 
     /// The headers and the transport bytes.
     pub fn parts(&self) -> (&[u8], &[u8]) {
-        self.buf.split_at(self.pages() as usize * HDR)
+        self.buf[self.at..].split_at(self.pages() as usize * HDR)
     }
 
     /// The same, to fill.
     pub fn parts_mut(&mut self) -> (&mut [u8], &mut [u8]) {
         let n = self.pages() as usize;
-        self.buf.split_at_mut(n * HDR)
+        self.buf[self.at..].split_at_mut(n * HDR)
     }
 }
 
@@ -281,6 +301,14 @@ impl Record {
     /// Reads one record and its share of the tally. A clean end of stream before a record is
     /// [`StreamError::Closed`].
     pub fn read_from(r: &mut impl Read) -> Result<(Record, [u8; 32]), StreamError> {
+        Record::read_into(r, Vec::new())
+    }
+
+    /// The same, reading the payload into `spare` (a PAGES record keeps it as its run's).
+    pub fn read_into(
+        r: &mut impl Read,
+        mut spare: Vec<u8>,
+    ) -> Result<(Record, [u8; 32]), StreamError> {
         let mut head = [0u8; 8];
         read_exact(r, &mut head, true)?;
         let kind = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
@@ -301,7 +329,9 @@ impl Record {
                 "a record of kind {kind} of {len} bytes (at most {max})"
             )));
         }
-        let mut payload = vec![0u8; len];
+        // Read over whatever the spare buffer held.
+        spare.resize(len, 0);
+        let mut payload = spare;
         read_exact(r, &mut payload, false)?;
         let record = parse(kind, payload)?;
         let (p, _) = record.payload();
@@ -381,9 +411,11 @@ fn parse(kind: u32, p: Vec<u8>) -> Result<Record, StreamError> {
         if gpa % PAGE as u64 != 0 {
             return Err(malformed(format!("a PAGES record at unaligned {gpa:#x}")));
         }
-        let mut buf = f.p;
-        buf.drain(..12);
-        return Ok(Record::Pages(PageRun { gpa, buf }));
+        return Ok(Record::Pages(PageRun {
+            gpa,
+            buf: f.p,
+            at: 12,
+        }));
     }
     let mut f = Fields { p, at: 0 };
     let record = match kind {

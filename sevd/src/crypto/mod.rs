@@ -43,6 +43,28 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], CryptoError>
     Ok(mac.finalize().into_bytes().into())
 }
 
+/// An HMAC-SHA256 key prepared once (its inner and outer pads hashed) for many messages.
+#[derive(Clone)]
+pub struct HmacKey(Hmac<Sha256>);
+
+impl HmacKey {
+    /// Prepares `key`.
+    pub fn new(key: &[u8]) -> Result<HmacKey, CryptoError> {
+        <Hmac<Sha256> as Mac>::new_from_slice(key)
+            .map(HmacKey)
+            .map_err(|_| CryptoError::Key("HMAC key"))
+    }
+
+    /// HMAC-SHA256 over the concatenation of `parts`.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
 /// Compares two MACs in constant time.
 pub fn mac_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
@@ -75,6 +97,11 @@ pub fn aes128_ctr(key: &[u8; 16], iv: &[u8; 16], data: &[u8]) -> Result<Vec<u8>,
     let mut out = data.to_vec();
     ctr::Ctr128BE::<aes::Aes128>::new(key.into(), iv.into()).apply_keystream(&mut out);
     Ok(out)
+}
+
+/// AES-128-CTR (big-endian 128-bit counter) over `data` in place.
+pub fn aes128_ctr_in_place(key: &[u8; 16], iv: &[u8; 16], data: &mut [u8]) {
+    ctr::Ctr128BE::<aes::Aes128>::new(key.into(), iv.into()).apply_keystream(data);
 }
 
 /// Fills `buf` from the system's CSPRNG (getrandom(2)).

@@ -135,6 +135,9 @@ struct Vm {
     slots: Slots,
     sev: Option<SevVm>,
     vmsas: BTreeMap<u32, Vmsa>,
+    /// The buffers of the last run of pages moved (`SEVD_VM_SEND_PAGES`), kept so a
+    /// migration does not fault in fresh memory for every run. They hold only ciphertext.
+    run: migrate_pages::RunBuffers,
 }
 
 /// A VM in the table, with what is needed without taking its lock (which a command whose
@@ -284,6 +287,7 @@ impl KvmSev {
             slots: Slots::default(),
             sev: None,
             vmsas: BTreeMap::new(),
+            run: Default::default(),
         };
         vms.insert(
             fh,

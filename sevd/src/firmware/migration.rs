@@ -463,6 +463,10 @@ impl Firmware {
     }
 }
 
+#[path = "migration_runs.rs"]
+mod runs;
+pub use runs::RunStop;
+
 #[cfg(test)]
 #[path = "migration_tests.rs"]
 mod tests;

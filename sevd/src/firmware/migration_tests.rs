@@ -11,7 +11,7 @@ use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
 const PAGE: u32 = 4096;
 
 /// A platform in INIT with SEV-ES and flushed ASIDs, and 64 KiB of guest memory at 0.
-fn platform() -> (Firmware, VecGuestMemory) {
+pub(super) fn platform() -> (Firmware, VecGuestMemory) {
     let mut fw = firmware();
     fw.init(INIT_FLAGS_ES).unwrap();
     fw.df_flush().unwrap();
@@ -28,7 +28,12 @@ fn target_certs(fw: &mut Firmware) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 }
 
 /// A RUNNING guest with `image` at 0x1000 (plaintext to it), on ASID `asid`.
-fn running_guest(fw: &mut Firmware, mem: &VecGuestMemory, policy: u32, image: &[u8]) -> u32 {
+pub(super) fn running_guest(
+    fw: &mut Firmware,
+    mem: &VecGuestMemory,
+    policy: u32,
+    image: &[u8],
+) -> u32 {
     let h = fw.launch_start(0, policy, None).unwrap();
     fw.activate(h, free_asid(fw, policy & Policy::ES != 0))
         .unwrap();
@@ -54,7 +59,7 @@ fn free_asid(fw: &Firmware, es: bool) -> u32 {
         .expect("a free ASID")
 }
 
-fn image() -> Vec<u8> {
+pub(super) fn image() -> Vec<u8> {
     (0..2 * PAGE).map(|i| (i * 13 + 5) as u8).collect()
 }
 
@@ -70,7 +75,7 @@ fn send_start(src: &mut Firmware, h: u32, dst: &mut Firmware) -> FwResult<SendSt
 
 /// SEND_START on `src`, RECEIVE_START and ACTIVATE on `dst`: (source handle's session
 /// policy, target handle).
-fn start_both(src: &mut Firmware, h: u32, dst: &mut Firmware) -> u32 {
+pub(super) fn start_both(src: &mut Firmware, h: u32, dst: &mut Firmware) -> u32 {
     let started = send_start(src, h, dst).unwrap();
     let (src_pdh, _) = src.pdh_cert_export(&mut 0x824, &mut 0x186C).unwrap();
     let t = dst
@@ -81,18 +86,18 @@ fn start_both(src: &mut Firmware, h: u32, dst: &mut Firmware) -> u32 {
     t
 }
 
-fn send_page(src: &mut Firmware, h: u32, mem: &VecGuestMemory, gpa: u64) -> Packet {
+pub(super) fn send_page(src: &mut Firmware, h: u32, mem: &VecGuestMemory, gpa: u64) -> Packet {
     src.send_update_data(h, &mut 52, GuestAddress(gpa), PAGE, PAGE, mem)
         .unwrap()
 }
 
-fn view(fw: &Firmware, h: u32, mem: &VecGuestMemory, gpa: u64, len: usize) -> Vec<u8> {
+pub(super) fn view(fw: &Firmware, h: u32, mem: &VecGuestMemory, gpa: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     fw.guest_view(h, GuestAddress(gpa), &mut out, mem).unwrap();
     out
 }
 
-fn host(mem: &VecGuestMemory, gpa: u64, len: usize) -> Vec<u8> {
+pub(super) fn host(mem: &VecGuestMemory, gpa: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     mem.read(GuestAddress(gpa), &mut out).unwrap();
     out

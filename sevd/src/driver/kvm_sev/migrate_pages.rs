@@ -7,11 +7,28 @@
 use uapi::kvm::{SevdPages, SEVD_PAGES_MAX};
 use vfs::{CallerMemory, Errno, UserAddr};
 
-use super::{stage, KvmSev, Vm, PAGE};
-use crate::driver::stage_pipe::unstage;
+use super::{KvmSev, Vm, PAGE};
 use crate::driver::write_bytes;
 use crate::firmware::migration::PACKET_HEADER_LEN;
-use crate::memctl::GuestAddress;
+use crate::memctl::{GuestAddress, GuestMemory};
+
+/// A run's pages and headers, reused from run to run.
+#[derive(Default)]
+pub(super) struct RunBuffers {
+    pages: Vec<u8>,
+    headers: Vec<u8>,
+}
+
+impl RunBuffers {
+    /// Both, sized for `n` pages (their old contents are overwritten before use).
+    fn sized(&mut self, n: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut pages = std::mem::take(&mut self.pages);
+        let mut headers = std::mem::take(&mut self.headers);
+        pages.resize(n * PAGE as usize, 0);
+        headers.resize(n * PACKET_HEADER_LEN, 0);
+        (pages, headers)
+    }
+}
 
 /// The run's guest address, or EINVAL for an empty or too long run, an unaligned address, or
 /// null buffers; EFAULT for a run not wholly in one memory slot.
@@ -48,38 +65,39 @@ impl KvmSev {
         let sev = Self::sev(vm).ok().filter(|s| !s.snp).ok_or(Errno::ENOTTY)?;
         let gpa = run_gpa(vm, arg)?;
         let n = arg.npages as usize;
-        let staged = stage(&vm.slots, mem, gpa, n as u64 * PAGE)?;
-        self.check_fd(pid, sev.fd)?;
-        let mut headers = Vec::with_capacity(n * PACKET_HEADER_LEN);
-        let mut trans = Vec::with_capacity(n * PAGE as usize);
-        let mut failed = None;
-        {
-            let mut dev = self.dev();
-            let fw = dev.firmware_mut();
-            for i in 0..n {
-                let mut hdr_len = PACKET_HEADER_LEN as u32;
-                let at = GuestAddress(gpa + i as u64 * PAGE);
-                match fw.send_update_data(sev.handle, &mut hdr_len, at, 4096, 4096, &staged) {
-                    Ok(packet) => {
-                        headers.extend_from_slice(&packet.header);
-                        trans.extend_from_slice(&packet.trans);
-                    }
-                    Err(status) => {
-                        failed = Some(status);
-                        break;
-                    }
-                }
-            }
-        }
-        write_bytes(mem, arg.hdr_uaddr, &headers)?;
-        write_bytes(mem, arg.trans_uaddr, &trans)?;
-        arg.done = (headers.len() / PACKET_HEADER_LEN) as u32;
-        run_end(arg, error, failed)
+        let (handle, fd) = (sev.handle, sev.fd);
+        let (mut buf, mut headers) = vm.run.sized(n);
+        headers.clear();
+        // The guest's memory as the VMM holds it: ciphertext, which becomes the packets.
+        let r = (|| {
+            vm.slots
+                .memory(mem)
+                .read(GuestAddress(gpa), &mut buf)
+                .map_err(|_| Errno::EFAULT)?;
+            self.check_fd(pid, fd)?;
+            let r = self.dev().firmware_mut().send_update_run(
+                handle,
+                GuestAddress(gpa),
+                &mut buf,
+                &mut headers,
+            );
+            let done = r.map_or_else(|stop| stop.done, |()| n);
+            write_bytes(mem, arg.hdr_uaddr, &headers)?;
+            write_bytes(mem, arg.trans_uaddr, &buf[..done * PAGE as usize])?;
+            arg.done = done as u32;
+            run_end(arg, error, r.err().map(|stop| stop.status))
+        })();
+        vm.run = RunBuffers {
+            pages: buf,
+            headers,
+        };
+        r
     }
 
     /// `SEVD_VM_RECEIVE_PAGES`: each packet of the run checked and written into its page
     /// under this guest's key. A packet the firmware refuses (a MAC that fails:
-    /// BAD_MEASUREMENT) stops the run there, with the pages before it written.
+    /// BAD_MEASUREMENT) stops the run there, with the pages before it written and the rest
+    /// of the VMM's memory untouched.
     pub(super) fn receive_pages(
         &self,
         vm: &mut Vm,
@@ -91,34 +109,35 @@ impl KvmSev {
         let sev = Self::sev(vm).ok().filter(|s| !s.snp).ok_or(Errno::EINVAL)?;
         let gpa = run_gpa(vm, arg)?;
         let n = arg.npages as usize;
-        let read = |at: u64, len: usize| mem.read_vec(UserAddr(at), len).map_err(|_| Errno::EFAULT);
-        let headers = read(arg.hdr_uaddr, n * PACKET_HEADER_LEN)?;
-        let trans = read(arg.trans_uaddr, n * PAGE as usize)?;
-        let staged = stage(&vm.slots, mem, gpa, n as u64 * PAGE)?;
-        self.check_fd(pid, sev.fd)?;
-        let mut failed = None;
-        let mut done = 0;
-        {
-            let mut dev = self.dev();
-            let fw = dev.firmware_mut();
-            let packets = headers
-                .chunks_exact(PACKET_HEADER_LEN)
-                .zip(trans.chunks_exact(PAGE as usize));
-            for (i, (header, page)) in packets.enumerate() {
-                let at = GuestAddress(gpa + i as u64 * PAGE);
-                if let Err(status) =
-                    fw.receive_update_data(sev.handle, header, at, 4096, page, &staged)
-                {
-                    failed = Some(status);
-                    break;
-                }
-                done += 1;
+        let (handle, fd) = (sev.handle, sev.fd);
+        let (mut buf, mut headers) = vm.run.sized(n);
+        let r = (|| {
+            let read =
+                |at: u64, into: &mut [u8]| mem.read(UserAddr(at), into).map_err(|_| Errno::EFAULT);
+            read(arg.hdr_uaddr, &mut headers)?;
+            read(arg.trans_uaddr, &mut buf)?;
+            self.check_fd(pid, fd)?;
+            let r = self.dev().firmware_mut().receive_update_run(
+                handle,
+                GuestAddress(gpa),
+                &headers,
+                &mut buf,
+            );
+            let done = r.map_or_else(|stop| stop.done, |()| n);
+            if done > 0 {
+                vm.slots
+                    .memory(mem)
+                    .write(GuestAddress(gpa), &buf[..done * PAGE as usize])
+                    .map_err(|_| Errno::EFAULT)?;
             }
-        }
-        // The pages not reached are written back as they were read.
-        unstage(&vm.slots, mem, gpa, staged)?;
-        arg.done = done;
-        run_end(arg, error, failed)
+            arg.done = done as u32;
+            run_end(arg, error, r.err().map(|stop| stop.status))
+        })();
+        vm.run = RunBuffers {
+            pages: buf,
+            headers,
+        };
+        r
     }
 }
 
