@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_targets=(uapi_wire manifest policy firmware sev_node vm_node)
+all_targets=(uapi_wire manifest policy firmware sev_node vm_node migration_stream)
 mode=run
 seconds=600
 if [[ ${1:-} == merge ]]; then

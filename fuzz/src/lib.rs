@@ -8,11 +8,13 @@
 mod bytes;
 mod firmware;
 mod nodes;
+mod stream;
 mod text;
 mod wire;
 
 pub use firmware::firmware;
 pub use nodes::{sev_node, vm_node};
+pub use stream::migration_stream;
 pub use text::{manifest, policy};
 pub use wire::uapi_wire;
 
@@ -27,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("firmware", firmware),
     ("sev_node", sev_node),
     ("vm_node", vm_node),
+    ("migration_stream", migration_stream),
 ];
 
 mod chip {

@@ -44,4 +44,12 @@ macro_rules! replay_tests {
     };
 }
 
-replay_tests!(uapi_wire, manifest, policy, firmware, sev_node, vm_node);
+replay_tests!(
+    uapi_wire,
+    manifest,
+    policy,
+    firmware,
+    sev_node,
+    vm_node,
+    migration_stream
+);

@@ -52,18 +52,40 @@ fn vm_hwm_mib(pid: u32) -> Option<u64> {
         .map(|k| k / 1024)
 }
 
-/// Samples each pid's peak RSS every 5 ms until `done`; the last sample of each.
-fn watch(pids: Vec<u32>, done: &AtomicBool) -> Vec<u64> {
+/// A process's CPU time so far (user + system), in seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command's closing parenthesis: utime and stime are the 12th
+    // and 13th of them.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(
+        ticks
+            / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .ok()??
+                .max(1) as f64,
+    )
+}
+
+/// Samples each pid's peak RSS and CPU time every 5 ms until `done`; the last sample of
+/// each, and the CPU time it used while watched.
+fn watch(pids: Vec<u32>, done: &AtomicBool) -> (Vec<u64>, Vec<f64>) {
     let mut peaks = vec![0; pids.len()];
+    let start: Vec<f64> = pids.iter().map(|p| cpu_secs(*p).unwrap_or(0.0)).collect();
+    let mut cpu = vec![0.0; pids.len()];
     while !done.load(Ordering::Relaxed) {
-        for (p, pid) in peaks.iter_mut().zip(&pids) {
+        for (i, pid) in pids.iter().enumerate() {
             if let Some(m) = vm_hwm_mib(*pid) {
-                *p = (*p).max(m);
+                peaks[i] = peaks[i].max(m);
+            }
+            if let Some(c) = cpu_secs(*pid) {
+                cpu[i] = c - start[i];
             }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    peaks
+    (peaks, cpu)
 }
 
 fn main() {
@@ -80,6 +102,7 @@ fn main() {
     let rustcrypto = raw_rustcrypto(GIB);
     let mut runs = vec![];
     let mut peaks = [0u64; 4];
+    let mut cpus = vec![];
     for round in 0..3 {
         let sock = dir.path().join(format!("m{round}.sock"));
         let rx = Command::new(sevctl())
@@ -111,7 +134,7 @@ fn main() {
             .unwrap();
         let done = AtomicBool::new(false);
         let pids = vec![tx.id(), a.pid(), rx.id(), b.pid()];
-        let (sent, received, p) = std::thread::scope(|s| {
+        let (sent, received, (p, cpu)) = std::thread::scope(|s| {
             let w = s.spawn(|| watch(pids, &done));
             let sent = tx.wait_with_output().unwrap();
             let received = rx.wait_with_output().unwrap();
@@ -127,6 +150,7 @@ fn main() {
         let secs = report["migration"]["seconds"].as_f64().unwrap();
         assert_eq!(report["migration"]["bytes"].as_u64(), Some(GIB as u64));
         runs.push(secs);
+        cpus.push((secs, cpu));
         for (peak, now) in peaks.iter_mut().zip(p) {
             *peak = (*peak).max(now);
         }
@@ -142,6 +166,18 @@ fn main() {
         "raw single-threaded AES-128-CTR + HMAC-SHA256 in 4 KiB packets: {:.2} s; ratio {ratio:.2} (target 0.5)",
         rustcrypto.as_secs_f64(),
     );
+    // CPU time of the run with the median wall time: where the two cores went.
+    if let Some((_, cpu)) = cpus.iter().find(|(s, _)| *s == median) {
+        println!(
+            "CPU of that run (whole processes, launch included): source sevctl {:.2} s, source sevd {:.2} s, target sevctl {:.2} s, target sevd {:.2} s; {:.2} s in all on {} cores",
+            cpu[0],
+            cpu[1],
+            cpu[2],
+            cpu[3],
+            cpu.iter().sum::<f64>(),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
     let guest = 1024;
     println!(
         "source: sevctl peak {} MiB, sevd peak {} MiB: {} MiB beyond its guest memory (target < 64)",

@@ -40,6 +40,8 @@ pub const RUN_MAX: u32 = uapi::kvm::SEVD_PAGES_MAX;
 pub const HDR: usize = 52;
 /// A page.
 pub const PAGE: usize = 4096;
+/// The longest reason an ABORT carries.
+const ABORT_MAX: usize = 4096;
 /// Memory slots a layout may name.
 const SLOTS_MAX: u32 = 16;
 
@@ -280,7 +282,7 @@ impl Record {
                 p.extend_from_slice(tally);
             }
             Record::Ready | Record::Commit | Record::Running => {}
-            Record::Abort(why) => p.extend_from_slice(why.as_bytes()),
+            Record::Abort(why) => p.extend_from_slice(fit_reason(why).as_bytes()),
         }
         (p, &[])
     }
@@ -321,7 +323,7 @@ impl Record {
             5 => 4 + HDR + PAGE,
             6 => 44,
             7..=9 => 0,
-            10 => 4096,
+            10 => ABORT_MAX,
             _ => return Err(malformed(format!("unknown record kind {kind}"))),
         };
         if len > max {
@@ -333,12 +335,19 @@ impl Record {
         spare.resize(len, 0);
         let mut payload = spare;
         read_exact(r, &mut payload, false)?;
-        let record = parse(kind, payload)?;
-        let (p, _) = record.payload();
+        // The tally covers the bytes as they arrived, less the transport bytes at the end.
+        let kept = match kind {
+            4 => payload
+                .get(8..12)
+                .map(|n| 12 + u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize * HDR),
+            5 => Some(4 + HDR),
+            _ => None,
+        };
         let mut sha = Sha256::new();
         sha.update(head);
-        sha.update(&p);
-        Ok((record, sha.finalize().into()))
+        sha.update(&payload[..kept.unwrap_or(len).min(len)]);
+        let digest = sha.finalize().into();
+        Ok((parse(kind, payload)?, digest))
     }
 }
 
@@ -459,13 +468,23 @@ fn parse(kind: u32, p: Vec<u8>) -> Result<Record, StreamError> {
         7 => Record::Ready,
         8 => Record::Commit,
         9 => Record::Running,
-        10 => Record::Abort(String::from_utf8_lossy(&f.p).into_owned()),
+        10 => Record::Abort(fit_reason(&String::from_utf8_lossy(&f.p)).to_string()),
         _ => return Err(malformed(format!("unknown record kind {kind}"))),
     };
     if kind != 10 {
         f.done(record.name())?;
     }
     Ok(record)
+}
+
+/// A reason as an ABORT carries it: at most `ABORT_MAX` bytes, cut at a character's end
+/// (bytes that are not UTF-8 arrive as U+FFFD, which may lengthen them).
+fn fit_reason(why: &str) -> &str {
+    let mut end = why.len().min(ABORT_MAX);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    &why[..end]
 }
 
 /// The hello both sides send first.

@@ -146,3 +146,14 @@ fn malformed_records_are_named_not_trusted() {
         Err(StreamError::Closed)
     ));
 }
+
+#[test]
+fn a_long_reason_is_cut_to_fit_at_a_character() {
+    let why = "é".repeat(3000);
+    let mut b = vec![];
+    Record::Abort(why.clone()).write_to(&mut b).unwrap();
+    let (back, _) = Record::read_from(&mut &b[..]).unwrap();
+    let Record::Abort(cut) = back else { panic!() };
+    assert_eq!(cut.len(), 4096);
+    assert!(why.starts_with(&cut));
+}
