@@ -191,20 +191,11 @@ impl Vm {
         header: &mut [u8],
         trans: &mut [u8],
     ) -> Result<(), PlatformError> {
-        let mut arg = KvmSevSendUpdateData {
-            hdr_uaddr: header.as_mut_ptr() as u64,
-            hdr_len: header.len() as u32,
-            guest_uaddr: self.uaddr(gpa),
-            guest_len: trans.len() as u32,
-            trans_uaddr: trans.as_mut_ptr() as u64,
-            trans_len: trans.len() as u32,
-            ..Default::default()
-        };
-        self.op(
-            KvmSevCmdId::SendUpdateData,
-            "SEND_UPDATE_DATA",
-            addr(&mut arg),
-        )
+        let (h, t) = (
+            (header.as_mut_ptr(), header.len()),
+            (trans.as_mut_ptr(), trans.len()),
+        );
+        self.packet_op(KvmSevCmdId::SendUpdateData, "SEND_UPDATE_DATA", gpa, h, t)
     }
 
     /// KVM_SEV_RECEIVE_UPDATE_DATA of one packet into the page at `gpa`.
@@ -214,20 +205,39 @@ impl Vm {
         header: &[u8],
         trans: &[u8],
     ) -> Result<(), PlatformError> {
-        let mut arg = KvmSevReceiveUpdateData {
-            hdr_uaddr: header.as_ptr() as u64,
-            hdr_len: header.len() as u32,
-            guest_uaddr: self.uaddr(gpa),
-            guest_len: trans.len() as u32,
-            trans_uaddr: trans.as_ptr() as u64,
-            trans_len: trans.len() as u32,
-            ..Default::default()
-        };
-        self.op(
+        // KVM only reads the buffers of a receive.
+        let (h, t) = (
+            (header.as_ptr() as *mut u8, header.len()),
+            (trans.as_ptr() as *mut u8, trans.len()),
+        );
+        self.packet_op(
             KvmSevCmdId::ReceiveUpdateData,
             "RECEIVE_UPDATE_DATA",
-            addr(&mut arg),
+            gpa,
+            h,
+            t,
         )
+    }
+
+    /// One page's packet op (`struct kvm_sev_send_update_data`, which the receive shares).
+    fn packet_op(
+        &self,
+        id: KvmSevCmdId,
+        name: &'static str,
+        gpa: u64,
+        (hdr, hdr_len): (*mut u8, usize),
+        (trans, trans_len): (*mut u8, usize),
+    ) -> Result<(), PlatformError> {
+        let mut arg = KvmSevSendUpdateData {
+            hdr_uaddr: hdr as u64,
+            hdr_len: hdr_len as u32,
+            guest_uaddr: self.uaddr(gpa),
+            guest_len: trans_len as u32,
+            trans_uaddr: trans as u64,
+            trans_len: trans_len as u32,
+            ..Default::default()
+        };
+        self.op(id, name, addr(&mut arg))
     }
 
     /// `SEVD_VM_SEND_VMSA`: vCPU `vcpu`'s save area as a packet (header, transport bytes).

@@ -62,36 +62,26 @@ impl KvmSev {
         arg: &mut SevdPages,
         error: &mut u32,
     ) -> Result<(), Errno> {
-        let sev = Self::sev(vm).ok().filter(|s| !s.snp).ok_or(Errno::ENOTTY)?;
-        let gpa = run_gpa(vm, arg)?;
-        let n = arg.npages as usize;
-        let (handle, fd) = (sev.handle, sev.fd);
-        let (mut buf, mut headers) = vm.run.sized(n);
-        headers.clear();
-        // The guest's memory as the VMM holds it: ciphertext, which becomes the packets.
-        let r = (|| {
-            vm.slots
+        self.run(vm, Errno::ENOTTY, arg, |run, arg| {
+            // The guest's memory as the VMM holds it: ciphertext, which becomes the packets.
+            run.slots
                 .memory(mem)
-                .read(GuestAddress(gpa), &mut buf)
+                .read(GuestAddress(run.gpa), &mut run.pages)
                 .map_err(|_| Errno::EFAULT)?;
-            self.check_fd(pid, fd)?;
+            self.check_fd(pid, run.fd)?;
+            run.headers.clear();
             let r = self.dev().firmware_mut().send_update_run(
-                handle,
-                GuestAddress(gpa),
-                &mut buf,
-                &mut headers,
+                run.handle,
+                GuestAddress(run.gpa),
+                &mut run.pages,
+                &mut run.headers,
             );
-            let done = r.map_or_else(|stop| stop.done, |()| n);
-            write_bytes(mem, arg.hdr_uaddr, &headers)?;
-            write_bytes(mem, arg.trans_uaddr, &buf[..done * PAGE as usize])?;
+            let done = r.map_or_else(|stop| stop.done, |()| run.n);
+            write_bytes(mem, arg.hdr_uaddr, &run.headers)?;
+            write_bytes(mem, arg.trans_uaddr, &run.pages[..done * PAGE as usize])?;
             arg.done = done as u32;
             run_end(arg, error, r.err().map(|stop| stop.status))
-        })();
-        vm.run = RunBuffers {
-            pages: buf,
-            headers,
-        };
-        r
+        })
     }
 
     /// `SEVD_VM_RECEIVE_PAGES`: each packet of the run checked and written into its page
@@ -106,39 +96,72 @@ impl KvmSev {
         arg: &mut SevdPages,
         error: &mut u32,
     ) -> Result<(), Errno> {
-        let sev = Self::sev(vm).ok().filter(|s| !s.snp).ok_or(Errno::EINVAL)?;
-        let gpa = run_gpa(vm, arg)?;
-        let n = arg.npages as usize;
-        let (handle, fd) = (sev.handle, sev.fd);
-        let (mut buf, mut headers) = vm.run.sized(n);
-        let r = (|| {
+        // KVM answers EINVAL here, not ENOTTY, for a VM that is not an SEV guest.
+        self.run(vm, Errno::EINVAL, arg, |run, arg| {
             let read =
                 |at: u64, into: &mut [u8]| mem.read(UserAddr(at), into).map_err(|_| Errno::EFAULT);
-            read(arg.hdr_uaddr, &mut headers)?;
-            read(arg.trans_uaddr, &mut buf)?;
-            self.check_fd(pid, fd)?;
+            read(arg.hdr_uaddr, &mut run.headers)?;
+            read(arg.trans_uaddr, &mut run.pages)?;
+            self.check_fd(pid, run.fd)?;
             let r = self.dev().firmware_mut().receive_update_run(
-                handle,
-                GuestAddress(gpa),
-                &headers,
-                &mut buf,
+                run.handle,
+                GuestAddress(run.gpa),
+                &run.headers,
+                &mut run.pages,
             );
-            let done = r.map_or_else(|stop| stop.done, |()| n);
+            let done = r.map_or_else(|stop| stop.done, |()| run.n);
             if done > 0 {
-                vm.slots
+                run.slots
                     .memory(mem)
-                    .write(GuestAddress(gpa), &buf[..done * PAGE as usize])
+                    .write(GuestAddress(run.gpa), &run.pages[..done * PAGE as usize])
                     .map_err(|_| Errno::EFAULT)?;
             }
             arg.done = done as u32;
             run_end(arg, error, r.err().map(|stop| stop.status))
-        })();
-        vm.run = RunBuffers {
-            pages: buf,
+        })
+    }
+
+    /// Runs `work` on a run of an SEV or SEV-ES VM (`not_sev` otherwise), in the VM's run
+    /// buffers, which it keeps for the next run.
+    fn run(
+        &self,
+        vm: &mut Vm,
+        not_sev: Errno,
+        arg: &mut SevdPages,
+        work: impl FnOnce(&mut Run<'_>, &mut SevdPages) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let sev = Self::sev(vm).ok().filter(|s| !s.snp).ok_or(not_sev)?;
+        let (handle, fd) = (sev.handle, sev.fd);
+        let gpa = run_gpa(vm, arg)?;
+        let n = arg.npages as usize;
+        let (pages, headers) = vm.run.sized(n);
+        let mut run = Run {
+            slots: &vm.slots,
+            handle,
+            fd,
+            gpa,
+            n,
+            pages,
             headers,
+        };
+        let r = work(&mut run, arg);
+        vm.run = RunBuffers {
+            pages: run.pages,
+            headers: run.headers,
         };
         r
     }
+}
+
+/// One run in progress: the VM's slots and guest, where it starts, and its buffers.
+struct Run<'a> {
+    slots: &'a super::Slots,
+    handle: u32,
+    fd: u32,
+    gpa: u64,
+    n: usize,
+    pages: Vec<u8>,
+    headers: Vec<u8>,
 }
 
 /// A run's outcome: SUCCESS, or the status of the page that stopped it (EIO).
