@@ -1,11 +1,11 @@
 //! The binary formats a caller or a file hands the project: SEV and AMD CA certificates,
-//! the launch session, secret header and measurement, OVMF's footer table, X.509 (VCEK, ASK,
+//! the launch session, secret header, measurement and attestation report, OVMF's footer table, X.509 (VCEK, ASK,
 //! ARK) in DER or PEM, and the sealed NV stores. Every decoder must refuse or accept without
 //! panicking, and what it accepts must encode back to the same bytes.
 
 use uapi::ca::{decode_ask_ark, CaCertificate};
 use uapi::cert::{decode_chain, Certificate};
-use uapi::launch::{Measurement, SecretHeader, Session};
+use uapi::launch::{AttestationReport, Measurement, SecretHeader, Session};
 
 use sevd::certs::x509;
 use sevd::firmware::migration::{open_packet, seal_packet, PACKET_HEADER_LEN};
@@ -56,6 +56,10 @@ pub fn uapi_wire(data: &[u8]) {
         6 => {
             if let Ok(m) = Measurement::decode(input) {
                 assert_eq!(m.encode(), input, "measurement round trip");
+            }
+            if let Ok(r) = AttestationReport::decode(input) {
+                assert_eq!(r.encode(), input, "attestation report round trip");
+                assert_eq!(r.signed_bytes(), input[..52], "what the signature covers");
             }
         }
         7 => {

@@ -1,7 +1,9 @@
 //! sevctl: manage an SEV platform, act as a guest owner, and launch guests from YAML
 //! manifests, on a device (`/dev/sev` of sevd or of the kernel) or on the embedded firmware.
 
-use sevctl_cli::{error, launch, manifest, migrate, owner_cmds, platform_cmds, select, snp};
+use sevctl_cli::{
+    error, launch, manifest, migrate, ok, owner_cmds, platform_cmds, select, snp, validate,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,9 @@ struct Cli {
     /// Print data as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Print only errors and the data asked for.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -64,10 +69,15 @@ enum Cmd {
         /// ASK ‖ ARK file.
         #[arg(long)]
         ca: Option<PathBuf>,
-        /// Print nothing; the exit code tells.
-        #[arg(short, long)]
-        quiet: bool,
     },
+    /// Probe this host for SEV support (and say where guests can run).
+    Ok {
+        /// The SEV generation to probe for (default: this CPU's).
+        #[arg(value_enum)]
+        gen: Option<ok::Generation>,
+    },
+    /// Check that the PEK of a platform's chain signed an attestation report.
+    Validate(validate::ValidateArgs),
     /// Generate an owner certificate authority (OCA) and its key.
     Generate {
         /// OCA certificate output.
@@ -142,6 +152,10 @@ enum Cmd {
         /// Then move the guest to a listening `sevctl receive` (unix:PATH or tcp:HOST:PORT).
         #[arg(long, value_name = "ADDR", conflicts_with_all = ["keep", "guest_device"])]
         migrate_to: Option<migrate::Addr>,
+        /// After LAUNCH_FINISH, write the guest's ATTESTATION report (over a fresh random
+        /// MNONCE) to FILE, for `validate`.
+        #[arg(long, value_name = "FILE")]
+        attestation_report: Option<PathBuf>,
         /// How long the migration waits for the target, in seconds.
         #[arg(
             long,
@@ -211,6 +225,7 @@ enum ManifestCmd {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    sevctl_cli::steps::set_quiet(cli.quiet);
     let target = Target {
         device: cli.device.clone(),
         emulated: cli.emulated,
@@ -230,12 +245,9 @@ fn run(cli: Cli) -> Result<()> {
             ca,
             destination,
         } => platform_cmds::export(&target.open()?, &target, full, ca.as_deref(), &destination),
-        Cmd::Verify {
-            sev,
-            oca,
-            ca,
-            quiet,
-        } => {
+        Cmd::Ok { gen } => ok::ok(&target, gen, cli.json, cli.quiet),
+        Cmd::Validate(args) => validate::validate(&args, cli.json, cli.quiet),
+        Cmd::Verify { sev, oca, ca } => {
             let platform = if sev.is_none() {
                 Some(target.open()?)
             } else {
@@ -247,7 +259,7 @@ fn run(cli: Cli) -> Result<()> {
                 sev.as_deref(),
                 oca.as_deref(),
                 ca.as_deref(),
-                quiet,
+                cli.quiet,
             )
         }
         Cmd::Generate { cert, key } => platform_cmds::generate(&cert, &key),
@@ -305,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
             guest_device,
             migrate_to,
             migrate_timeout,
+            attestation_report,
         } => {
             let mut m = manifest::Manifest::load(&manifest)?;
             let kvm = match platform {
@@ -324,12 +337,15 @@ fn run(cli: Cli) -> Result<()> {
                 ca.as_deref(),
                 cli.json,
                 show_secrets,
-                migrate_to
-                    .map(|addr| launch::MigrateTo {
-                        addr,
-                        timeout: std::time::Duration::from_secs(migrate_timeout),
-                    })
-                    .as_ref(),
+                &launch::After {
+                    attestation_report: attestation_report.as_deref(),
+                    migrate_to: migrate_to
+                        .map(|addr| launch::MigrateTo {
+                            addr,
+                            timeout: std::time::Duration::from_secs(migrate_timeout),
+                        })
+                        .as_ref(),
+                },
             )?;
             if keep {
                 // Block the signals before saying so, so an early Ctrl-C is not lost.
@@ -349,7 +365,7 @@ fn run(cli: Cli) -> Result<()> {
                         None
                     }
                 };
-                eprintln!("sevctl: guest kept; interrupt (Ctrl-C) to end it");
+                sevctl_cli::steps::note("guest kept; interrupt (Ctrl-C) to end it");
                 if let Some(set) = signals {
                     let _ = set.wait();
                 }
@@ -379,7 +395,7 @@ fn run(cli: Cli) -> Result<()> {
             let vm = migrate::receive::receive(&mut log, &target, &platform, &opts)?;
             if keep {
                 let signals = interrupt_signals();
-                eprintln!("sevctl: guest kept; interrupt (Ctrl-C) to end it");
+                sevctl_cli::steps::note("guest kept; interrupt (Ctrl-C) to end it");
                 if let Some(set) = signals {
                     let _ = set.wait();
                 }

@@ -190,7 +190,7 @@ pub fn measurement_build(args: &MeasurementArgs) -> Result<()> {
     match &args.outfile {
         Some(f) => {
             util::write(f, &out, false)?;
-            println!("Wrote outfile: {}", f.display());
+            crate::steps::say(format_args!("Wrote outfile: {}", f.display()));
         }
         None => println!("{}", b64(&out)),
     }
@@ -264,9 +264,15 @@ pub fn secret_build(args: &SecretArgs) -> Result<()> {
     let table = tables::secret_table(&secrets)?;
     let (header, payload) = secret_packet(&tek, &tik, &measure, iv, &table)?;
     util::write(&args.header_file, &header, false)?;
-    println!("Wrote header to: {}", args.header_file.display());
+    crate::steps::say(format_args!(
+        "Wrote header to: {}",
+        args.header_file.display()
+    ));
     util::write(&args.payload_file, &payload, false)?;
-    println!("Wrote payload to: {}", args.payload_file.display());
+    crate::steps::say(format_args!(
+        "Wrote payload to: {}",
+        args.payload_file.display()
+    ));
     Ok(())
 }
 

@@ -47,17 +47,17 @@ impl Target {
             let config = EmbeddedConfig::new(&self.state_dir());
             let dir = config.state_dir.display();
             if self.emulated {
-                eprintln!("sevctl: using the embedded firmware (state in {dir})");
+                crate::steps::note(format!("using the embedded firmware (state in {dir})"));
             } else {
-                eprintln!(
-                    "sevctl: no SEV device at {}; using the embedded firmware (state in {dir})",
+                crate::steps::note(format!(
+                    "no SEV device at {}; using the embedded firmware (state in {dir})",
                     self.device.display(),
-                );
+                ));
             }
             if !config.has_chip() {
                 // RSA-4096 generation takes seconds: say so, so a first run never looks hung.
-                eprintln!(
-                    "sevctl: making the embedded platform's chip identity (RSA-4096 ARK and ASK); this takes a few seconds, once"
+                crate::steps::note(
+                    "making the embedded platform's chip identity (RSA-4096 ARK and ASK); this takes a few seconds, once",
                 );
             }
             Ok(Platform::embedded(&config)?)

@@ -119,9 +119,9 @@ pub fn verify(args: &VerifyArgs, json: bool) -> Result<()> {
         println!("{}", json!({ "verified": true, "checks": checks }));
     } else {
         for c in &checks {
-            println!("ok  {c}");
+            crate::steps::say(format_args!("ok  {c}"));
         }
-        println!("the report verifies");
+        crate::steps::say("the report verifies");
     }
     Ok(())
 }

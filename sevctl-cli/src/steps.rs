@@ -1,9 +1,37 @@
 //! The step log of a launch or a migration: one line per step, as `[role] STEP detail`, or
 //! with `--json` nothing until the command's report, which carries the steps.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde_json::json;
+
+/// `-q/--quiet`: only errors and the data asked for are printed.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Sets `-q/--quiet` for the process.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `-q/--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// A status line on stdout, unless quiet.
+pub fn say(line: impl std::fmt::Display) {
+    if !quiet() {
+        println!("{line}");
+    }
+}
+
+/// A note on stderr (`sevctl: ...`), unless quiet.
+pub fn note(line: impl std::fmt::Display) {
+    if !quiet() {
+        eprintln!("sevctl: {line}");
+    }
+}
 
 /// Prints steps; silent with `--json`, which prints one report at the end.
 pub struct Log {
@@ -28,7 +56,7 @@ impl Log {
     /// A step of `role`.
     pub fn step(&mut self, role: &str, what: &str, detail: String) {
         let ms = self.start.elapsed().as_secs_f64() * 1e3;
-        if !self.json {
+        if !self.json && !quiet() {
             println!("[{role:>5}] {what:<20} {detail}");
         }
         self.steps

@@ -344,6 +344,14 @@ impl Daemon {
         // (vfs::ReleaseFence).
         let fence = vfs::ReleaseFence::new();
         let mut fs_dir = DeviceFs::dir(devices, config.mode).with_fence(&fence);
+        let backend = match &config.backend {
+            Backend::Software => format!(
+                "the software firmware (state in {})\n",
+                config.state_dir.display()
+            ),
+            Backend::Hardware(dev) => format!("{}, passed through\n", dev.display()),
+        };
+        fs_dir = fs_dir.with_file(crate::paths::BACKEND_FILE, backend.into_bytes());
         // The software platform's ASK ‖ ARK beside its nodes, where sevctl looks for it.
         if let Some(state) = &daemon._state {
             let ca = state.path().join(crate::paths::CA_FILE);

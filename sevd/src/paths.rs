@@ -14,6 +14,8 @@ pub const KDS_FILE: &str = "kds.bin";
 /// The public ASK ‖ ARK, for `sevctl verify --ca` and other owner tools. The daemon also
 /// publishes it beside its nodes.
 pub const CA_FILE: &str = "ask_ark.cert";
+/// Beside the nodes: one line saying what answers them (`sevctl ok` reads it).
+pub const BACKEND_FILE: &str = "backend";
 /// The daemon's state directory unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/sevd";
 

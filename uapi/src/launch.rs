@@ -9,6 +9,10 @@ pub const SESSION_LEN: usize = 0x80;
 pub const SECRET_HEADER_LEN: usize = 52;
 /// Size of the LAUNCH_MEASURE output.
 pub const MEASUREMENT_LEN: usize = 48;
+/// Size of the ATTESTATION report.
+pub const ATTESTATION_REPORT_LEN: usize = 208;
+/// The report's bytes the signature covers: MNONCE ‖ LAUNCH_DIGEST ‖ POLICY.
+pub const ATTESTATION_SIGNED_LEN: usize = 52;
 
 fn exact<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N], DecodeError> {
     bytes.try_into().map_err(|_| DecodeError::Length {
@@ -124,6 +128,65 @@ impl Measurement {
     }
 }
 
+/// The ATTESTATION report of a running guest (firmware-semantics.md §7.4; virtee's
+/// `LegacyAttestationReport`): MNONCE ‖ LAUNCH_DIGEST ‖ POLICY ‖ SIG_USAGE ‖ SIG_ALGO ‖
+/// reserved ‖ SIG, the signature ECDSA P-384 over SHA-256 of the first 52 bytes, as r ‖ s in
+/// 72-byte little-endian fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationReport {
+    /// The caller's nonce.
+    pub mnonce: [u8; 16],
+    /// The guest's launch digest (zero for a guest received by migration).
+    pub launch_digest: [u8; 32],
+    /// The guest's policy.
+    pub policy: u32,
+    /// The signing key's usage (the PEK's, 0x1002).
+    pub sig_usage: u32,
+    /// The signature algorithm (ECDSA with SHA-256, 2).
+    pub sig_algo: u32,
+    /// Reserved.
+    pub reserved: u32,
+    /// r ‖ s.
+    pub sig: [u8; 144],
+}
+
+impl AttestationReport {
+    /// Decodes exactly 208 bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let b: [u8; ATTESTATION_REPORT_LEN] = exact("attestation report", bytes)?;
+        let word = |off| u32::from_le_bytes(take(&b, off));
+        Ok(AttestationReport {
+            mnonce: take(&b, 0x00),
+            launch_digest: take(&b, 0x10),
+            policy: word(0x30),
+            sig_usage: word(0x34),
+            sig_algo: word(0x38),
+            reserved: word(0x3c),
+            sig: take(&b, 0x40),
+        })
+    }
+
+    /// Encodes to 208 bytes.
+    pub fn encode(&self) -> [u8; ATTESTATION_REPORT_LEN] {
+        let mut b = [0u8; ATTESTATION_REPORT_LEN];
+        b[..ATTESTATION_SIGNED_LEN].copy_from_slice(&self.signed_bytes());
+        b[0x34..0x38].copy_from_slice(&self.sig_usage.to_le_bytes());
+        b[0x38..0x3c].copy_from_slice(&self.sig_algo.to_le_bytes());
+        b[0x3c..0x40].copy_from_slice(&self.reserved.to_le_bytes());
+        b[0x40..].copy_from_slice(&self.sig);
+        b
+    }
+
+    /// What the signature covers.
+    pub fn signed_bytes(&self) -> [u8; ATTESTATION_SIGNED_LEN] {
+        let mut b = [0u8; ATTESTATION_SIGNED_LEN];
+        b[..0x10].copy_from_slice(&self.mnonce);
+        b[0x10..0x30].copy_from_slice(&self.launch_digest);
+        b[0x30..].copy_from_slice(&self.policy.to_le_bytes());
+        b
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +216,18 @@ mod tests {
         let m = Measurement::decode(&bytes).unwrap();
         assert_eq!(m.mnonce[0], 32);
         assert_eq!(m.encode().as_slice(), bytes.as_slice());
+    }
+
+    #[test]
+    fn attestation_report_fields_sit_at_virtees_offsets() {
+        let bytes: Vec<u8> = (0..ATTESTATION_REPORT_LEN).map(|i| i as u8).collect();
+        let r = AttestationReport::decode(&bytes).unwrap();
+        assert_eq!((r.mnonce[0], r.launch_digest[0]), (0x00, 0x10));
+        assert_eq!(r.policy, u32::from_le_bytes([0x30, 0x31, 0x32, 0x33]));
+        assert_eq!(r.sig_usage, u32::from_le_bytes([0x34, 0x35, 0x36, 0x37]));
+        assert_eq!(r.sig[0], 0x40);
+        assert_eq!(r.encode().as_slice(), bytes.as_slice());
+        assert_eq!(r.signed_bytes(), bytes[..52]);
+        assert!(AttestationReport::decode(&bytes[..207]).is_err());
     }
 }

@@ -47,15 +47,15 @@ fn choose_init(m: &Manifest, p: &Platform) -> Init {
         Init::Init2
     };
     if !offered && !m.legacy_vm_type {
-        eprintln!("sevctl: {} has no VM types (KVM before Linux 6.10): using the legacy KVM_SEV_INIT, whose SEV-ES save areas carry no FPU state", p.describe());
+        crate::steps::note(format_args!("{} has no VM types (KVM before Linux 6.10): using the legacy KVM_SEV_INIT, whose SEV-ES save areas carry no FPU state", p.describe()));
     } else if m.kvm {
-        eprintln!(
-            "sevctl: KVM: {}",
+        crate::steps::note(format_args!(
+            "KVM: {}",
             match init {
                 Init::Legacy => "the legacy KVM_SEV_INIT on the default VM type (legacyVmType)",
                 Init::Init2 => "KVM_SEV_INIT2 on an SEV VM type",
             }
-        );
+        ));
     }
     init
 }

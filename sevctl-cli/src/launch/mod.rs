@@ -54,8 +54,17 @@ pub struct MigrateTo {
     pub timeout: std::time::Duration,
 }
 
-/// Runs the launch described by `m` on `p`, then with `migrate` sends the guest there.
-/// Returns the VM (for `--keep`).
+/// What follows a launch, when asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct After<'a> {
+    /// `--attestation-report FILE`.
+    pub attestation_report: Option<&'a std::path::Path>,
+    /// `--migrate-to ADDR`.
+    pub migrate_to: Option<&'a MigrateTo>,
+}
+
+/// Runs the launch described by `m` on `p`, then what `after` asks. Returns the VM (for
+/// `--keep`).
 pub fn launch(
     m: &Manifest,
     target: &Target,
@@ -63,9 +72,15 @@ pub fn launch(
     ca: Option<&std::path::Path>,
     json_out: bool,
     show_secrets: bool,
-    migrate: Option<&MigrateTo>,
+    after: &After<'_>,
 ) -> Result<Vm> {
+    let migrate = after.migrate_to;
     if m.mode == crate::manifest::Mode::Snp {
+        if after.attestation_report.is_some() {
+            return Err(crate::error::input(
+                "--attestation-report writes SEV's ATTESTATION report; an SEV-SNP guest asks for its own report (SNP_GET_REPORT, --guest-device)",
+            ));
+        }
         if migrate.is_some() {
             return Err(crate::error::input(
                 "SEV-SNP guests do not migrate through SEND/RECEIVE (SNP moves a guest with a migration agent inside it); --migrate-to takes SEV and SEV-ES manifests",
@@ -118,6 +133,10 @@ pub fn launch(
             serde_json::Value::Null
         }
     };
+    let attestation = match after.attestation_report {
+        Some(file) => Some(attest(&mut log, &vm, file)?),
+        None => None,
+    };
     let migration = match migrate {
         Some(to) => {
             let source = crate::migrate::send::Source {
@@ -136,6 +155,35 @@ pub fn launch(
         }
         None => None,
     };
-    report::print(&log, m, p, &vm, &digest, &blob, secret, migration)?;
+    report::print(
+        &log,
+        m,
+        p,
+        &vm,
+        &digest,
+        &blob,
+        secret,
+        attestation,
+        migration,
+    )?;
     Ok(vm)
+}
+
+/// ATTESTATION of the running guest over a fresh random MNONCE, written to `file`.
+fn attest(log: &mut Log, vm: &Vm, file: &std::path::Path) -> Result<serde_json::Value> {
+    let mnonce: [u8; 16] = sevd::crypto::random_bytes()?;
+    let report = vm.attestation_report(mnonce)?;
+    crate::util::write(file, &report, false)?;
+    log.step(
+        "host",
+        "ATTESTATION",
+        format!(
+            "report over mnonce {} signed by the PEK, written to {}",
+            hex::encode(mnonce),
+            file.display()
+        ),
+    );
+    Ok(
+        serde_json::json!({ "mnonce": hex::encode(mnonce), "file": file, "report": hex::encode(report) }),
+    )
 }

@@ -101,6 +101,7 @@ pub(super) fn print(
     digest: &[u8; 32],
     blob: &[u8; 48],
     secret_report: serde_json::Value,
+    attestation: Option<serde_json::Value>,
     migration: Option<serde_json::Value>,
 ) -> Result<()> {
     let json_out = log.json;
@@ -115,6 +116,7 @@ pub(super) fn print(
             "launch_digest": hex::encode(digest),
             "measurement": hex::encode(blob),
             "secret": secret_report,
+            "attestation": attestation,
             "migration": migration,
             "steps": log.steps,
         });
@@ -123,7 +125,7 @@ pub(super) fn print(
             serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?
         );
     } else if let Some(moved) = migration {
-        println!(
+        crate::steps::say(format_args!(
             "guest {:?} launched and moved to {}: handle {} here is SENT; {} MiB in {:.0} ms ({:.0} MiB/s); {} ms in all",
             m.name,
             moved["to"].as_str().unwrap_or("?"),
@@ -132,14 +134,14 @@ pub(super) fn print(
             moved["seconds"].as_f64().unwrap_or(0.0) * 1e3,
             moved["mib_per_s"].as_f64().unwrap_or(0.0),
             log.start.elapsed().as_millis()
-        );
+        ));
     } else {
-        println!(
+        crate::steps::say(format_args!(
             "guest {:?} launched: handle {}, state RUNNING, {} ms",
             m.name,
             st.handle,
             log.start.elapsed().as_millis()
-        );
+        ));
     }
     Ok(())
 }

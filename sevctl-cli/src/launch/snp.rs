@@ -231,12 +231,12 @@ pub fn launch(
             serde_json::to_string_pretty(&out).map_err(|e| CliError::Other(e.to_string()))?
         );
     } else {
-        println!(
+        crate::steps::say(format_args!(
             "guest {:?} launched: SEV-SNP, state RUNNING, launch digest {}, {} ms",
             m.name,
             hex::encode(measured),
             log.start.elapsed().as_millis()
-        );
+        ));
     }
     Ok(vm)
 }
@@ -400,7 +400,7 @@ pub fn serve_guest_device(
             ])
         }
         Err(e) => {
-            eprintln!("sevctl: extended reports carry no certificates: {e}");
+            crate::steps::note(format_args!("extended reports carry no certificates: {e}"));
             vec![]
         }
     };
@@ -416,10 +416,10 @@ pub fn serve_guest_device(
         .ok_or_else(|| CliError::Other("the guest's secrets page holds no VMPCK0".into()))?;
     let served = sevd::dropin::serve(std::sync::Arc::new(device), path, "sevctl")
         .map_err(|e| CliError::Other(e.to_string()))?;
-    eprintln!(
-        "sevctl: the guest's /dev/sev-guest is served at {}",
+    crate::steps::note(format_args!(
+        "the guest's /dev/sev-guest is served at {}",
         path.display()
-    );
+    ));
     Ok((served, vm))
 }
 

@@ -55,7 +55,7 @@ pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> 
     let amd_certs = crate::util::read("ASK ‖ ARK", &ca)?;
     let listener = Listener::bind(&opts.listen)?;
     // Said on stderr at once, so a script knows when to start the source.
-    eprintln!("sevctl: listening on {}", listener.local());
+    crate::steps::note(format_args!("listening on {}", listener.local()));
     log.step(
         "target",
         "listen",
@@ -414,12 +414,12 @@ fn finish_report(
             serde_json::to_string_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?;
         println!("{text}");
     } else {
-        println!(
+        crate::steps::say(format_args!(
             "guest received: handle {}, state RUNNING, {} pages, {} ms",
             st.handle,
             report["pages"],
             begun.elapsed().as_millis()
-        );
+        ));
     }
     Ok(())
 }

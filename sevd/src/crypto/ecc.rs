@@ -149,16 +149,7 @@ impl EcKeyPair {
         signer_usage: u32,
         signer_algo: u32,
     ) -> Result<(), CryptoError> {
-        let digest = digest_for(signer_algo, &cert.body())
-            .ok_or(CryptoError::Key("not an ECDSA algorithm"))?;
-        let signer = SigningKey::from(&self.0);
-        let sig: Signature = signer
-            .sign_prehash(&digest)
-            .map_err(|_| CryptoError::Key("ECDSA signing"))?;
-        let (r, s) = sig.split_bytes();
-        let mut slot = [0u8; SIG_LEN];
-        slot[..ECC_FIELD_LEN].copy_from_slice(&to_field(&r));
-        slot[ECC_FIELD_LEN..2 * ECC_FIELD_LEN].copy_from_slice(&to_field(&s));
+        let slot = self.sign(signer_algo, &cert.body())?;
         // A certificate always has a free slot when the firmware signs it; if not, the
         // second slot is replaced, which is what re-signing means.
         let target = cert.sigs.iter().position(|s| s.is_empty()).unwrap_or(1);
@@ -166,6 +157,20 @@ impl EcKeyPair {
         cert.sigs[target].algo = signer_algo;
         cert.sigs[target].sig = slot;
         Ok(())
+    }
+
+    /// ECDSA P-384 over `msg` with the hash `algo` names (ECDSA_SHA256 or _SHA384), as r ‖ s
+    /// in 72-byte little-endian fields: an SEV signature slot (the ATTESTATION report's).
+    pub fn sign(&self, algo: u32, msg: &[u8]) -> Result<[u8; SIG_LEN], CryptoError> {
+        let digest = digest_for(algo, msg).ok_or(CryptoError::Key("not an ECDSA algorithm"))?;
+        let sig: Signature = SigningKey::from(&self.0)
+            .sign_prehash(&digest)
+            .map_err(|_| CryptoError::Key("ECDSA signing"))?;
+        let (r, s) = sig.split_bytes();
+        let mut slot = [0u8; SIG_LEN];
+        slot[..ECC_FIELD_LEN].copy_from_slice(&to_field(&r));
+        slot[ECC_FIELD_LEN..2 * ECC_FIELD_LEN].copy_from_slice(&to_field(&s));
+        Ok(slot)
     }
 
     /// ECDSA P-384 with SHA-384 over `msg`, as r ‖ s in 72-byte little-endian fields: the

@@ -27,6 +27,7 @@ use super::{read_obj, write_bytes, write_obj};
 use crate::firmware::{FwResult, LaunchSecret};
 use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
 
+mod attestation;
 mod init;
 mod migrate;
 mod migrate_pages;
@@ -531,8 +532,8 @@ impl KvmSev {
             ReceiveStart => self.receive_start(vm, ctx),
             ReceiveUpdateData => self.receive_update_data(vm, ctx),
             ReceiveFinish => self.receive_finish(vm, ctx),
-            // KVM has no VMSA ids for migration (10 and 14 fall to its default), and this
-            // daemon offers no attestation report yet.
+            GetAttestationReport => self.attestation_report(vm, ctx),
+            // KVM has no VMSA ids for migration: 10 and 14 fall to its default.
             _ => return Err(Errno::EINVAL),
         })
     }
@@ -705,34 +706,52 @@ impl KvmSev {
 
     /// `sev_launch_measure`: `len` 0 asks for the length.
     fn launch_measure(&self, vm: &mut Vm, ctx: &mut Ctx<'_>) -> Result<(), Errno> {
-        let sev = Self::sev(vm)?;
         let mut params: KvmSevLaunchMeasure = read_obj(ctx.mem, ctx.data)?;
-        let query = params.len == 0;
-        let mut len = 0;
-        if !query && params.uaddr != 0 {
-            if params.len > SEV_FW_BLOB_MAX_SIZE {
-                return Err(Errno::EINVAL);
-            }
-            len = params.len;
-        }
-        self.check_fd(ctx.pid, sev.fd)?;
-        let r = self
-            .dev()
-            .firmware_mut()
-            .launch_measure(sev.handle, &mut len);
-        let r = ctx.fw(r);
-        if !query {
-            let blob = r?;
-            if params.uaddr != 0 {
-                let mut out = vec![0u8; params.len as usize];
-                let n = out.len().min(blob.len());
-                out[..n].copy_from_slice(&blob[..n]);
-                write_bytes(ctx.mem, params.uaddr, &out)?;
-            }
-        }
+        let (r, len) = self.fill_blob(vm, ctx, (params.uaddr, params.len), |fw, h, len| {
+            fw.launch_measure(h, len).map(|m| m.to_vec())
+        })?;
         params.len = len;
         write_obj(ctx.mem, ctx.data, &params)?;
-        r.map(drop)
+        r
+    }
+
+    /// KVM's shape for a command that fills a caller's buffer (`sev_launch_measure`,
+    /// `sev_get_attestation_report`): `len` 0 asks for the length (the firmware's
+    /// INVALID_LENGTH, the length given back); a null `uaddr` with a length gives the firmware
+    /// no buffer; more than 16 KiB is EINVAL. The buffer gets `len` bytes, zero beyond the
+    /// firmware's. Returns the outcome and the length to write back, or an errno when
+    /// nothing is to be written back (KVM's early returns and its `e_free_blob`).
+    fn fill_blob(
+        &self,
+        vm: &Vm,
+        ctx: &mut Ctx<'_>,
+        (uaddr, given): (u64, u32),
+        command: impl FnOnce(&mut crate::firmware::Firmware, u32, &mut u32) -> FwResult<Vec<u8>>,
+    ) -> Result<(Result<(), Errno>, u32), Errno> {
+        let sev = Self::sev(vm)?;
+        let query = given == 0;
+        let mut len = 0;
+        if !query && uaddr != 0 {
+            if given > SEV_FW_BLOB_MAX_SIZE {
+                return Err(Errno::EINVAL);
+            }
+            len = given;
+        }
+        self.check_fd(ctx.pid, sev.fd)?;
+        let r = command(self.dev().firmware_mut(), sev.handle, &mut len);
+        let r = ctx.fw(r);
+        if query {
+            return Ok((r.map(drop), len));
+        }
+        let blob = r?;
+        let mut copied = Ok(());
+        if uaddr != 0 {
+            let mut out = vec![0u8; given as usize];
+            let n = out.len().min(blob.len());
+            out[..n].copy_from_slice(&blob[..n]);
+            copied = write_bytes(ctx.mem, uaddr, &out);
+        }
+        Ok((copied, len))
     }
 
     /// `sev_launch_secret`: the secret's guest range must be contiguous guest memory.

@@ -124,6 +124,9 @@ pub(super) struct Guest {
     pub(super) keys: Option<TransportKeys>,
     digest: Option<Sha256>,
     measure: Option<[u8; 32]>,
+    /// The launch digest LAUNCH_MEASURE finalised, for ATTESTATION (zero for a guest that
+    /// was received: it was measured on its first platform).
+    pub(super) launch_digest: [u8; 32],
     /// The save areas the firmware protects, by guest address, with a digest of each as it
     /// was protected: what stands here for the hardware's per-vCPU CRC record (a save area
     /// changes only when the CPU saves state, and no CPU runs here).
@@ -273,6 +276,7 @@ impl Firmware {
                 keys: Some(keys),
                 digest,
                 measure: None,
+                launch_digest: [0; 32],
                 vmsas: Default::default(),
             },
         );
@@ -393,6 +397,7 @@ impl Firmware {
         let m = measure(&tik, platform, guest.policy.0, &digest, &mnonce)
             .map_err(|e| internal("measurement", e))?;
         guest.measure = Some(m);
+        guest.launch_digest = digest;
         guest.state = GuestState::Lsecret;
         Ok(Measurement { measure: m, mnonce }.encode())
     }

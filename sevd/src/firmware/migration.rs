@@ -469,4 +469,4 @@ pub use runs::RunStop;
 
 #[cfg(test)]
 #[path = "migration_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -11,7 +11,7 @@ use crate::memctl::{GuestAddress, GuestMemory, VecGuestMemory};
 const PAGE: u32 = 4096;
 
 /// A platform in INIT with SEV-ES and flushed ASIDs, and 64 KiB of guest memory at 0.
-pub(super) fn platform() -> (Firmware, VecGuestMemory) {
+pub(crate) fn platform() -> (Firmware, VecGuestMemory) {
     let mut fw = firmware();
     fw.init(INIT_FLAGS_ES).unwrap();
     fw.df_flush().unwrap();
@@ -21,14 +21,14 @@ pub(super) fn platform() -> (Firmware, VecGuestMemory) {
 }
 
 /// What a target hands the source: PDH, PEK ‖ OCA ‖ CEK, ASK ‖ ARK.
-fn target_certs(fw: &mut Firmware) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+pub(crate) fn target_certs(fw: &mut Firmware) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let (pdh, chain) = fw.pdh_cert_export(&mut 0x824, &mut 0x186C).unwrap();
     let ca = fw.ca_chain();
     (pdh, chain, [ca.ask.encode(), ca.ark.encode()].concat())
 }
 
 /// A RUNNING guest with `image` at 0x1000 (plaintext to it), on ASID `asid`.
-pub(super) fn running_guest(
+pub(crate) fn running_guest(
     fw: &mut Firmware,
     mem: &VecGuestMemory,
     policy: u32,
@@ -59,11 +59,11 @@ fn free_asid(fw: &Firmware, es: bool) -> u32 {
         .expect("a free ASID")
 }
 
-pub(super) fn image() -> Vec<u8> {
+pub(crate) fn image() -> Vec<u8> {
     (0..2 * PAGE).map(|i| (i * 13 + 5) as u8).collect()
 }
 
-fn send_start(src: &mut Firmware, h: u32, dst: &mut Firmware) -> FwResult<SendStarted> {
+pub(crate) fn send_start(src: &mut Firmware, h: u32, dst: &mut Firmware) -> FwResult<SendStarted> {
     let (pdh, chain, amd) = target_certs(dst);
     let target = Target {
         pdh: &pdh,
@@ -75,7 +75,7 @@ fn send_start(src: &mut Firmware, h: u32, dst: &mut Firmware) -> FwResult<SendSt
 
 /// SEND_START on `src`, RECEIVE_START and ACTIVATE on `dst`: (source handle's session
 /// policy, target handle).
-pub(super) fn start_both(src: &mut Firmware, h: u32, dst: &mut Firmware) -> u32 {
+pub(crate) fn start_both(src: &mut Firmware, h: u32, dst: &mut Firmware) -> u32 {
     let started = send_start(src, h, dst).unwrap();
     let (src_pdh, _) = src.pdh_cert_export(&mut 0x824, &mut 0x186C).unwrap();
     let t = dst
@@ -86,18 +86,18 @@ pub(super) fn start_both(src: &mut Firmware, h: u32, dst: &mut Firmware) -> u32 
     t
 }
 
-pub(super) fn send_page(src: &mut Firmware, h: u32, mem: &VecGuestMemory, gpa: u64) -> Packet {
+pub(crate) fn send_page(src: &mut Firmware, h: u32, mem: &VecGuestMemory, gpa: u64) -> Packet {
     src.send_update_data(h, &mut 52, GuestAddress(gpa), PAGE, PAGE, mem)
         .unwrap()
 }
 
-pub(super) fn view(fw: &Firmware, h: u32, mem: &VecGuestMemory, gpa: u64, len: usize) -> Vec<u8> {
+pub(crate) fn view(fw: &Firmware, h: u32, mem: &VecGuestMemory, gpa: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     fw.guest_view(h, GuestAddress(gpa), &mut out, mem).unwrap();
     out
 }
 
-pub(super) fn host(mem: &VecGuestMemory, gpa: u64, len: usize) -> Vec<u8> {
+pub(crate) fn host(mem: &VecGuestMemory, gpa: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     mem.read(GuestAddress(gpa), &mut out).unwrap();
     out

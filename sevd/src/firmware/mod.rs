@@ -5,6 +5,7 @@
 //! spec's tables). Nothing here knows about files, FUSE or ioctls: the chip identity and the
 //! non-volatile store are handed in, and results come back as values and [`Status`] codes.
 
+mod attestation;
 pub mod chip;
 mod guest;
 pub mod migration;

@@ -638,6 +638,27 @@ impl Vm {
         Ok(st)
     }
 
+    /// KVM_SEV_GET_ATTESTATION_REPORT: the firmware's report of this guest over `mnonce`,
+    /// signed with the platform's PEK.
+    pub fn attestation_report(
+        &self,
+        mnonce: [u8; 16],
+    ) -> Result<[u8; uapi::launch::ATTESTATION_REPORT_LEN], PlatformError> {
+        let mut report = [0u8; uapi::launch::ATTESTATION_REPORT_LEN];
+        let mut arg = KvmSevAttestationReport {
+            mnonce,
+            uaddr: report.as_mut_ptr() as u64,
+            len: report.len() as u32,
+            pad0: 0,
+        };
+        self.op(
+            KvmSevCmdId::GetAttestationReport,
+            "ATTESTATION",
+            addr(&mut arg),
+        )?;
+        Ok(report)
+    }
+
     /// SEVD_VM_GUEST_ACCESS: guest memory as the guest reads it.
     pub fn guest_read(&self, gpa: u64, len: usize) -> Result<Vec<u8>, PlatformError> {
         let mut out = vec![0u8; len];
