@@ -219,9 +219,10 @@ enum Op {
     ReceiveUpdateData,
     ReceiveUpdateVmsa,
     ReceiveFinish,
+    Attestation,
 }
 
-const OPS: [Op; 32] = [
+const OPS: [Op; 33] = [
     Op::Init,
     Op::Shutdown,
     Op::PlatformReset,
@@ -254,6 +255,7 @@ const OPS: [Op; 32] = [
     Op::ReceiveUpdateData,
     Op::ReceiveUpdateVmsa,
     Op::ReceiveFinish,
+    Op::Attestation,
 ];
 
 /// The states from which the firmware lets a platform command succeed (§1.3, "FW states"),
@@ -467,6 +469,14 @@ fn run(rig: &mut Rig, op: Op, r: &mut Bytes<'_>) -> Result<Effect, Status> {
         Op::ReceiveFinish => {
             let h = rig.handle(r);
             rig.fw.receive_finish(h).map(|_| Effect::None)
+        }
+        Op::Attestation => {
+            let h = rig.handle(r);
+            let mnonce: [u8; 16] = r.exact(16).try_into().unwrap_or_default();
+            let mut len = r.pick_u32(&[208, 0, 207, 4096]);
+            rig.fw
+                .attestation(h, &mnonce, &mut len)
+                .map(|_| Effect::None)
         }
     }
 }
