@@ -176,15 +176,7 @@ impl EcKeyPair {
     /// ECDSA P-384 with SHA-384 over `msg`, as r ‖ s in 72-byte little-endian fields: the
     /// first 144 bytes of AMD's signature format (ID blocks, attestation reports).
     pub fn sign_sha384(&self, msg: &[u8]) -> Result<[u8; SIG_LEN], CryptoError> {
-        let digest = sha2::Sha384::digest(msg);
-        let sig: Signature = SigningKey::from(&self.0)
-            .sign_prehash(&digest)
-            .map_err(|_| CryptoError::Key("ECDSA signing"))?;
-        let (r, s) = sig.split_bytes();
-        let mut out = [0u8; SIG_LEN];
-        out[..ECC_FIELD_LEN].copy_from_slice(&to_field(&r));
-        out[ECC_FIELD_LEN..2 * ECC_FIELD_LEN].copy_from_slice(&to_field(&s));
-        Ok(out)
+        self.sign(algo::ECDSA_SHA384, msg)
     }
 
     /// ECDH: the shared point's x-coordinate, 48 bytes big-endian (as OpenSSL derives it).
