@@ -140,19 +140,15 @@ fn receive_guest(
         ),
     );
     let start = Instant::now();
-    let end = receive_packets(&vm, conn, &layout, &mut tally, opts.timeout)?;
+    let sent = receive_packets(&vm, conn, &layout, &mut tally, opts.timeout)?;
     let secs = start.elapsed().as_secs_f64();
-    let counts = (tally.pages, tally.vmsas);
-    if counts != (end_pages(&end), end_vmsas(&end)) {
+    if (tally.pages, tally.vmsas) != (sent.pages, sent.vmsas) {
         return Err(CliError::Migration(format!(
             "the stream does not add up: {} pages and {} save areas arrived; the source sent {} and {}",
-            counts.0,
-            counts.1,
-            end_pages(&end),
-            end_vmsas(&end),
+            tally.pages, tally.vmsas, sent.pages, sent.vmsas,
         )));
     }
-    if end != tally.end() {
+    if sent != tally {
         return Err(CliError::Migration(
             "the records differ from what the source sent (END's tally does not match)".into(),
         ));
@@ -223,20 +219,6 @@ fn misplaced(r: &Record, wanted: &str) -> CliError {
     ))
 }
 
-fn end_pages(end: &Record) -> u64 {
-    match end {
-        Record::End { pages, .. } => *pages,
-        _ => 0,
-    }
-}
-
-fn end_vmsas(end: &Record) -> u32 {
-    match end {
-        Record::End { vmsas, .. } => *vmsas,
-        _ => 0,
-    }
-}
-
 /// A layout this side can build: slot 0 at guest address 0, whole pages, the secret area
 /// inside guest memory, save areas only for SEV-ES.
 fn check_layout(l: &Layout, policy: u32) -> Result<()> {
@@ -300,14 +282,15 @@ fn make_vm(p: &Platform, l: &Layout, policy: u32) -> Result<Vm> {
     Ok(vm)
 }
 
-/// PAGES and VMSA records until END, each handed to the firmware as it arrives; returns END.
+/// PAGES and VMSA records until END, each handed to the firmware as it arrives; returns
+/// what END says was sent.
 fn receive_packets(
     vm: &Vm,
     conn: &mut Conn,
     layout: &Layout,
     tally: &mut Tally,
     timeout: Duration,
-) -> Result<Record> {
+) -> Result<Tally> {
     let err = |e: StreamError| stream_error(e, timeout);
     let reader = conn.try_clone().map_err(|e| err(StreamError::Io(e)))?;
     let total: u64 = layout.slots.iter().map(|s| s.1).sum();
@@ -347,7 +330,17 @@ fn receive_packets(
                         vm.receive_vmsa(vcpu, header, trans)
                             .map_err(|e| CliError::Migration(format!("vCPU {vcpu}: {e}")))?;
                     }
-                    Record::End { .. } => return Ok(record.clone()),
+                    &Record::End {
+                        pages,
+                        vmsas,
+                        tally,
+                    } => {
+                        return Ok(Tally {
+                            pages,
+                            vmsas,
+                            sum: tally,
+                        })
+                    }
                     Record::Abort(why) => {
                         return Err(CliError::Migration(format!("the source aborted: {why}")))
                     }
