@@ -355,7 +355,9 @@ fn a_flipped_bit_anywhere_fails_clearly_and_the_guest_can_be_sent_again() {
     let vm = launched(&pair.src, ES);
     // A clean stream's shape, from another guest's move.
     let probe = launched(&pair.src, ES);
-    let (_, _, clean) = pair.migrate(&probe, Tamper::None);
+    let (sent, received, clean) = pair.migrate(&probe, Tamper::None);
+    sent.unwrap();
+    drop(received.unwrap());
     drop(probe);
     let recs = records(&clean);
     let find = |kind: u32| recs.iter().find(|r| r.0 == kind).copied().unwrap();
@@ -403,7 +405,9 @@ fn a_flipped_bit_anywhere_fails_clearly_and_the_guest_can_be_sent_again() {
 fn a_bad_packet_is_named_by_the_firmware() {
     let pair = pair();
     let vm = launched(&pair.src, 0);
-    let (_, _, clean) = pair.migrate(&launched(&pair.src, 0), Tamper::None);
+    let (sent, received, clean) = pair.migrate(&launched(&pair.src, 0), Tamper::None);
+    sent.unwrap();
+    drop(received.unwrap());
     let pages = records(&clean).into_iter().find(|r| r.0 == 4).unwrap();
     let (sent, received, _) =
         pair.migrate(&vm, Tamper::Flip(pages.1 + 8 + 12 + 256 * 52 + 9 * 4096));

@@ -82,8 +82,8 @@ pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> 
         receive_guest(log, p, &mut conn, opts)
     });
     match r {
-        Ok((vm, report)) => {
-            finish_report(log, p, &vm, report, opts, begun)?;
+        Ok(Received { vm, secret, report }) => {
+            finish_report(log, p, &vm, secret, report, opts, begun)?;
             Ok(vm)
         }
         Err(e) => {
@@ -100,12 +100,7 @@ pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> 
 }
 
 /// START and LAYOUT, the VM, RECEIVE_START, the packets, END, and the commit.
-fn receive_guest(
-    log: &mut Log,
-    p: &Platform,
-    conn: &mut Conn,
-    opts: &Options,
-) -> Result<(Vm, serde_json::Value)> {
+fn receive_guest(log: &mut Log, p: &Platform, conn: &mut Conn, opts: &Options) -> Result<Received> {
     let err = |e: StreamError| stream_error(e, opts.timeout);
     let mut tally = Tally::default();
     let (policy, pdh, session) = match next(conn, &mut tally, opts.timeout)? {
@@ -199,7 +194,18 @@ fn receive_guest(
             "secret": layout.secret.map(|(g, l)| json!({"gpa": g, "len": l})),
         },
     });
-    Ok((vm, report))
+    Ok(Received {
+        vm,
+        secret: layout.secret,
+        report,
+    })
+}
+
+/// A guest received and RUNNING, where its secret area is, and what its move was.
+struct Received {
+    vm: Vm,
+    secret: Option<(u64, u32)>,
+    report: serde_json::Value,
 }
 
 /// The next record, tallied; the source's ABORT as an error with its reason.
@@ -385,19 +391,16 @@ fn finish_report(
     log: &mut Log,
     p: &Platform,
     vm: &Vm,
+    secret: Option<(u64, u32)>,
     mut report: serde_json::Value,
     opts: &Options,
     begun: Instant,
 ) -> Result<()> {
     report["platform"] = json!(p.describe());
     report["listen"] = json!(opts.listen.to_string());
-    report["secret"] = match report["layout"]["secret"].clone() {
-        serde_json::Value::Null => serde_json::Value::Null,
-        s => {
-            let gpa = s["gpa"].as_u64().unwrap_or(0);
-            let len = s["len"].as_u64().unwrap_or(0) as usize;
-            secret_view(log, vm, gpa, len, opts.show_secrets)?
-        }
+    report["secret"] = match secret {
+        Some((gpa, len)) => secret_view(log, vm, gpa, len as usize, opts.show_secrets)?,
+        None => serde_json::Value::Null,
     };
     let st = vm.guest_status()?;
     report["state"] = json!(st.state);

@@ -130,14 +130,8 @@ impl Vm {
                 self.send_update_data(at, h, t)
             });
         }
-        let mut arg = SevdPages {
-            guest_uaddr: self.uaddr(gpa),
-            npages: n as u32,
-            hdr_uaddr: headers.as_mut_ptr() as u64,
-            trans_uaddr: trans.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        self.run(SEVD_VM_SEND_PAGES, "SEND_UPDATE_DATA", &mut arg)
+        let buffers = (headers.as_mut_ptr(), trans.as_mut_ptr());
+        self.run(SEVD_VM_SEND_PAGES, "SEND_UPDATE_DATA", gpa, n, buffers)
     }
 
     /// The packets of a run into the pages from guest address `gpa`, one 52-byte header and
@@ -150,17 +144,33 @@ impl Vm {
                 self.receive_update_data(at, h, &trans[i * PAGE..][..PAGE])
             });
         }
+        // The node only reads the buffers of a receive.
+        let buffers = (headers.as_ptr() as *mut u8, trans.as_ptr() as *mut u8);
+        self.run(
+            SEVD_VM_RECEIVE_PAGES,
+            "RECEIVE_UPDATE_DATA",
+            gpa,
+            n,
+            buffers,
+        )
+    }
+
+    /// One `SEVD_VM_*_PAGES` of `n` pages from `gpa` with the (headers, transport) buffers.
+    fn run(
+        &self,
+        request: u32,
+        name: &'static str,
+        gpa: u64,
+        n: usize,
+        (hdr, trans): (*mut u8, *mut u8),
+    ) -> Result<(), RunError> {
         let mut arg = SevdPages {
             guest_uaddr: self.uaddr(gpa),
             npages: n as u32,
-            hdr_uaddr: headers.as_ptr() as u64,
-            trans_uaddr: trans.as_ptr() as u64,
+            hdr_uaddr: hdr as u64,
+            trans_uaddr: trans as u64,
             ..Default::default()
         };
-        self.run(SEVD_VM_RECEIVE_PAGES, "RECEIVE_UPDATE_DATA", &mut arg)
-    }
-
-    fn run(&self, request: u32, name: &'static str, arg: &mut SevdPages) -> Result<(), RunError> {
         let r = self.t.ioctl(request, arg.as_bytes_mut());
         let error = arg.error;
         explained(&*self.t, name, check(name, r, error)).map_err(|error| RunError {
