@@ -8,6 +8,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use uapi::Status;
 
+use super::super::cores::{per_page, Stopped};
 use super::super::guest::GuestState;
 use super::super::{internal, Firmware};
 use super::{FLAG_COMPRESSED, PACKET_HEADER_LEN};
@@ -89,31 +90,26 @@ impl Firmware {
             return Err(at_start(Status::InvalidAddress));
         }
         let n = buf.len() / PAGE;
-        let mut ivs = vec![0u8; n * 16];
+        let mut ivs = vec![[0u8; 16]; n];
         self.rng
-            .fill(&mut ivs)
+            .fill(ivs.as_flattened_mut())
             .map_err(|e| at_start(internal("TRNG", e)))?;
-        for (i, (page, iv)) in buf
-            .chunks_exact_mut(PAGE)
-            .zip(ivs.chunks_exact(16))
-            .enumerate()
-        {
+        let mut out = vec![[0u8; PACKET_HEADER_LEN]; n];
+        let memctl = &self.memctl;
+        let sealed = per_page(buf, &mut out, |i, page, header| {
             let at = GuestAddress(gpa.0 + (i * PAGE) as u64);
-            if let Err(e) = self.memctl.decrypt(asid, at, page) {
+            if let Err(e) = memctl.decrypt(asid, at, page) {
                 page.zeroize();
-                return Err(RunStop {
-                    done: i,
-                    status: internal("SEND_UPDATE_DATA", e),
-                });
+                return Err(internal("SEND_UPDATE_DATA", e));
             }
-            let iv: &[u8; 16] = iv.try_into().unwrap_or(&[0; 16]);
-            aes128_ctr_in_place(&keys.tek, iv, page);
-            let tag = mac(&keys.mac, 0, iv, page);
-            headers.extend_from_slice(&0u32.to_le_bytes());
-            headers.extend_from_slice(iv);
-            headers.extend_from_slice(&tag);
-        }
-        Ok(())
+            aes128_ctr_in_place(&keys.tek, &ivs[i], page);
+            header[4..20].copy_from_slice(&ivs[i]);
+            header[20..].copy_from_slice(&mac(&keys.mac, 0, &ivs[i], page));
+            Ok(())
+        });
+        let done = sealed.as_ref().map_or_else(|s| s.page, |()| n);
+        headers.extend_from_slice(out[..done].as_flattened());
+        sealed.map_err(|s| run_stop(s, "SEND_UPDATE_DATA"))
     }
 
     /// RECEIVE_UPDATE_DATA of each packet of a run: `headers` holds one 52-byte header per
@@ -137,27 +133,35 @@ impl Firmware {
         if gpa.0 % 16 != 0 {
             return Err(at_start(Status::InvalidAddress));
         }
-        let packets = buf
-            .chunks_exact_mut(PAGE)
-            .zip(headers.chunks_exact(PACKET_HEADER_LEN));
-        for (i, (page, header)) in packets.enumerate() {
-            let stop = |status| RunStop { done: i, status };
+        let mut packets: Vec<&[u8; PACKET_HEADER_LEN]> =
+            headers.as_chunks().0[..n].iter().collect();
+        let opened = per_page(buf, &mut packets, |i, page, header| {
             let flags = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
             if flags & FLAG_COMPRESSED != 0 {
-                return Err(stop(Status::Unsupported));
+                return Err(Status::Unsupported);
             }
             let iv: &[u8; 16] = header[4..20].try_into().unwrap_or(&[0; 16]);
             if !mac_eq(&mac(&keys.mac, flags, iv, page), &header[20..]) {
-                return Err(stop(Status::BadMeasurement));
+                return Err(Status::BadMeasurement);
             }
             aes128_ctr_in_place(&keys.tek, iv, page);
             let at = GuestAddress(gpa.0 + (i * PAGE) as u64);
-            if let Err(e) = self.memctl.encrypt(asid, at, page) {
+            self.memctl.encrypt(asid, at, page).map_err(|e| {
                 page.zeroize();
-                return Err(stop(internal("RECEIVE_UPDATE_DATA", e)));
-            }
-        }
-        Ok(())
+                internal("RECEIVE_UPDATE_DATA", e)
+            })
+        });
+        opened.map_err(|s| run_stop(s, "RECEIVE_UPDATE_DATA"))
+    }
+}
+
+/// A run stopped at a page: its status, or an internal error if its thread panicked.
+fn run_stop(s: Stopped<Status>, command: &str) -> RunStop {
+    RunStop {
+        done: s.page,
+        status: s
+            .error
+            .unwrap_or_else(|| internal(command, "a worker thread panicked")),
     }
 }
 

@@ -142,3 +142,47 @@ fn a_run_checks_what_each_page_would() {
         stop(Status::InvalidGuestState)
     );
 }
+
+#[test]
+fn a_long_run_spread_over_cores_stops_at_its_lowest_failing_page() {
+    // 256 pages, more than one core's share: whatever ran where, the outcome is the
+    // sequential one.
+    let ((mut src, _, h), (mut dst, _, t)) = pair();
+    let n = 256;
+    let mut buf: Vec<u8> = (0..n * PAGE).map(|i| (i * 7 % 251) as u8).collect();
+    let mut headers = vec![];
+    src.send_update_run(h, GuestAddress(0), &mut buf, &mut headers)
+        .unwrap();
+    assert_eq!(headers.len(), n * 52);
+    let mut whole = buf.clone();
+    dst.receive_update_run(t, GuestAddress(0), &headers, &mut whole)
+        .unwrap();
+    // Page 7 alone opens to what the run made of it.
+    let mut one = buf[7 * PAGE..8 * PAGE].to_vec();
+    dst.receive_update_run(
+        t,
+        GuestAddress(7 * PAGE as u64),
+        &headers[7 * 52..8 * 52],
+        &mut one,
+    )
+    .unwrap();
+    assert_eq!(one, whole[7 * PAGE..8 * PAGE]);
+    // Two bad packets in different shares: the lower one stops the run.
+    let mut bad = buf.clone();
+    bad[200 * PAGE] ^= 1;
+    bad[40 * PAGE + 9] ^= 1;
+    let stop = dst.receive_update_run(t, GuestAddress(0), &headers, &mut bad);
+    assert_eq!(
+        stop,
+        Err(RunStop {
+            done: 40,
+            status: Status::BadMeasurement
+        })
+    );
+    assert_eq!(bad[..40 * PAGE], whole[..40 * PAGE]);
+    assert_eq!(
+        bad[40 * PAGE + 9],
+        buf[40 * PAGE + 9] ^ 1,
+        "the failed page untouched"
+    );
+}

@@ -7,6 +7,7 @@
 
 mod attestation;
 pub mod chip;
+mod cores;
 mod guest;
 pub mod migration;
 pub mod nv;

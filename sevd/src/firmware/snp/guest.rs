@@ -12,6 +12,7 @@ use uapi::Status;
 
 use super::cpuid::check_cpuid_page;
 use crate::crypto::ecc::EcPublic;
+use crate::firmware::cores::per_page;
 use crate::firmware::{internal, AsidState, Firmware, FwResult};
 use crate::memctl::rmp::{HostPage, PageState, RmpEntry};
 use crate::memctl::{GuestAddress, GuestMemory, Vek};
@@ -364,39 +365,15 @@ impl Firmware {
         bytes: &mut [u8],
         contents: &mut [[u8; DIGEST_LEN]],
     ) -> FwResult<()> {
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 8);
-        let per = contents.len().div_ceil(workers).max(1);
         let memctl = &self.memctl;
-        let failed = std::thread::scope(|s| {
-            let jobs: Vec<_> = bytes
-                .chunks_mut(per * PAGE)
-                .zip(contents.chunks_mut(per))
-                .enumerate()
-                .map(|(j, (buf, out))| {
-                    s.spawn(move || {
-                        let first = start.0 + (j * per * PAGE) as u64;
-                        for (i, (page, digest)) in
-                            buf.chunks_mut(PAGE).zip(out.iter_mut()).enumerate()
-                        {
-                            *digest = LaunchDigest::page_contents(PageType::Normal, page);
-                            memctl.encrypt(asid, GuestAddress(first + (i * PAGE) as u64), page)?;
-                        }
-                        Ok::<(), crate::memctl::MemctlError>(())
-                    })
-                })
-                .collect();
-            jobs.into_iter()
-                .map(|j| j.join())
-                .find(|r| !matches!(r, Ok(Ok(()))))
-        });
-        match failed {
-            None => Ok(()),
-            Some(Ok(Err(e))) => Err(internal("SNP_LAUNCH_UPDATE", e)),
-            Some(_) => Err(internal("SNP_LAUNCH_UPDATE", "a hashing thread failed")),
-        }
+        per_page(bytes, contents, |i, page, digest| {
+            *digest = LaunchDigest::page_contents(PageType::Normal, page);
+            memctl.encrypt(asid, GuestAddress(start.0 + (i * PAGE) as u64), page)
+        })
+        .map_err(|s| match s.error {
+            Some(e) => internal("SNP_LAUNCH_UPDATE", e),
+            None => internal("SNP_LAUNCH_UPDATE", "a hashing thread panicked"),
+        })
     }
 
     /// The secrets page: version, FMS, GOSVW, the VMPCKs, the TSC factor; the rest zero.

@@ -1,0 +1,117 @@
+//! Whole pages worked on by every core, as the PSP's SHA and AES engines work beside its
+//! core: each page is independent, so a range is cut into one share per core.
+
+use std::sync::OnceLock;
+
+const PAGE: usize = 4096;
+/// The fewest pages a share is worth a thread for (256 KiB).
+const MIN_SHARE: usize = 64;
+
+/// Why [`per_page`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Stopped<E> {
+    /// The lowest page that failed; every page below it was done.
+    pub page: usize,
+    /// Its error, or `None` if the thread working on it panicked.
+    pub error: Option<E>,
+}
+
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8)
+    })
+}
+
+/// Runs `work(i, page, item)` for each whole page of `pages` with `items[i]`, in order within
+/// a share, the shares on threads of their own. A share stops at its first failure; pages
+/// after the lowest failure in other shares may have been worked on, and are the caller's to
+/// ignore.
+pub(crate) fn per_page<T: Send, E: Send>(
+    pages: &mut [u8],
+    items: &mut [T],
+    work: impl Fn(usize, &mut [u8], &mut T) -> Result<(), E> + Sync,
+) -> Result<(), Stopped<E>> {
+    let n = items.len().min(pages.len() / PAGE);
+    let share = n.div_ceil(cores()).max(MIN_SHARE);
+    let run = |first: usize, pages: &mut [u8], items: &mut [T]| {
+        for (j, (page, item)) in pages.chunks_exact_mut(PAGE).zip(items).enumerate() {
+            work(first + j, page, item).map_err(|e| Stopped {
+                page: first + j,
+                error: Some(e),
+            })?;
+        }
+        Ok(())
+    };
+    if n <= share {
+        return run(0, &mut pages[..n * PAGE], &mut items[..n]);
+    }
+    let stops = std::thread::scope(|s| {
+        let jobs: Vec<_> = pages[..n * PAGE]
+            .chunks_mut(share * PAGE)
+            .zip(items[..n].chunks_mut(share))
+            .enumerate()
+            .map(|(k, (p, it))| (k * share, s.spawn(move || run(k * share, p, it))))
+            .collect();
+        jobs.into_iter()
+            .filter_map(|(first, job)| match job.join() {
+                Ok(r) => r.err(),
+                Err(_) => Some(Stopped {
+                    page: first,
+                    error: None,
+                }),
+            })
+            .collect::<Vec<_>>()
+    });
+    stops.into_iter().min_by_key(|s| s.page).map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_once_with_its_item_and_the_lowest_failure_wins() {
+        let n = 1000;
+        let mut pages = vec![0u8; n * PAGE];
+        let mut items: Vec<usize> = vec![0; n];
+        per_page(&mut pages, &mut items, |i, page, item| {
+            page[0] = page[0].wrapping_add(1);
+            *item = i;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert!(pages.chunks(PAGE).all(|p| p[0] == 1));
+        assert!(items.iter().enumerate().all(|(i, v)| *v == i));
+        // Failures in two shares: the lower one is reported, everything below it done.
+        let mut items = vec![false; n];
+        let r = per_page(&mut pages, &mut items, |i, _, done| {
+            if i == 700 || i == 300 {
+                return Err(i);
+            }
+            *done = true;
+            Ok(())
+        });
+        assert_eq!(
+            r,
+            Err(Stopped {
+                page: 300,
+                error: Some(300)
+            })
+        );
+        assert!(items[..300].iter().all(|d| *d));
+        // A short range stays on the caller's thread, in order.
+        let mut order = vec![0usize; 3];
+        let me = std::thread::current().id();
+        per_page(&mut pages[..3 * PAGE], &mut order, |i, _, o| {
+            assert_eq!(std::thread::current().id(), me);
+            *o = i;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(order, [0, 1, 2]);
+    }
+}
