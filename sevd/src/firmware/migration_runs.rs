@@ -133,8 +133,7 @@ impl Firmware {
         if gpa.0 % 16 != 0 {
             return Err(at_start(Status::InvalidAddress));
         }
-        let mut packets: Vec<&[u8; PACKET_HEADER_LEN]> =
-            headers.as_chunks().0[..n].iter().collect();
+        let mut packets: Vec<&[u8]> = headers.chunks_exact(PACKET_HEADER_LEN).take(n).collect();
         let opened = per_page(buf, &mut packets, |i, page, header| {
             let flags = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
             if flags & FLAG_COMPRESSED != 0 {
