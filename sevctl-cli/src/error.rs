@@ -18,6 +18,14 @@ pub enum CliError {
     /// refused the guest, or sent what is not a stream. Exit 5.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// What another sevctl process (a kept guest's) failed with, and its exit code.
+    #[error("{message}")]
+    Relayed {
+        /// The exit code the other process gave it.
+        code: u8,
+        /// Its message.
+        message: String,
+    },
     /// Anything else: the platform cannot be reached (permission denied on the node, the
     /// embedded state in use by another process), I/O, the crypto library. Exit 1.
     #[error("{0}")]
@@ -63,6 +71,7 @@ impl CliError {
             CliError::Attestation(_) => 3,
             CliError::Platform(_) => 4,
             CliError::Migration(_) => 5,
+            CliError::Relayed { code, .. } => *code,
         }
     }
 }

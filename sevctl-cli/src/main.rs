@@ -149,6 +149,15 @@ enum Cmd {
         /// a setuid fusermount3).
         #[arg(long, value_name = "PATH", requires = "keep")]
         guest_device: Option<PathBuf>,
+        /// With --keep, an SEV or SEV-ES guest: take `sevctl migrate PATH` orders on a Unix
+        /// socket at PATH (this user only).
+        #[arg(
+            long,
+            value_name = "PATH",
+            requires = "keep",
+            conflicts_with = "guest_device"
+        )]
+        control: Option<PathBuf>,
         /// Then move the guest to a listening `sevctl receive` (unix:PATH or tcp:HOST:PORT).
         #[arg(long, value_name = "ADDR", conflicts_with_all = ["keep", "guest_device"])]
         migrate_to: Option<migrate::Addr>,
@@ -174,6 +183,10 @@ enum Cmd {
         /// Keep the guest until interrupted.
         #[arg(long)]
         keep: bool,
+        /// With --keep: take `sevctl migrate PATH` orders on a Unix socket at PATH (this user
+        /// only), so the guest can move on.
+        #[arg(long, value_name = "PATH", requires = "keep")]
+        control: Option<PathBuf>,
         /// Show the secrets' plaintext as the received guest reads it.
         #[arg(long)]
         show_secrets: bool,
@@ -184,6 +197,18 @@ enum Cmd {
         /// publishes).
         #[arg(long)]
         ca: Option<PathBuf>,
+    },
+    /// Move a guest kept with `--keep --control PATH` (by `launch` or `receive`) to a
+    /// listening `sevctl receive`; the process keeping it does the move and then ends.
+    Migrate {
+        /// The kept guest's control socket.
+        control: PathBuf,
+        /// Where the target listens: unix:PATH or tcp:HOST:PORT.
+        #[arg(long, value_name = "ADDR")]
+        to: migrate::Addr,
+        /// How long the move waits for the target, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        timeout: u64,
     },
     /// Manifests.
     Manifest {
@@ -315,11 +340,17 @@ fn run(cli: Cli) -> Result<()> {
             ca,
             platform,
             guest_device,
+            control,
             migrate_to,
             migrate_timeout,
             attestation_report,
         } => {
             let mut m = manifest::Manifest::load(&manifest)?;
+            if control.is_some() && m.mode == manifest::Mode::Snp {
+                return Err(error::input(
+                    "--control keeps SEV and SEV-ES guests for `sevctl migrate`; SEV-SNP guests do not migrate through SEND/RECEIVE",
+                ));
+            }
             let kvm = match platform {
                 None => m.kvm,
                 Some(p) => p == manifest::PlatformKind::Kvm,
@@ -330,7 +361,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 target.open()?
             };
-            let vm = launch::launch(
+            let guest = launch::launch(
                 &m,
                 &target,
                 &platform,
@@ -347,39 +378,33 @@ fn run(cli: Cli) -> Result<()> {
                         .as_ref(),
                 },
             )?;
-            if keep {
-                // Block the signals before saying so, so an early Ctrl-C is not lost.
-                let signals = interrupt_signals();
-                let mut kept = None;
-                let served = match &guest_device {
-                    Some(path) if m.mode == manifest::Mode::Snp => Some(
-                        launch::serve_guest_device(&m, &target, &platform, vm, path)?,
-                    ),
-                    Some(_) => {
-                        return Err(error::input(
-                            "--guest-device serves an SNP guest's /dev/sev-guest; this manifest is not mode snp",
-                        ))
-                    }
-                    None => {
-                        kept = Some(vm);
-                        None
-                    }
-                };
-                sevctl_cli::steps::note("guest kept; interrupt (Ctrl-C) to end it");
-                if let Some(set) = signals {
-                    let _ = set.wait();
-                }
-                // The device goes first, then the guest.
-                drop(served);
-                drop(kept);
+            if !keep {
                 return Ok(());
             }
-            drop(vm);
-            Ok(())
+            // Block the signals before saying so, so an early Ctrl-C is not lost.
+            let signals = interrupt_signals();
+            match &guest_device {
+                Some(path) if m.mode == manifest::Mode::Snp => {
+                    let served =
+                        launch::serve_guest_device(&m, &target, &platform, guest.vm, path)?;
+                    let kept = migrate::control::keep(cli.json, signals, None, None);
+                    // The device goes first, then the guest.
+                    drop(served);
+                    kept
+                }
+                Some(_) => Err(error::input(
+                    "--guest-device serves an SNP guest's /dev/sev-guest; this manifest is not mode snp",
+                )),
+                None => {
+                    let source = (m.mode != manifest::Mode::Snp).then(|| guest.source(&platform));
+                    migrate::control::keep(cli.json, signals, control.as_deref(), source)
+                }
+            }
         }
         Cmd::Receive {
             listen,
             keep,
+            control,
             show_secrets,
             timeout,
             ca,
@@ -392,17 +417,24 @@ fn run(cli: Cli) -> Result<()> {
                 ca,
             };
             let mut log = sevctl_cli::steps::Log::new(cli.json);
-            let vm = migrate::receive::receive(&mut log, &target, &platform, &opts)?;
+            let guest = migrate::receive::receive(&mut log, &target, &platform, &opts)?;
             if keep {
                 let signals = interrupt_signals();
-                sevctl_cli::steps::note("guest kept; interrupt (Ctrl-C) to end it");
-                if let Some(set) = signals {
-                    let _ = set.wait();
-                }
+                let source = Some(guest.source(&platform));
+                migrate::control::keep(cli.json, signals, control.as_deref(), source)?;
             }
-            drop(vm);
             Ok(())
         }
+        Cmd::Migrate {
+            control,
+            to,
+            timeout,
+        } => migrate::control::migrate(
+            &control,
+            &to,
+            std::time::Duration::from_secs(timeout),
+            cli.json,
+        ),
     }
 }
 

@@ -56,10 +56,21 @@ impl Log {
     /// A step of `role`.
     pub fn step(&mut self, role: &str, what: &str, detail: String) {
         let ms = self.start.elapsed().as_secs_f64() * 1e3;
+        self.push(json!({ "role": role, "step": what, "detail": detail, "ms": ms }));
+    }
+
+    /// A step another process took and recorded (its `role`, `step` and `detail`), shown as
+    /// if this one had.
+    pub fn replay(&mut self, step: &serde_json::Value) {
+        self.push(step.clone());
+    }
+
+    fn push(&mut self, step: serde_json::Value) {
         if !self.json && !quiet() {
+            let field = |k: &str| step[k].as_str().unwrap_or("?").to_string();
+            let (role, what, detail) = (field("role"), field("step"), field("detail"));
             println!("[{role:>5}] {what:<20} {detail}");
         }
-        self.steps
-            .push(json!({ "role": role, "step": what, "detail": detail, "ms": ms }));
+        self.steps.push(step);
     }
 }

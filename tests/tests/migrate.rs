@@ -333,3 +333,154 @@ fn tcp_works_too() {
     assert!(received.status.success());
     assert_eq!(json(&received)["state"], 3);
 }
+
+/// Runs `sevctl ARGS` to its end, showing what it printed.
+fn run(args: &[String]) -> Output {
+    let o = Command::new(sevctl()).args(args).output().unwrap();
+    eprintln!(
+        "$ sevctl {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn wait_for(path: &Path, child: &mut Child) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "it ended instead");
+        assert!(t.elapsed() < Duration::from_secs(60), "{path:?} never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ends(child: &mut Child) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the keeper did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn migrate(control: &Path, to: &str, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = ["migrate", &control.display().to_string(), "--to", to]
+        .map(String::from)
+        .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run(&args)
+}
+
+#[test]
+fn a_kept_guest_moves_on_sevctl_migrate_and_on_again() {
+    tests::must_run();
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, c] = ["a", "b", "c"].map(|n| embedded_dir(dir.path(), n));
+    let m = manifest(dir.path(), "sev-es.yaml", "0x5");
+    let unix = |p: &Path| format!("unix:{}", p.display());
+    // An SEV-ES guest with its secrets, kept on `a` with a control socket.
+    let ctl_a = dir.path().join("a.ctl");
+    let mut args = Side::Embedded(&a).args();
+    args.extend(["launch", &m.display().to_string(), "--keep", "--control"].map(String::from));
+    args.push(ctl_a.display().to_string());
+    let mut keeper_a = Command::new(sevctl())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ctl_a, &mut keeper_a);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&ctl_a).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A move that fails (nobody listens) is the keeper's exit code, and the guest stays.
+    let o = migrate(&ctl_a, "unix:/nonexistent/sock", &["--timeout", "2"]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect to unix:/nonexistent/sock"));
+    assert!(keeper_a.try_wait().unwrap().is_none(), "still kept");
+    // A bad order is refused and changes nothing.
+    let mut bad = std::os::unix::net::UnixStream::connect(&ctl_a).unwrap();
+    std::io::Write::write_all(&mut bad, b"{\"to\": \"udp:x\", \"timeout\": 1}\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut bad, &mut answer).unwrap();
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        (answer["ok"].as_bool(), answer["exit"].as_u64()),
+        (Some(false), Some(2))
+    );
+    assert!(keeper_a.try_wait().unwrap().is_none(), "still kept");
+    // To `b`, which keeps it with a control socket of its own.
+    let (sock_b, ctl_b) = (dir.path().join("b.sock"), dir.path().join("b.ctl"));
+    let mut args = Side::Embedded(&b).args();
+    args.extend(["receive", "--listen", &unix(&sock_b), "--keep", "--control"].map(String::from));
+    args.push(ctl_b.display().to_string());
+    let mut keeper_b = Command::new(sevctl())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&sock_b, &mut keeper_b);
+    let o = migrate(&ctl_a, &unix(&sock_b), &["--json"]);
+    assert!(o.status.success(), "the first move");
+    let report = json(&o);
+    assert_eq!(report["migration"]["vmsas"], 4);
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    assert!(
+        steps.contains(&"SEND_FINISH") && steps.contains(&"RECEIVE_FINISH"),
+        "{steps:?}"
+    );
+    assert!(
+        ends(&mut keeper_a).success(),
+        "the source's keeper ends after the move"
+    );
+    assert!(!ctl_a.exists(), "its control socket is gone");
+    // And on from `b` to `c`, where the guest reads its secrets.
+    wait_for(&ctl_b, &mut keeper_b);
+    let sock_c = dir.path().join("c.sock");
+    let rx_c = receiver(&Side::Embedded(&c), &sock_c);
+    let o = migrate(&ctl_b, &unix(&sock_c), &[]);
+    assert!(o.status.success(), "the second move");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("guest moved to unix:"));
+    assert!(ends(&mut keeper_b).success());
+    let received = finish(rx_c);
+    assert!(received.status.success());
+    let r = json(&received);
+    assert_eq!(
+        (r["state"].as_u64(), r["vmsas"].as_u64()),
+        (Some(3), Some(4))
+    );
+    let passphrase = std::fs::read(examples().join("secrets/disk-passphrase.txt")).unwrap();
+    assert_eq!(r["secret"]["entries"][0]["data"], hex::encode(&passphrase));
+    // No keeper there: a clear error; an SNP guest cannot be kept for a move.
+    let o = migrate(&ctl_b, &unix(&sock_c), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach a kept guest"));
+    let mut args = Side::Embedded(&c).args();
+    args.extend(
+        [
+            "launch",
+            &examples().join("snp.yaml").display().to_string(),
+            "--keep",
+            "--control",
+        ]
+        .map(String::from),
+    );
+    args.push(dir.path().join("snp.ctl").display().to_string());
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("SEV-SNP guests do not migrate"));
+}

@@ -256,7 +256,7 @@ fn migrate(
             &Addr::Unix(proxy_sock.clone()),
             TIMEOUT,
         );
-        let received = received.join().unwrap();
+        let received = received.join().unwrap().map(|g| g.vm);
         (sent, received, forwarded.join().unwrap())
     })
 }

@@ -18,6 +18,7 @@ use sevd::platform::{Platform, Vm};
 
 use crate::error::Result;
 use crate::manifest::Manifest;
+use crate::migrate::control::Guest;
 use crate::select::Target;
 pub(crate) use crate::steps::Log;
 
@@ -63,7 +64,7 @@ pub struct After<'a> {
     pub migrate_to: Option<&'a MigrateTo>,
 }
 
-/// Runs the launch described by `m` on `p`, then what `after` asks. Returns the VM (for
+/// Runs the launch described by `m` on `p`, then what `after` asks. Returns the guest (for
 /// `--keep`).
 pub fn launch(
     m: &Manifest,
@@ -73,7 +74,7 @@ pub fn launch(
     json_out: bool,
     show_secrets: bool,
     after: &After<'_>,
-) -> Result<Vm> {
+) -> Result<Guest> {
     let migrate = after.migrate_to;
     if m.mode == crate::manifest::Mode::Snp {
         if after.attestation_report.is_some() {
@@ -86,7 +87,12 @@ pub fn launch(
                 "SEV-SNP guests do not migrate through SEND/RECEIVE (SNP moves a guest with a migration agent inside it); --migrate-to takes SEV and SEV-ES manifests",
             ));
         }
-        return snp::launch(m, target, p, json_out, show_secrets);
+        let vm = snp::launch(m, target, p, json_out, show_secrets)?;
+        return Ok(Guest {
+            vm,
+            vcpus: 0,
+            secret: None,
+        });
     }
     let mut log = Log::new(json_out);
     let status = p.status()?;
@@ -137,36 +143,37 @@ pub fn launch(
         Some(file) => Some(attest(&mut log, &vm, file)?),
         None => None,
     };
+    let guest = Guest {
+        vm,
+        vcpus: if m.mode == crate::manifest::Mode::SevEs {
+            m.vcpus
+        } else {
+            0
+        },
+        secret: secret_area,
+    };
     let migration = match migrate {
-        Some(to) => {
-            let source = crate::migrate::send::Source {
-                platform: p,
-                vm: &vm,
-                vcpus: if m.mode == crate::manifest::Mode::SevEs {
-                    m.vcpus
-                } else {
-                    0
-                },
-                secret: secret_area,
-            };
-            Some(crate::migrate::send::send(
-                &mut log, &source, &to.addr, to.timeout,
-            )?)
-        }
+        Some(to) => Some(crate::migrate::send::send(
+            &mut log,
+            &guest.source(p),
+            &to.addr,
+            to.timeout,
+        )?),
         None => None,
     };
+    let vm = &guest.vm;
     report::print(
         &log,
         m,
         p,
-        &vm,
+        vm,
         &digest,
         &blob,
         secret,
         attestation,
         migration,
     )?;
-    Ok(vm)
+    Ok(guest)
 }
 
 /// ATTESTATION of the running guest over a fresh random MNONCE, written to `file`.

@@ -1,8 +1,10 @@
 //! Moving a running guest to another platform: `sevctl launch --migrate-to ADDR` is the
 //! source VMM ([`send`]), `sevctl receive --listen ADDR` the destination VMM ([`receive`]).
 //! The two speak the stream of [`stream`] over a Unix or TCP socket; the firmware on each side
-//! does SEND_* and RECEIVE_*, so neither VMM ever holds the guest's plaintext.
+//! does SEND_* and RECEIVE_*, so neither VMM ever holds the guest's plaintext. A guest kept
+//! with `--control` moves later, on `sevctl migrate` ([`control`]).
 
+pub mod control;
 pub mod receive;
 pub mod send;
 pub mod stream;

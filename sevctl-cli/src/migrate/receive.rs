@@ -17,6 +17,7 @@ use sevd::owner::tables::read_secret_table;
 use sevd::platform::{Platform, Vm};
 use uapi::kvm::{KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM};
 
+use super::control::Guest;
 use super::stream::{self, Layout, Record, StreamError, Tally, PAGE};
 use super::{stream_error, Addr, Conn, Listener};
 use crate::error::{CliError, Result};
@@ -43,8 +44,8 @@ pub struct Options {
 }
 
 /// Receives one guest on `p`, prints what happened (or the `--json` report), and returns
-/// the RUNNING guest's VM.
-pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> Result<Vm> {
+/// the RUNNING guest.
+pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> Result<Guest> {
     let err = |e: StreamError| stream_error(e, opts.timeout);
     // KVM's SEND_START takes the target's AMD chain always, whatever the policy.
     let ca = target.ca_file(opts.ca.as_deref()).ok_or_else(|| {
@@ -82,9 +83,14 @@ pub fn receive(log: &mut Log, target: &Target, p: &Platform, opts: &Options) -> 
         receive_guest(log, p, &mut conn, opts)
     });
     match r {
-        Ok(Received { vm, secret, report }) => {
+        Ok(Received {
+            vm,
+            vcpus,
+            secret,
+            report,
+        }) => {
             finish_report(log, p, &vm, secret, report, opts, begun)?;
-            Ok(vm)
+            Ok(Guest { vm, vcpus, secret })
         }
         Err(e) => {
             let _ = Record::Abort(e.reason()).write_to(&mut conn);
@@ -196,6 +202,7 @@ fn receive_guest(log: &mut Log, p: &Platform, conn: &mut Conn, opts: &Options) -
     });
     Ok(Received {
         vm,
+        vcpus: layout.vcpus,
         secret: layout.secret,
         report,
     })
@@ -204,6 +211,7 @@ fn receive_guest(log: &mut Log, p: &Platform, conn: &mut Conn, opts: &Options) -
 /// A guest received and RUNNING, where its secret area is, and what its move was.
 struct Received {
     vm: Vm,
+    vcpus: u32,
     secret: Option<(u64, u32)>,
     report: serde_json::Value,
 }
