@@ -94,7 +94,7 @@ pub fn keep(
     };
     let waiting = match &listener {
         Some(l) => format!(
-            "guest kept; `sevctl migrate {}` moves it, interrupt (Ctrl-C) ends it",
+            "guest kept; `sevctl migrate {} --to ADDR` moves it, interrupt (Ctrl-C) ends it",
             l.local().trim_start_matches("unix:")
         ),
         None => "guest kept; interrupt (Ctrl-C) to end it".into(),
