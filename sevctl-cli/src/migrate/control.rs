@@ -113,9 +113,15 @@ pub fn keep(
     if let Some(Listener::Unix(l, _)) = &listener {
         let l = l.try_clone().map_err(|e| CliError::Other(e.to_string()))?;
         std::thread::spawn(move || {
-            for conn in l.incoming().flatten() {
-                if tx.send(Event::Order(conn)).is_err() {
-                    break;
+            for conn in l.incoming() {
+                match conn {
+                    Ok(conn) => {
+                        if tx.send(Event::Order(conn)).is_err() {
+                            break;
+                        }
+                    }
+                    // Out of descriptors, say: wait rather than spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
         });
