@@ -369,6 +369,19 @@ fn ends(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// `sevctl COMMAND --keep --control CONTROL` on `side`, running.
+fn keeper(side: &Side<'_>, command: &[&str], control: &Path) -> Child {
+    let mut args = side.args();
+    args.extend(command.iter().map(|s| s.to_string()));
+    args.extend(["--keep", "--control", &control.display().to_string()].map(String::from));
+    Command::new(sevctl())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn migrate(control: &Path, to: &str, extra: &[&str]) -> Output {
     let mut args: Vec<String> = ["migrate", &control.display().to_string(), "--to", to]
         .map(String::from)
@@ -386,15 +399,11 @@ fn a_kept_guest_moves_on_sevctl_migrate_and_on_again() {
     let unix = |p: &Path| format!("unix:{}", p.display());
     // An SEV-ES guest with its secrets, kept on `a` with a control socket.
     let ctl_a = dir.path().join("a.ctl");
-    let mut args = Side::Embedded(&a).args();
-    args.extend(["launch", &m.display().to_string(), "--keep", "--control"].map(String::from));
-    args.push(ctl_a.display().to_string());
-    let mut keeper_a = Command::new(sevctl())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut keeper_a = keeper(
+        &Side::Embedded(&a),
+        &["launch", &m.display().to_string()],
+        &ctl_a,
+    );
     wait_for(&ctl_a, &mut keeper_a);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -419,15 +428,11 @@ fn a_kept_guest_moves_on_sevctl_migrate_and_on_again() {
     assert!(keeper_a.try_wait().unwrap().is_none(), "still kept");
     // To `b`, which keeps it with a control socket of its own.
     let (sock_b, ctl_b) = (dir.path().join("b.sock"), dir.path().join("b.ctl"));
-    let mut args = Side::Embedded(&b).args();
-    args.extend(["receive", "--listen", &unix(&sock_b), "--keep", "--control"].map(String::from));
-    args.push(ctl_b.display().to_string());
-    let mut keeper_b = Command::new(sevctl())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut keeper_b = keeper(
+        &Side::Embedded(&b),
+        &["receive", "--listen", &unix(&sock_b)],
+        &ctl_b,
+    );
     wait_for(&sock_b, &mut keeper_b);
     let o = migrate(&ctl_a, &unix(&sock_b), &["--json"]);
     assert!(o.status.success(), "the first move");
