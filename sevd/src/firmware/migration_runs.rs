@@ -71,7 +71,8 @@ impl Firmware {
 
     /// SEND_UPDATE_DATA of each page of `buf`, which holds guest memory from `gpa` as the
     /// hypervisor sees it and leaves holding the transport bytes; the headers are appended
-    /// to `headers`. Stops at the first page that fails.
+    /// to `headers`. Pages are spread over the cores; the run stops at the lowest page that
+    /// fails, and only the pages before it count (later ones may have been sealed too).
     pub fn send_update_run(
         &mut self,
         handle: u32,
@@ -115,7 +116,7 @@ impl Firmware {
     /// RECEIVE_UPDATE_DATA of each packet of a run: `headers` holds one 52-byte header per
     /// page, `buf` the transport bytes, and leaves holding the pages from `gpa` under this
     /// guest's key, as far as the run went. A packet whose MAC fails stops the run with its
-    /// page untouched.
+    /// page untouched; pages after it, which other cores may have opened, do not count.
     pub fn receive_update_run(
         &mut self,
         handle: u32,
