@@ -50,23 +50,47 @@ pub(crate) fn per_page<T: Send, E: Send>(
     if n <= share {
         return run(0, &mut pages[..n * PAGE], &mut items[..n]);
     }
+    let run = &run;
     let stops = std::thread::scope(|s| {
-        let jobs: Vec<_> = pages[..n * PAGE]
+        let mut inline = vec![];
+        let mut jobs = vec![];
+        for (k, (p, it)) in pages[..n * PAGE]
             .chunks_mut(share * PAGE)
             .zip(items[..n].chunks_mut(share))
             .enumerate()
-            .map(|(k, (p, it))| (k * share, s.spawn(move || run(k * share, p, it))))
-            .collect();
-        jobs.into_iter()
-            .filter_map(|(first, job)| match job.join() {
-                Ok(r) => r.err(),
-                Err(_) => Some(Stopped {
+        {
+            let first = k * share;
+            // A thread the system will not give is a share done here instead.
+            let spawned = std::thread::Builder::new().spawn_scoped(s, move || run(first, p, it));
+            match spawned {
+                Ok(job) => jobs.push((first, job)),
+                Err(_) => inline.push(first),
+            }
+        }
+        let mut stops: Vec<Stopped<E>> = vec![];
+        for (first, job) in jobs {
+            match job.join() {
+                Ok(r) => stops.extend(r.err()),
+                Err(_) => stops.push(Stopped {
                     page: first,
                     error: None,
                 }),
-            })
-            .collect::<Vec<_>>()
+            }
+        }
+        (stops, inline)
     });
+    let (mut stops, inline) = stops;
+    for first in inline {
+        let end = (first + share).min(n);
+        stops.extend(
+            run(
+                first,
+                &mut pages[first * PAGE..end * PAGE],
+                &mut items[first..end],
+            )
+            .err(),
+        );
+    }
     stops.into_iter().min_by_key(|s| s.page).map_or(Ok(()), Err)
 }
 
