@@ -4,7 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,24 @@ use uapi::ioctl::SEV_ISSUE_CMD;
 use uapi::psp_sev::{SevIssueCmd, SevUserDataStatus};
 
 pub use tempfile::TempDir;
+
+/// Runs `cmd` to its end and shows the command and what it printed, for a failing test's log.
+pub fn shown(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("run a command");
+    eprintln!(
+        "$ {cmd:?}\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// As [`shown`], and the command must succeed.
+pub fn succeeds(cmd: &mut Command) -> Output {
+    let o = shown(cmd);
+    assert!(o.status.success(), "{cmd:?} failed");
+    o
+}
 
 /// Whether a test whose prerequisite is missing must fail rather than skip: under CI
 /// (`CI=true`) and as root, where the set-up provides everything.

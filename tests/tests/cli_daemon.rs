@@ -19,19 +19,7 @@ fn examples() -> PathBuf {
 }
 
 fn run(bin: &Path, dir: &Path, args: &[&str]) -> Output {
-    let o = Command::new(bin)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run");
-    eprintln!(
-        "$ {} {}\n{}{}",
-        bin.display(),
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    tests::shown(Command::new(bin).current_dir(dir).args(args))
 }
 
 fn ok(bin: &Path, dir: &Path, args: &[&str]) -> String {

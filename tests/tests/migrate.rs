@@ -132,14 +132,7 @@ fn launch(side: &Side<'_>, manifest: &Path, to: &str, extra: &[&str]) -> Output 
         .map(String::from),
     );
     args.extend(extra.iter().map(|s| s.to_string()));
-    let o = Command::new(sevctl()).args(&args).output().unwrap();
-    eprintln!(
-        "$ sevctl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    tests::shown(Command::new(sevctl()).args(&args))
 }
 
 fn finish(child: Child) -> Output {
@@ -336,14 +329,7 @@ fn tcp_works_too() {
 
 /// Runs `sevctl ARGS` to its end, showing what it printed.
 fn run(args: &[String]) -> Output {
-    let o = Command::new(sevctl()).args(args).output().unwrap();
-    eprintln!(
-        "$ sevctl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    tests::shown(Command::new(sevctl()).args(args))
 }
 
 fn wait_for(path: &Path, child: &mut Child) {

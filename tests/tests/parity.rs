@@ -18,15 +18,7 @@ fn examples() -> PathBuf {
 }
 
 fn run(bin: &Path, args: &[&str]) -> Output {
-    let o = Command::new(bin).args(args).output().expect("run sevctl");
-    eprintln!(
-        "$ {} {}\n{}{}",
-        bin.display(),
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    tests::shown(Command::new(bin).args(args))
 }
 
 /// An embedded platform's state directory on the suite's shared chip.
@@ -262,50 +254,25 @@ fn quiet_leaves_only_errors_and_requested_data() {
     let dir = tempfile::tempdir().unwrap();
     let state = embedded(dir.path(), "q");
     let manifest = examples().join("sev.yaml").display().to_string();
-    let o = run(
-        &ours(),
-        &[
-            "--emulated",
-            "--state-dir",
-            &state,
-            "-q",
-            "launch",
-            &manifest,
-        ],
-    );
+    let ours_on_state = |args: &[&str]| {
+        let mut all = vec!["--emulated", "--state-dir", &state];
+        all.extend_from_slice(args);
+        run(&ours(), &all)
+    };
+    let o = ours_on_state(&["-q", "launch", &manifest]);
     assert!(o.status.success());
     assert!(
         o.stdout.is_empty() && o.stderr.is_empty(),
         "nothing but errors"
     );
-    let o = run(
-        &ours(),
-        &[
-            "--emulated",
-            "--state-dir",
-            &state,
-            "--quiet",
-            "show",
-            "guests",
-        ],
-    );
+    let o = ours_on_state(&["--quiet", "show", "guests"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
         "0",
         "requested data stays"
     );
     assert!(o.stderr.is_empty());
-    let o = run(
-        &ours(),
-        &[
-            "--emulated",
-            "--state-dir",
-            &state,
-            "-q",
-            "launch",
-            "/nonexistent.yaml",
-        ],
-    );
+    let o = ours_on_state(&["-q", "launch", "/nonexistent.yaml"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!o.stderr.is_empty(), "errors stay");
 }

@@ -8,14 +8,7 @@ use std::process::{Command, Output};
 use tests::{pdh_export, require_mount, Options, Sevd};
 
 fn run(bin: &Path, args: &[&str]) -> Output {
-    let out = Command::new(bin).args(args).output().expect("run sevctl");
-    eprintln!(
-        "$ sevctl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    tests::shown(Command::new(bin).args(args))
 }
 
 fn ok(bin: &Path, args: &[&str]) -> String {

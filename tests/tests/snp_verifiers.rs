@@ -17,14 +17,7 @@ fn sevctl() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().expect("run");
-    assert!(
-        o.status.success(),
-        "{cmd:?}:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    tests::succeeds(cmd)
 }
 
 /// A launch's report (bytes), from `sevctl --json launch examples/snp.yaml` on `platform`.
@@ -136,18 +129,7 @@ fn the_sev_crate_accepts_our_reports_and_rejects_forgeries() {
 /// `snpguest`, run as given.
 fn snpguest(args: &[&str], dir: &Path) -> Output {
     let bin = tests::snpguest_bin().expect("checked by the test");
-    let o = Command::new(bin)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ snpguest {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    tests::shown(Command::new(bin).current_dir(dir).args(args))
 }
 
 #[test]

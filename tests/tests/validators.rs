@@ -84,15 +84,7 @@ fn cases(rng: &mut Rng, dir: &Path) -> Vec<Case> {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().expect("run");
-    if !o.status.success() {
-        panic!(
-            "{cmd:?} failed:\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    o
+    tests::succeeds(cmd)
 }
 
 fn sevctl() -> PathBuf {
