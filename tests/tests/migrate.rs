@@ -185,7 +185,7 @@ fn moves(dir: &Path, from: &Side<'_>, to: &Side<'_>, example: &str, policy: &str
 
 #[test]
 fn sev_and_sev_es_guests_move_between_two_daemons() {
-    tests::must_run();
+    tests::require_mount!();
     let (a, b) = (Sevd::start(), Sevd::start());
     let dir = tempfile::tempdir().unwrap();
     moves(
@@ -206,7 +206,7 @@ fn sev_and_sev_es_guests_move_between_two_daemons() {
 
 #[test]
 fn guests_move_between_a_daemon_and_the_embedded_firmware() {
-    tests::must_run();
+    tests::require_mount!();
     let daemon = Sevd::start();
     let dir = tempfile::tempdir().unwrap();
     let emb = embedded_dir(dir.path(), "embedded");
@@ -236,7 +236,7 @@ fn guests_move_between_a_daemon_and_the_embedded_firmware() {
 
 #[test]
 fn a_nosend_guest_is_refused_at_send_start_and_both_sides_say_why() {
-    tests::must_run();
+    tests::require_mount!();
     let (a, b) = (Sevd::start(), Sevd::start());
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
@@ -267,7 +267,7 @@ fn a_nosend_guest_is_refused_at_send_start_and_both_sides_say_why() {
 
 #[test]
 fn a_listener_that_never_answers_is_given_up_on() {
-    tests::must_run();
+    tests::require_mount!();
     let a = Sevd::start();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("silent.sock");
@@ -295,7 +295,6 @@ fn a_listener_that_never_answers_is_given_up_on() {
 
 #[test]
 fn tcp_works_too() {
-    tests::must_run();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (embedded_dir(dir.path(), "a"), embedded_dir(dir.path(), "b"));
     // Port 0: the kernel picks; receive says which on stderr.
@@ -378,7 +377,6 @@ fn migrate(control: &Path, to: &str, extra: &[&str]) -> Output {
 
 #[test]
 fn a_kept_guest_moves_on_sevctl_migrate_and_on_again() {
-    tests::must_run();
     let dir = tempfile::tempdir().unwrap();
     let [a, b, c] = ["a", "b", "c"].map(|n| embedded_dir(dir.path(), n));
     let m = manifest(dir.path(), "sev-es.yaml", "0x5");

@@ -153,7 +153,7 @@ fn virtee_validate_accepts_our_reports_and_ours_refuses_tampered_ones() {
 
 #[test]
 fn a_daemons_guest_gets_its_report_through_the_node() {
-    tests::must_run();
+    tests::require_mount!();
     let virtee = tests::require_sevctl!();
     let sevd = Sevd::start();
     let node = sevd.node().display().to_string();
@@ -235,7 +235,7 @@ fn ok_prints_virtees_lines_and_then_where_guests_can_run() {
 
 #[test]
 fn ok_names_a_sevd_drop_in_and_its_backend() {
-    tests::must_run();
+    tests::require_mount!();
     let sevd = Sevd::start();
     let node = sevd.node().display().to_string();
     let o = run(&ours(), &["--device", &node, "ok"]);
