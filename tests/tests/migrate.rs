@@ -355,16 +355,28 @@ fn ends(child: &mut Child) -> std::process::ExitStatus {
 }
 
 /// `sevctl COMMAND --keep --control CONTROL` on `side`, running.
-fn keeper(side: &Side<'_>, command: &[&str], control: &Path) -> Child {
+/// A keeper of a guest with a control socket, run under `umask`.
+fn keeper(side: &Side<'_>, command: &[&str], control: &Path, umask: u32) -> Child {
+    use std::os::unix::process::CommandExt;
     let mut args = side.args();
     args.extend(command.iter().map(|s| s.to_string()));
     args.extend(["--keep", "--control", &control.display().to_string()].map(String::from));
-    Command::new(sevctl())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    let mut cmd = Command::new(sevctl());
+    cmd.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: umask(2) is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(umask);
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The permission bits of a control socket.
+fn socket_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 fn migrate(control: &Path, to: &str, extra: &[&str]) -> Output {
@@ -387,13 +399,11 @@ fn a_kept_guest_moves_on_sevctl_migrate_and_on_again() {
         &Side::Embedded(&a),
         &["launch", &m.display().to_string()],
         &ctl_a,
+        0o022,
     );
     wait_for(&ctl_a, &mut keeper_a);
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&ctl_a).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    // This user's alone from the moment it appears, whatever the umask (b's is 077).
+    assert_eq!(socket_mode(&ctl_a), 0o600);
     // A move that fails (nobody listens) is the keeper's exit code, and the guest stays.
     let o = migrate(&ctl_a, "unix:/nonexistent/sock", &["--timeout", "2"]);
     assert_eq!(o.status.code(), Some(5));
@@ -416,6 +426,7 @@ fn a_kept_guest_moves_on_sevctl_migrate_and_on_again() {
         &Side::Embedded(&b),
         &["receive", "--listen", &unix(&sock_b)],
         &ctl_b,
+        0o077,
     );
     wait_for(&sock_b, &mut keeper_b);
     let o = migrate(&ctl_a, &unix(&sock_b), &["--json"]);
@@ -439,6 +450,7 @@ fn a_kept_guest_moves_on_sevctl_migrate_and_on_again() {
     assert!(!ctl_a.exists(), "its control socket is gone");
     // And on from `b` to `c`, where the guest reads its secrets.
     wait_for(&ctl_b, &mut keeper_b);
+    assert_eq!(socket_mode(&ctl_b), 0o600);
     let sock_c = dir.path().join("c.sock");
     let rx_c = receiver(&Side::Embedded(&c), &sock_c);
     let o = migrate(&ctl_b, &unix(&sock_c), &[]);

@@ -9,7 +9,6 @@
 //! After a move the keeper ends; after a failure the guest runs on and the keeper waits again.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc;
@@ -141,11 +140,7 @@ pub fn keep(
 /// The control socket at `path`, for this user only (a stale one replaced, as `receive`
 /// replaces its own); its file goes when the listener is dropped.
 fn bind(path: &Path) -> Result<Listener> {
-    let listener = Listener::bind(&Addr::Unix(path.to_path_buf()))?;
-    // Others could connect for a moment; `order` checks who did.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| crate::error::input(format!("{}: {e}", path.display())))?;
-    Ok(listener)
+    Listener::bind_private(path)
 }
 
 /// Serves one order; whether the guest has moved.

@@ -177,6 +177,30 @@ impl Listener {
         }
     }
 
+    /// Listens on the Unix socket `path` for this user alone: the socket is bound at a
+    /// temporary name beside it, given mode 0600 and only then renamed into place, so under
+    /// any umask nobody else ever finds it open to them.
+    pub fn bind_private(path: &Path) -> Result<Listener> {
+        use std::os::unix::fs::PermissionsExt;
+        let failed = |e: io::Error| input(format!("cannot listen on unix:{}: {e}", path.display()));
+        remove_stale_socket(path).map_err(failed)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.unwrap_or_default(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let l = UnixListener::bind(&tmp).map_err(failed)?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(failed(e));
+        }
+        Ok(Listener::Unix(l, path.to_path_buf()))
+    }
+
     /// Where it listens (a TCP port 0 resolved).
     pub fn local(&self) -> String {
         match self {
