@@ -2,6 +2,7 @@
 //! the manifest parser; it is not a stable API.
 
 pub mod error;
+pub mod exec;
 pub mod launch;
 pub mod manifest;
 pub mod migrate;

@@ -2,7 +2,7 @@
 //! manifests, on a device (`/dev/sev` of sevd or of the kernel) or on the embedded firmware.
 
 use sevctl_cli::{
-    error, launch, manifest, migrate, ok, owner_cmds, platform_cmds, select, snp, validate,
+    error, exec, launch, manifest, migrate, ok, owner_cmds, platform_cmds, select, snp, validate,
 };
 
 use std::path::PathBuf;
@@ -69,6 +69,18 @@ enum Cmd {
         /// ASK ‖ ARK file.
         #[arg(long)]
         ca: Option<PathBuf>,
+    },
+    /// Run a program, unmodified, so that it and every process it starts see the emulated
+    /// part as their CPU (CPUID, MSRs, kvm_amd's parameters) and the platform at /dev/sev.
+    Exec {
+        /// The program and its arguments, after `--`.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PROGRAM"
+        )]
+        command: Vec<std::ffi::OsString>,
     },
     /// Probe this host for SEV support (and say where guests can run).
     Ok {
@@ -271,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             destination,
         } => platform_cmds::export(&target.open()?, &target, full, ca.as_deref(), &destination),
         Cmd::Ok { gen } => ok::ok(&target, gen, cli.json, cli.quiet),
+        Cmd::Exec { command } => exec::exec(&target, &command),
         Cmd::Validate(args) => validate::validate(&args, cli.json, cli.quiet),
         Cmd::Verify { sev, oca, ca } => {
             let platform = if sev.is_none() {

@@ -387,13 +387,9 @@ fn device_kind(path: &Path) -> (State, Option<String>) {
             )),
         );
     }
-    // A daemon says what answers beside its nodes; a node mounted on its own (--link onto a
-    // file) is found through the daemon's directory when there is only one.
-    let beside = node.with_file_name(sevd::paths::BACKEND_FILE);
-    let dirs = ours.iter().map(|m| m.join(sevd::paths::BACKEND_FILE));
-    let backend = std::iter::once(beside)
-        .chain(dirs)
-        .find_map(|f| std::fs::read_to_string(f).ok());
+    // A daemon says what answers in the directory its nodes' mount source names.
+    let published = sevd::paths::published_dir(&node).join(sevd::paths::BACKEND_FILE);
+    let backend = std::fs::read_to_string(published).ok();
     match backend {
         Some(b) => info(format!("a sevd drop-in; behind it: {}", b.trim())),
         None => info("a sevd drop-in".into()),

@@ -67,8 +67,8 @@ impl Target {
     }
 
     /// AMD's part of the chain (ASK ‖ ARK) for this platform: given with `--ca`; the
-    /// embedded firmware's own; or the one sevd publishes beside the node `--device` resolves
-    /// to, else in its default state directory.
+    /// embedded firmware's own; or the one the sevd behind `--device` publishes, else the one
+    /// in its default state directory.
     pub fn ca_file(&self, given: Option<&Path>) -> Option<PathBuf> {
         if let Some(p) = given {
             return Some(p.to_path_buf());
@@ -77,9 +77,8 @@ impl Target {
             let published = EmbeddedConfig::new(&self.state_dir()).ca_file();
             return published.exists().then_some(published);
         }
-        let node = std::fs::canonicalize(&self.device).unwrap_or_else(|_| self.device.clone());
         [
-            published_ca(&node),
+            published_ca(&self.device),
             Path::new(DEFAULT_STATE_DIR).join(CA_FILE),
         ]
         .into_iter()

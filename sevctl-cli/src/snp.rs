@@ -126,22 +126,17 @@ pub fn verify(args: &VerifyArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// A daemon's published chain: beside the node `--device` resolves to, else in its default
-/// state directory.
+/// A daemon's published chain: where the sevd behind `--device` publishes its files, else
+/// in its default state directory.
 pub fn published(target: &Target) -> Result<VcekChain> {
-    let node = std::fs::canonicalize(&target.device).unwrap_or_else(|_| target.device.clone());
-    let dirs = [
-        node.parent().map(Path::to_path_buf),
-        Some(Path::new(DEFAULT_STATE_DIR).to_path_buf()),
-    ];
-    let dir = dirs
+    let beside = sevd::paths::published_dir(&target.device);
+    let dir = [beside.clone(), Path::new(DEFAULT_STATE_DIR).to_path_buf()]
         .into_iter()
-        .flatten()
         .find(|d| NAMES.iter().all(|n| d.join(format!("{n}.der")).is_file()))
         .ok_or_else(|| {
             CliError::Other(format!(
-                "no certificates published beside {} or in {DEFAULT_STATE_DIR} (sevd publishes them when started with --snp)",
-                node.display()
+                "no certificates published in {} or in {DEFAULT_STATE_DIR} (sevd publishes them when started with --snp)",
+                beside.display()
             ))
         })?;
     let read = |name: &str| -> Result<x509::Certificate> {

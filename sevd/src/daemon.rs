@@ -260,6 +260,8 @@ impl Daemon {
         // With SNP, the key server's ARK, ASK and the VCEK at the reported TCB (DER), served
         // beside the nodes and replaced when SNP_COMMIT or SNP_SET_CONFIG moves the TCB.
         let mut vcek_files = vec![];
+        // What the software part is, for `sevctl exec`; real hardware is the host's CPU.
+        let mut part = None;
         let (backend, vm_node, state): (Arc<dyn SevBackend>, Option<Arc<dyn CharDevice>>, _) =
             match &config.backend {
                 Backend::Software => {
@@ -269,6 +271,10 @@ impl Daemon {
                         config.nonce_seed,
                         config.init_mode,
                     )?;
+                    part = Some(crate::part::Part::of(
+                        &config.firmware,
+                        dev.firmware().current_tcb().microcode,
+                    ));
                     let state = Arc::new(state);
                     if config.firmware.snp {
                         crate::boot::publish_vcek_chain(&state, dev.firmware(), true)?;
@@ -311,7 +317,7 @@ impl Daemon {
             placeholders: vec![],
         };
         let options = MountOptions {
-            fsname: FSNAME.into(),
+            fsname: crate::paths::mount_source(&config.mountpoint),
             allow_other: true,
         };
         let node: Arc<dyn CharDevice> = Arc::new(SevNode::new(backend, gate));
@@ -352,6 +358,13 @@ impl Daemon {
             Backend::Hardware(dev) => format!("{}, passed through\n", dev.display()),
         };
         fs_dir = fs_dir.with_file(crate::paths::BACKEND_FILE, backend.into_bytes());
+        if let Some(part) = part {
+            let json = serde_json::to_vec(&part).map_err(|e| StartError::Path {
+                path: config.mountpoint.join(crate::paths::PART_FILE),
+                why: e.to_string(),
+            })?;
+            fs_dir = fs_dir.with_file(crate::paths::PART_FILE, json);
+        }
         // The software platform's ASK ‖ ARK beside its nodes, where sevctl looks for it.
         if let Some(state) = &daemon._state {
             let ca = state.path().join(crate::paths::CA_FILE);

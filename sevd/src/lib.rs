@@ -19,6 +19,7 @@ pub mod kds;
 pub mod memctl;
 pub mod node;
 pub mod owner;
+pub mod part;
 pub mod paths;
 pub mod platform;
 pub mod state;

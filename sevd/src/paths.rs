@@ -16,6 +16,9 @@ pub const KDS_FILE: &str = "kds.bin";
 pub const CA_FILE: &str = "ask_ark.cert";
 /// Beside the nodes: one line saying what answers them (`sevctl ok` reads it).
 pub const BACKEND_FILE: &str = "backend";
+/// Beside the nodes: the emulated part (`crate::part::Part`) as JSON, which `sevctl exec`
+/// shows programs as their CPU.
+pub const PART_FILE: &str = "part";
 /// The daemon's state directory unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/sevd";
 
@@ -29,7 +32,31 @@ pub fn vm_node(sev: &Path) -> PathBuf {
     sev.with_file_name(format!("{name}-vm"))
 }
 
+/// The source of every mount a daemon whose nodes and files are in `dir` makes: `sevd:DIR`.
+/// A node mounted elsewhere (a drop-in such as `/dev/sev`, or a bind of one) keeps it, so
+/// a client that reaches any node finds the files.
+pub fn mount_source(dir: &Path) -> String {
+    format!("{}:{}", crate::daemon::FSNAME, dir.display())
+}
+
+/// The directory a daemon publishes its files in (ask_ark.cert, backend, part, the VCEK
+/// chain), asked of the node at `sev` itself: the one its mount source names, else the
+/// directory the node is in.
+pub fn published_dir(sev: &Path) -> PathBuf {
+    let node = std::fs::canonicalize(sev).unwrap_or_else(|_| sev.to_path_buf());
+    let named = vfs::fuse_source(&node).ok().flatten().and_then(|source| {
+        let dir = source
+            .strip_prefix(crate::daemon::FSNAME)?
+            .strip_prefix(':')?;
+        Some(PathBuf::from(dir))
+    });
+    named.unwrap_or_else(|| {
+        node.parent()
+            .map_or_else(|| node.clone(), Path::to_path_buf)
+    })
+}
+
 /// The ASK ‖ ARK a daemon publishes beside its `sev` node.
 pub fn published_ca(sev: &Path) -> PathBuf {
-    sev.with_file_name(CA_FILE)
+    published_dir(sev).join(CA_FILE)
 }

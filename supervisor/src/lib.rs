@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod cpuid;
+pub mod msr;
 pub mod overlay;
 pub mod program;
 pub mod signals;
@@ -20,7 +21,8 @@ pub mod trace;
 use std::path::PathBuf;
 
 pub use cpuid::{CpuidTable, Patch, Regs};
-pub use overlay::{Content, Overlay, OverlayError};
+pub use msr::{MsrDevice, MsrTable};
+pub use overlay::{private_namespace, Content, Overlay, OverlayError};
 pub use program::Program;
 pub use trace::{cpuid_faulting, run, Outcome, Stats};
 

@@ -1,15 +1,17 @@
 //! A private mount namespace in which a few directories (`/dev`, `/sys/module`) hold files of
-//! the caller's beside everything the host has there.
+//! the caller's beside everything the host has there, and a few host files (`/proc/cpuinfo`)
+//! are covered by the caller's.
 //!
 //! Each shadowed directory is rebuilt on a tmpfs: every host entry is there again (a
 //! directory or file bind-mounted from the host, with what is mounted below it; a symlink
 //! copied), except where an added file lies, and the added files are there; then the tmpfs
-//! is moved over the directory. The host's mounts are untouched and see none of it.
+//! is moved over the directory. A covered file is a file on a tmpfs bind-mounted over the
+//! host's. The host's mounts are untouched and see none of it.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -19,11 +21,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 pub enum Content {
     /// A regular file with these bytes.
     Bytes(Vec<u8>),
-    /// A sparse regular file with these bytes at these offsets, holes between (an MSR
-    /// device answers `pread` at the MSR's number).
-    Sparse(Vec<(u64, Vec<u8>)>),
     /// The host file or directory at this path, bind-mounted.
     Bind(PathBuf),
+    /// Nothing: the host's entry is not there.
+    Absent,
 }
 
 /// An added path: its content and, for files, its mode.
@@ -39,8 +40,8 @@ pub enum OverlayError {
     /// No privilege for a mount namespace.
     #[error("a private mount namespace needs root (CAP_SYS_ADMIN): {0}")]
     Namespace(nix::Error),
-    /// A path outside every shadowed directory, or not absolute.
-    #[error("{0}: not below a shadowed directory")]
+    /// A path that is neither below a shadowed directory nor an existing file to cover.
+    #[error("{0}: neither below a shadowed directory nor a host file to cover")]
     Outside(PathBuf),
     /// A step on a path.
     #[error("{path}: {what}: {source}")]
@@ -95,49 +96,98 @@ impl Overlay {
         self
     }
 
+    /// Covers the existing host file `path` with `bytes`, with `mode`.
+    pub fn cover(&mut self, path: impl Into<PathBuf>, bytes: Vec<u8>, mode: u32) -> &mut Self {
+        self.add(path, Content::Bytes(bytes), mode)
+    }
+
     /// What the overlay holds at `path`, if it adds it.
     pub fn get(&self, path: &Path) -> Option<&Content> {
         self.entries.get(path).map(|e| &e.content)
     }
 
-    /// Moves this process into a mount namespace of its own, with the overlay mounted.
-    /// Call it while the process has one thread (unshare(CLONE_NEWNS) refuses otherwise);
-    /// what it starts afterwards inherits the namespace. `scratch` is an empty directory
-    /// the tmpfs is built on before it moves.
-    pub fn enter(&self, scratch: &Path) -> Result<(), OverlayError> {
+    /// Mounts the overlay in this process's mount namespace (one of its own, from
+    /// [`private_namespace`]). `scratch` is an empty directory the tmpfs are built on.
+    pub fn mount(&self, scratch: &Path) -> Result<(), OverlayError> {
         let mut per_root: BTreeMap<&Path, Vec<(PathBuf, &Entry)>> = BTreeMap::new();
         for root in &self.roots {
             per_root.insert(root, vec![]);
         }
+        let mut covers = vec![];
         for (path, entry) in &self.entries {
+            if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+                return Err(OverlayError::Outside(path.clone()));
+            }
             let root = self
                 .roots
                 .iter()
                 .filter(|r| path.starts_with(r) && path != *r)
-                .max_by_key(|r| r.components().count())
-                .ok_or_else(|| OverlayError::Outside(path.clone()))?;
-            let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
-            if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-                return Err(OverlayError::Outside(path.clone()));
+                .max_by_key(|r| r.components().count());
+            match root {
+                Some(root) => {
+                    let rel = path.strip_prefix(root).unwrap_or(path).to_path_buf();
+                    per_root.entry(root).or_default().push((rel, entry));
+                }
+                None => covers.push((path.as_path(), entry)),
             }
-            per_root.entry(root).or_default().push((rel, entry));
         }
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-            .map_err(OverlayError::Namespace)?;
-        // The host's later mounts still show here; none of ours go back.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_SLAVE,
-            None::<&str>,
-        )
-        .map_err(nix_err(Path::new("/"), "making mounts private"))?;
         for (root, entries) in per_root {
             shadow(root, &entries, scratch)?;
         }
+        if !covers.is_empty() {
+            cover(&covers, scratch)?;
+        }
         Ok(())
     }
+}
+
+/// Moves this process into a mount namespace of its own, where the host's later mounts still
+/// show and none of its own go back. Call it while the process has one thread
+/// (unshare(CLONE_NEWNS) refuses otherwise); threads and processes started afterwards share
+/// it.
+pub fn private_namespace() -> Result<(), OverlayError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(OverlayError::Namespace)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(nix_err(Path::new("/"), "making mounts private"))
+}
+
+/// Each covered host file gets a file of a tmpfs at `scratch` bind-mounted over it; the
+/// tmpfs then leaves `scratch`, held by those binds alone.
+fn cover(covers: &[(&Path, &Entry)], scratch: &Path) -> Result<(), OverlayError> {
+    mount(
+        Some("tmpfs"),
+        scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+    .map_err(nix_err(scratch, "mounting a tmpfs"))?;
+    let done = covers
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, (path, entry))| {
+            if !path.is_file() || entry.content == Content::Absent {
+                return Err(OverlayError::Outside(path.to_path_buf()));
+            }
+            let staged = scratch.join(i.to_string());
+            place(&staged, entry)?;
+            mount(
+                Some(&staged),
+                *path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(nix_err(path, "covering"))
+        });
+    let _ = umount2(scratch, MntFlags::MNT_DETACH);
+    done
 }
 
 /// Builds `root`'s copy with `entries` on a tmpfs at `scratch` and moves it over `root`.
@@ -251,30 +301,24 @@ fn bind(src: &Path, dst: &Path, dir: bool) -> Result<(), OverlayError> {
 
 /// An added entry at `at`.
 fn place(at: &Path, entry: &Entry) -> Result<(), OverlayError> {
-    let write = |extents: &[(u64, &[u8])]| -> Result<(), OverlayError> {
-        let f = fs::OpenOptions::new()
+    let write = |bytes: &[u8]| -> Result<(), OverlayError> {
+        let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(entry.mode)
             .open(at)
             .map_err(io_err(at, "making a file"))?;
-        for (offset, bytes) in extents {
-            f.write_all_at(bytes, *offset)
-                .map_err(io_err(at, "writing"))?;
-        }
+        f.write_all(bytes).map_err(io_err(at, "writing"))?;
         // The mode exactly, whatever the umask.
         f.set_permissions(fs::Permissions::from_mode(entry.mode))
             .map_err(io_err(at, "setting the mode"))
     };
     match &entry.content {
-        Content::Bytes(b) => write(&[(0, b)]),
-        Content::Sparse(extents) => {
-            let v: Vec<(u64, &[u8])> = extents.iter().map(|(o, b)| (*o, b.as_slice())).collect();
-            write(&v)
-        }
+        Content::Bytes(b) => write(b),
         Content::Bind(src) => {
             let dir = fs::metadata(src).map_err(io_err(src, "reading"))?.is_dir();
             bind(src, at, dir)
         }
+        Content::Absent => Ok(()),
     }
 }

@@ -126,64 +126,102 @@ fn tcb(fmc: Option<u8>, bl: u8, tee: u8, snp: u8, ucode: u8) -> sev::firmware::h
     sev::firmware::host::TcbVersion::new(fmc, bl, tee, snp, ucode)
 }
 
+/// The variable that tells this test's binary, run again under `sevctl exec`, which phase of
+/// the SNP host test to run.
+const SNP_PHASE: &str = "SEV_CRATE_SNP_PHASE";
+
+/// Runs `phase` of the SNP host test in a process of its own under `sevctl exec`, which
+/// shows the crate the daemon's emulated part: the crate picks the TCB layout from CPUID
+/// 0x8000_0001 before it decodes SNP_PLATFORM_STATUS, and gives up on a host that is not an
+/// EPYC of an SNP generation.
+fn snp_phase_under_exec(sevd: &Sevd, phase: &str) {
+    let out = tests::shown(
+        std::process::Command::new(tests::sevd_bin().with_file_name("sevctl"))
+            .args(["--device", &sevd.node().display().to_string(), "exec", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sev_crate_drives_the_snp_host_commands",
+                "--nocapture",
+            ])
+            .env(SNP_PHASE, phase),
+    );
+    assert!(out.status.success(), "phase {phase} under sevctl exec");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("test result: ok. 1 passed"),
+        "phase {phase} ran"
+    );
+}
+
+/// One phase, on `/dev/sev` as the crate opens it (the daemon's node, in the namespace of
+/// `sevctl exec`).
+fn snp_phase(phase: &str) {
+    use sev::firmware::host::{Config, MaskId};
+    let mut fw = Firmware::open().expect("open /dev/sev");
+    match phase {
+        "fresh" => {
+            let status = fw.snp_platform_status().expect("SNP_PLATFORM_STATUS");
+            assert_eq!(
+                (status.version, status.state, status.build_id),
+                ((1, 55), 1, 25)
+            );
+            assert_eq!(status.guest_count, 0);
+            assert_eq!(status.platform_tcb_version, tcb(None, 3, 0, 8, 115));
+            assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 115));
+            // SEV came up too, after SNP.
+            assert_eq!(fw.platform_status().unwrap().state, State::Initialized);
+            // A lower reported TCB with the chip id masked; the crate's own bad configuration
+            // gets the firmware's INVALID_PARAM (virtee's test_host_fw_error).
+            fw.snp_set_config(Config::new(tcb(None, 3, 0, 8, 100), MaskId(1)))
+                .expect("SNP_SET_CONFIG");
+            let status = fw.snp_platform_status().unwrap();
+            assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 100));
+            let err = fw
+                .snp_set_config(Config::new(tcb(None, 100, 100, 100, 100), MaskId(31)))
+                .unwrap_err();
+            assert!(
+                format!("{err}").contains("0x16: Given parameter is invalid"),
+                "{err}"
+            );
+        }
+        // A firmware and microcode update: current moves, reported stays until SNP_COMMIT.
+        "update" => {
+            let status = fw.snp_platform_status().unwrap();
+            assert_eq!(status.platform_tcb_version, tcb(None, 3, 0, 9, 120));
+            assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 100));
+            fw.snp_commit().expect("SNP_COMMIT");
+            let status = fw.snp_platform_status().unwrap();
+            assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 9, 120));
+        }
+        // Rolled back below the committed TCB: SNP did not start, SEV did.
+        "rollback" => {
+            assert!(fw.snp_platform_status().is_err());
+            assert_eq!(fw.platform_status().unwrap().state, State::Initialized);
+        }
+        other => panic!("{SNP_PHASE}={other}: no such phase"),
+    }
+}
+
 #[test]
 fn sev_crate_drives_the_snp_host_commands() {
-    use sev::firmware::host::{Config, MaskId};
-
+    if let Ok(phase) = std::env::var(SNP_PHASE) {
+        return snp_phase(&phase);
+    }
     require_mount!();
-    let _dev_sev = tests::own_dev_sev!();
+    let snp = |tcb: &str| ["--snp", "--snp-tcb", tcb].map(String::from).to_vec();
     let mut sevd = Sevd::start_with(Options {
-        link: Some("/dev/sev".into()),
-        args: vec!["--snp".into(), "--snp-tcb".into(), "3:0:8:115".into()],
+        args: snp("3:0:8:115"),
         ..Options::default()
     });
-    let mut fw = Firmware::open().expect("open /dev/sev");
-    let status = fw.snp_platform_status().expect("SNP_PLATFORM_STATUS");
-    assert_eq!(
-        (status.version, status.state, status.build_id),
-        ((1, 55), 1, 25)
-    );
-    assert_eq!(status.guest_count, 0);
-    assert_eq!(status.platform_tcb_version, tcb(None, 3, 0, 8, 115));
-    assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 115));
-    // SEV came up too, after SNP.
-    assert_eq!(fw.platform_status().unwrap().state, State::Initialized);
-
-    // A lower reported TCB with the chip id masked; the crate's own bad configuration gets
-    // the firmware's INVALID_PARAM (virtee's test_host_fw_error).
-    fw.snp_set_config(Config::new(tcb(None, 3, 0, 8, 100), MaskId(1)))
-        .expect("SNP_SET_CONFIG");
-    let status = fw.snp_platform_status().unwrap();
-    assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 100));
+    snp_phase_under_exec(&sevd, "fresh");
     assert_vcek_published(&sevd, "3:0:8:100");
-    let err = fw
-        .snp_set_config(Config::new(tcb(None, 100, 100, 100, 100), MaskId(31)))
-        .unwrap_err();
-    assert!(
-        format!("{err}").contains("0x16: Given parameter is invalid"),
-        "{err}"
-    );
-    drop(fw);
-
-    // A firmware and microcode update: current moves, reported stays until SNP_COMMIT.
     sevd.terminate();
-    sevd.restart(&["--snp".into(), "--snp-tcb".into(), "3:0:9:120".into()]);
-    let mut fw = Firmware::open().expect("open /dev/sev");
-    let status = fw.snp_platform_status().unwrap();
-    assert_eq!(status.platform_tcb_version, tcb(None, 3, 0, 9, 120));
-    assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 8, 100));
-    fw.snp_commit().expect("SNP_COMMIT");
-    let status = fw.snp_platform_status().unwrap();
-    assert_eq!(status.reported_tcb_version, tcb(None, 3, 0, 9, 120));
+    sevd.restart(&snp("3:0:9:120"));
+    snp_phase_under_exec(&sevd, "update");
     assert_vcek_published(&sevd, "3:0:9:120");
-    drop(fw);
-
-    // Rolling back below the committed TCB: SNP refuses to start, SEV still works.
     sevd.terminate();
-    sevd.restart(&["--snp".into(), "--snp-tcb".into(), "3:0:8:115".into()]);
-    let mut fw = Firmware::open().expect("open /dev/sev");
-    assert!(fw.snp_platform_status().is_err());
-    assert_eq!(fw.platform_status().unwrap().state, State::Initialized);
+    sevd.restart(&snp("3:0:8:115"));
+    snp_phase_under_exec(&sevd, "rollback");
     assert!(
         sevd.log().contains("below the committed TCB"),
         "{}",

@@ -336,10 +336,11 @@ impl Filesystem for DeviceFs {
                     fence.open.fetch_add(1, Ordering::AcqRel);
                 }
                 // Direct I/O: no page cache, as for a character device.
-                reply.opened(
-                    FileHandle(file.fh),
-                    FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE,
-                );
+                let mut fopen = FopenFlags::FOPEN_DIRECT_IO;
+                if !dev.seekable() {
+                    fopen |= FopenFlags::FOPEN_NONSEEKABLE;
+                }
+                reply.opened(FileHandle(file.fh), fopen);
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -386,21 +387,24 @@ impl Filesystem for DeviceFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: fuser::OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.data(ino) {
-            Some(d) => {
-                let start = (offset as usize).min(d.len());
-                let end = start.saturating_add(size as usize).min(d.len());
-                reply.data(&d[start..end]);
-            }
-            // A device: nothing to read, as `/dev/sev`.
-            None => reply.error(fuser::Errno::EINVAL),
+        if let Some(d) = self.data(ino) {
+            let start = (offset as usize).min(d.len());
+            let end = start.saturating_add(size as usize).min(d.len());
+            return reply.data(&d[start..end]);
+        }
+        match (self.device(ino), self.file_for(fh)) {
+            (Some(dev), Some((_, file))) => match dev.read(&file, offset, size) {
+                Ok(bytes) => reply.data(&bytes[..bytes.len().min(size as usize)]),
+                Err(e) => reply.error(errno(e)),
+            },
+            _ => reply.error(fuser::Errno::EINVAL),
         }
     }
 

@@ -19,7 +19,7 @@ pub use fence::ReleaseFence;
 pub use fs::tgid;
 pub use fs::{DeviceFs, FileMode, SharedFile};
 pub use memory::{CallerMemory, MemError, ProcessMemory, UserAddr, VecMemory};
-pub use mount::{detach, find_mounts, mount, mount_id, MountHandle, MountOptions};
+pub use mount::{detach, find_mounts, fuse_source, mount, mount_id, MountHandle, MountOptions};
 pub use nix::errno::Errno;
 
 /// The thread that issued a request (FUSE gives the thread id, which
@@ -131,4 +131,17 @@ pub trait CharDevice: Send + Sync {
         file: &OpenFile,
         request: IoctlRequest<'_>,
     ) -> Result<IoctlReply, Errno>;
+
+    /// `read(2)` or `pread(2)` of `size` bytes at `offset` (the file position, for a
+    /// [`seekable`](CharDevice::seekable) device). Served on the thread that read the
+    /// request, so it must not block. By default EINVAL, as `/dev/sev` answers.
+    fn read(&self, _file: &OpenFile, _offset: u64, _size: u32) -> Result<Vec<u8>, Errno> {
+        Err(Errno::EINVAL)
+    }
+
+    /// Whether the file has a position (lseek, pread), as the msr driver's files do;
+    /// otherwise they are opened non-seekable.
+    fn seekable(&self) -> bool {
+        false
+    }
 }

@@ -110,7 +110,19 @@ pub fn detach(path: &Path) -> io::Result<()> {
     umount2(path, MntFlags::MNT_DETACH).map_err(io::Error::from)
 }
 
-/// Mount points of FUSE mounts whose source is `fsname`, from `/proc/self/mountinfo`.
+/// The source of the FUSE mount at `path` (the last one mounted there), from
+/// `/proc/self/mountinfo`.
+pub fn fuse_source(path: &Path) -> io::Result<Option<String>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mountinfo_sources(&info)
+        .into_iter()
+        .filter(|(_, p, _)| p == path)
+        .map(|(_, _, source)| source)
+        .next_back())
+}
+
+/// Mount points of FUSE mounts whose source is `fsname`, or `fsname:` and more, from
+/// `/proc/self/mountinfo`.
 pub fn find_mounts(fsname: &str) -> io::Result<Vec<PathBuf>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     Ok(parse_mountinfo(&info, fsname))
@@ -135,6 +147,20 @@ fn parse_mountinfo(info: &str, fsname: &str) -> Vec<PathBuf> {
 }
 
 fn parse_mountinfo_ids(info: &str, fsname: &str) -> Vec<(u64, PathBuf)> {
+    parse_mountinfo_sources(info)
+        .into_iter()
+        .filter(|(_, _, source)| {
+            source == fsname
+                || source
+                    .strip_prefix(fsname)
+                    .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .map(|(id, path, _)| (id, path))
+        .collect()
+}
+
+/// Every FUSE mount: its id, mount point and source.
+fn parse_mountinfo_sources(info: &str) -> Vec<(u64, PathBuf, String)> {
     let mut out = vec![];
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -151,8 +177,8 @@ fn parse_mountinfo_ids(info: &str, fsname: &str) -> Vec<(u64, PathBuf)> {
         let Ok(id) = id.parse() else {
             continue;
         };
-        if (fstype == "fuse" || fstype.starts_with("fuse.")) && source == fsname {
-            out.push((id, PathBuf::from(unescape(mount_point))));
+        if fstype == "fuse" || fstype.starts_with("fuse.") {
+            out.push((id, PathBuf::from(unescape(mount_point)), unescape(source)));
         }
     }
     out
@@ -189,10 +215,12 @@ mod tests {
     fn finds_our_fuse_mounts_only() {
         let info = "\
 36 25 0:32 / /run/sevd rw,nosuid,nodev,relatime shared:1 - fuse sevd rw,user_id=0,group_id=0
-37 25 0:33 / /dev/sev rw,nosuid - fuse sevd rw,user_id=0
+37 25 0:33 / /dev/sev rw,nosuid - fuse sevd:/run/sevd rw,user_id=0
 38 25 0:34 / /tmp/a\\040b rw - fuse sevd rw
 39 25 0:35 / /mnt/other rw - fuse other rw
 40 25 0:36 / /sys rw - sysfs sevd rw
+41 25 0:37 / /mnt/x rw - fuse sevdx rw
+42 25 0:33 /sev /tmp/n rw - fuse sevd:/tmp/m\\040n rw
 ";
         let found = parse_mountinfo(info, "sevd");
         assert_eq!(
@@ -200,8 +228,12 @@ mod tests {
             vec![
                 PathBuf::from("/run/sevd"),
                 PathBuf::from("/dev/sev"),
-                PathBuf::from("/tmp/a b")
+                PathBuf::from("/tmp/a b"),
+                PathBuf::from("/tmp/n"),
             ]
         );
+        let sources = parse_mountinfo_sources(info);
+        assert_eq!(sources[1].2, "sevd:/run/sevd");
+        assert_eq!(sources[5].2, "sevd:/tmp/m n");
     }
 }

@@ -55,11 +55,10 @@ fn amd_oid(suffix: &str) -> Result<ObjectIdentifier, X509Error> {
     ObjectIdentifier::new(&format!("{AMD_ARC}.{suffix}")).map_err(malformed)
 }
 
-/// The product whose names and extensions the certificates carry: the part is a Milan B0
-/// (its CPUID family 19h model 01h, the TCB layout of Milan and Genoa).
-pub const PRODUCT: &str = "Milan";
+/// The product whose names and extensions the certificates carry (`crate::part`).
+pub const PRODUCT: &str = crate::part::Product::DEFAULT.name();
 /// The VCEK's productName, with the stepping.
-pub const PRODUCT_NAME: &str = "Milan-B0";
+pub const PRODUCT_NAME: &str = crate::part::Product::DEFAULT.stepping_name();
 
 /// `OU=Engineering, C=US, L=Santa Clara, ST=CA, O=Advanced Micro Devices, CN=<cn>`, in that
 /// order, C as a PrintableString and the rest UTF8String, as AMD's certificates have them.

@@ -83,6 +83,8 @@ pub struct FirmwareConfig {
     pub snp: bool,
     /// SPLs to install on the chip (an update, or a new chip's); `None` keeps the chip's.
     pub tcb: Option<uapi::snp::TcbVersion>,
+    /// The EPYC generation the part is (its CPUID signature in reports and secrets pages).
+    pub product: crate::part::Product,
 }
 
 impl Default for FirmwareConfig {
@@ -96,6 +98,7 @@ impl Default for FirmwareConfig {
             max_guests: 1024,
             snp: false,
             tcb: None,
+            product: crate::part::Product::DEFAULT,
         }
     }
 }

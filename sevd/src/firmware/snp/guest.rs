@@ -34,9 +34,6 @@ pub enum SnpGuestState {
 pub const GCTX_BASE: u32 = 0x1_0000;
 /// One page.
 const PAGE: usize = 4096;
-/// CPUID Fn0000_0001_EAX of the emulated part: family 19h, model 01h, stepping 1 (Milan B0),
-/// matching the TCB layout and the VCEK's product name.
-pub const PLATFORM_FMS: u32 = 0x00a0_0f11;
 /// The platform runs with SMT on, so guests must allow it.
 const SMT_ENABLED: bool = true;
 /// Policy bits firmware 1.55 knows: bits 21 and up are reserved.
@@ -381,7 +378,7 @@ impl Firmware {
         use secrets_page::*;
         buf.fill(0);
         buf[VERSION_AT..VERSION_AT + 4].copy_from_slice(&VERSION.to_le_bytes());
-        buf[FMS_AT..FMS_AT + 4].copy_from_slice(&PLATFORM_FMS.to_le_bytes());
+        buf[FMS_AT..FMS_AT + 4].copy_from_slice(&self.config.product.signature().to_le_bytes());
         buf[GOSVW].copy_from_slice(&guest.gosvw);
         for (range, key) in VMPCK.iter().zip(guest.vmpck.iter()) {
             buf[range.clone()].copy_from_slice(key);

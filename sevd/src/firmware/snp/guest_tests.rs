@@ -139,7 +139,10 @@ fn every_page_type_is_measured_as_sev_snp_measure_does() {
         .guest_read(ASID, &mem, GuestAddress(0x2000), &mut guest)
         .unwrap();
     assert_eq!(guest[0..4], 3u32.to_le_bytes());
-    assert_eq!(guest[8..12], PLATFORM_FMS.to_le_bytes());
+    assert_eq!(
+        guest[8..12],
+        crate::part::Product::DEFAULT.signature().to_le_bytes()
+    );
     assert_eq!(guest[0x10..0x20], [9; 16]);
     let vmpck0 = guest[0x20..0x40].to_vec();
     assert!(vmpck0.iter().any(|b| *b != 0));

@@ -24,9 +24,7 @@ use uapi::Status;
 use super::nv::{MemStorage, NvStorage};
 use super::{internal, Firmware, FwResult, PlatformState};
 pub use cpuid::{check_cpuid_page, C_BIT_POSITION};
-pub use guest::{
-    IdentityBinding, SnpGuestState, SnpGuestStatus, SnpLaunchFinish, GCTX_BASE, PLATFORM_FMS,
-};
+pub use guest::{IdentityBinding, SnpGuestState, SnpGuestStatus, SnpLaunchFinish, GCTX_BASE};
 pub use store::SnpStore;
 
 /// The SNP platform's states (ASPFW `SNP_STATE_*`).

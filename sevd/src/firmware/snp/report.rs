@@ -7,7 +7,6 @@ use uapi::snp::guest_msg::report_rsp;
 use uapi::snp::report::*;
 use uapi::Status;
 
-use super::guest::PLATFORM_FMS;
 use crate::crypto::ecc::EcKeyPair;
 use crate::firmware::{internal, Firmware, FwResult};
 
@@ -110,7 +109,8 @@ impl Firmware {
         r[REPORT_ID].copy_from_slice(&guest.report_id);
         r[REPORT_ID_MA].copy_from_slice(&guest.report_id_ma);
         put64(&mut r, REPORTED_TCB_AT, reported.to_u64());
-        r[CPUID_FAM_ID_AT..CPUID_FAM_ID_AT + 3].copy_from_slice(&cpuid_fms(PLATFORM_FMS));
+        r[CPUID_FAM_ID_AT..CPUID_FAM_ID_AT + 3]
+            .copy_from_slice(&cpuid_fms(self.config.product.signature()));
         if !store.mask_chip_id {
             r[CHIP_ID].copy_from_slice(&self.chip.id().map_err(|e| internal("chip id", e))?);
         }

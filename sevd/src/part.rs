@@ -1,0 +1,282 @@
+//! The emulated part: which EPYC the software firmware is, and what a program on its host
+//! sees of it through CPUID, the MSRs and `kvm_amd`'s parameters. Everything that names the
+//! part (CPUID, the MSRs, the reports' CPUID fields, the VCEK's product name) reads it here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::firmware::FirmwareConfig;
+
+/// An EPYC generation with SEV-SNP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    /// Third generation (Zen 3), family 19h model 01h.
+    Milan,
+}
+
+impl Product {
+    /// The part a platform is unless told otherwise.
+    pub const DEFAULT: Product = Product::Milan;
+
+    /// AMD's name of the generation, as its certificates carry it (`ARK-Milan`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Product::Milan => "Milan",
+        }
+    }
+
+    /// The VCEK's productName: the generation and stepping.
+    pub const fn stepping_name(self) -> &'static str {
+        match self {
+            Product::Milan => "Milan-B0",
+        }
+    }
+
+    /// CPUID Fn0000_0001_EAX (and Fn8000_0001_EAX): family 19h model 01h stepping 1.
+    pub const fn signature(self) -> u32 {
+        match self {
+            Product::Milan => 0x00a0_0f11,
+        }
+    }
+
+    /// The brand string of CPUID Fn8000_0002..4, as QEMU names this model.
+    pub const fn brand(self) -> &'static str {
+        match self {
+            Product::Milan => "AMD EPYC-Milan Processor",
+        }
+    }
+
+    /// The microcode patch level's bits above its SPL (Milan's patches are 0x0A0011xx).
+    const fn patch_base(self) -> u32 {
+        match self {
+            Product::Milan => 0x0a00_1100,
+        }
+    }
+}
+
+/// MSRs (AMD64 APM vol. 2, §15.34 and §15.36; AMD's PPR for family 19h).
+pub mod msr {
+    /// MSR_AMD64_PATCH_LEVEL: the microcode patch level in bits 31:0.
+    pub const PATCH_LEVEL: u32 = 0x0000_008b;
+    /// SYSCFG.
+    pub const SYSCFG: u32 = 0xc001_0010;
+    /// RMP_BASE: the RMP's first byte.
+    pub const RMP_BASE: u32 = 0xc001_0132;
+    /// RMP_END: the RMP's last byte.
+    pub const RMP_END: u32 = 0xc001_0133;
+
+    /// SYSCFG bits: MtrrFixDramEn, MtrrTom2En, Tom2ForceMemTypeWB, FWB, as the BIOS of an
+    /// EPYC host leaves them.
+    pub const SYSCFG_BIOS: u64 = 1 << 18 | 1 << 20 | 1 << 21 | 1 << 22;
+    /// SYSCFG.MemEncryptionModEn: SME and SEV usable.
+    pub const SYSCFG_SMEE: u64 = 1 << 23;
+    /// SYSCFG.SecureNestedPagingEn.
+    pub const SYSCFG_SNP_EN: u64 = 1 << 24;
+    /// SYSCFG.VMPLEn.
+    pub const SYSCFG_VMPL_EN: u64 = 1 << 25;
+}
+
+/// CPUID Fn8000_001F EAX bits (APM vol. 3, appendix E.4.17).
+pub mod sev_leaf {
+    /// Secure Memory Encryption.
+    pub const SME: u32 = 1 << 0;
+    /// Secure Encrypted Virtualization.
+    pub const SEV: u32 = 1 << 1;
+    /// The page flush MSR.
+    pub const PAGE_FLUSH_MSR: u32 = 1 << 2;
+    /// SEV-ES.
+    pub const SEV_ES: u32 = 1 << 3;
+    /// SEV-SNP.
+    pub const SEV_SNP: u32 = 1 << 4;
+    /// VM permission levels.
+    pub const VMPL: u32 = 1 << 5;
+    /// The C-bit's position in a page table entry (EBX 5:0).
+    pub const C_BIT: u32 = 51;
+    /// How many physical address bits the C-bit costs (EBX 11:6).
+    pub const PHYS_ADDR_REDUCTION: u32 = 1;
+    /// VMPLs with SNP (EBX 15:12).
+    pub const VMPLS: u32 = 4;
+}
+
+/// A CPUID leaf the part answers itself; `None` registers are the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuidLeaf {
+    /// EAX at CPUID.
+    pub leaf: u32,
+    /// EAX, EBX, ECX, EDX.
+    pub regs: [Option<u32>; 4],
+}
+
+/// Where the emulated RMP lies in the part's physical memory: above 4 GiB, covering 1 TiB
+/// (16 bytes per 4 KiB page and the 16 KiB header), as a BIOS reserves it.
+const RMP_AT: u64 = 0x1_0000_0000;
+const RMP_COVERS: u64 = 1 << 40;
+
+/// The emulated part, as the firmware's configuration and its installed TCB make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// The generation.
+    pub product: Product,
+    /// Highest ASID (CPUID Fn8000_001F ECX).
+    pub max_asid: u32,
+    /// First plain-SEV ASID (CPUID Fn8000_001F EDX).
+    pub min_sev_asid: u32,
+    /// Whether the host enabled SNP (SYSCFG.SNP_EN, an RMP).
+    pub snp: bool,
+    /// The installed microcode's SPL (the TCB's microcode field, the patch level's low byte).
+    pub microcode: u8,
+}
+
+impl Part {
+    /// The part a firmware of `config` is, with `microcode` installed.
+    pub fn of(config: &FirmwareConfig, microcode: u8) -> Part {
+        Part {
+            product: config.product,
+            max_asid: config.max_asid,
+            min_sev_asid: config.min_sev_asid,
+            snp: config.snp,
+            microcode,
+        }
+    }
+
+    /// The leaves a program on this part's host sees differently from the host it runs on:
+    /// the vendor, the signature, the brand and the memory-encryption leaf. The highest
+    /// extended leaf is at least [`Part::MAX_EXTENDED`].
+    pub fn cpuid(&self) -> Vec<CpuidLeaf> {
+        let word = |s: &[u8], i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+        let v = b"AuthenticAMD";
+        let (vb, vd, vc) = (word(v, 0), word(v, 4), word(v, 8));
+        let sig = self.product.signature();
+        let mut out = vec![
+            CpuidLeaf {
+                leaf: 0,
+                regs: [None, Some(vb), Some(vc), Some(vd)],
+            },
+            CpuidLeaf {
+                leaf: 1,
+                regs: [Some(sig), None, None, None],
+            },
+            CpuidLeaf {
+                leaf: 0x8000_0000,
+                regs: [None, Some(vb), Some(vc), Some(vd)],
+            },
+            CpuidLeaf {
+                leaf: 0x8000_0001,
+                regs: [Some(sig), None, None, None],
+            },
+        ];
+        let mut brand = [0u8; 48];
+        let name = self.product.brand().as_bytes();
+        brand[..name.len()].copy_from_slice(name);
+        for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+            let at = |r: usize| Some(word(&brand, 16 * i + 4 * r));
+            out.push(CpuidLeaf {
+                leaf,
+                regs: [at(0), at(1), at(2), at(3)],
+            });
+        }
+        use sev_leaf::*;
+        let mut eax = SME | SEV | PAGE_FLUSH_MSR | SEV_ES;
+        let mut ebx = C_BIT | PHYS_ADDR_REDUCTION << 6;
+        if self.snp {
+            eax |= SEV_SNP | VMPL;
+            ebx |= VMPLS << 12;
+        }
+        out.push(CpuidLeaf {
+            leaf: 0x8000_001f,
+            regs: [
+                Some(eax),
+                Some(ebx),
+                Some(self.max_asid),
+                Some(self.min_sev_asid),
+            ],
+        });
+        out
+    }
+
+    /// The highest extended leaf the part has.
+    pub const MAX_EXTENDED: u32 = 0x8000_001f;
+
+    /// The MSRs the host tools read (`sevctl ok`, `snphost ok`), with this part's values.
+    pub fn msrs(&self) -> Vec<(u32, u64)> {
+        use msr::*;
+        let mut syscfg = SYSCFG_BIOS | SYSCFG_SMEE;
+        let (mut base, mut end) = (0, 0);
+        if self.snp {
+            syscfg |= SYSCFG_SNP_EN | SYSCFG_VMPL_EN;
+            base = RMP_AT;
+            end = RMP_AT + 0x4000 + RMP_COVERS / 4096 * 16 - 1;
+        }
+        let patch = self.product.patch_base() | u32::from(self.microcode);
+        vec![
+            (PATCH_LEVEL, u64::from(patch)),
+            (SYSCFG, syscfg),
+            (RMP_BASE, base),
+            (RMP_END, end),
+        ]
+    }
+
+    /// `kvm_amd`'s parameters for the features the part has, as the module shows them.
+    pub fn kvm_amd(&self) -> [(&'static str, bool); 3] {
+        [("sev", true), ("sev_es", true), ("sev_snp", self.snp)]
+    }
+
+    /// The microcode patch level (`microcode` in /proc/cpuinfo).
+    pub fn patch_level(&self) -> u32 {
+        self.product.patch_base() | u32::from(self.microcode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn milan(snp: bool) -> Part {
+        Part {
+            product: Product::Milan,
+            max_asid: 509,
+            min_sev_asid: 100,
+            snp,
+            microcode: 0xd1,
+        }
+    }
+
+    fn leaf(p: &Part, l: u32) -> [Option<u32>; 4] {
+        p.cpuid().into_iter().find(|c| c.leaf == l).unwrap().regs
+    }
+
+    #[test]
+    fn the_sev_leaf_follows_the_configuration() {
+        // A Milan with SNP: 0x8000001F as AMD's parts report it, ASIDs from the flags.
+        assert_eq!(
+            leaf(&milan(true), 0x8000_001f),
+            [Some(0x3f), Some(0x4000 | 1 << 6 | 51), Some(509), Some(100)]
+        );
+        assert_eq!(leaf(&milan(false), 0x8000_001f)[0], Some(0xf));
+        assert_eq!(leaf(&milan(false), 0x8000_001f)[1], Some(1 << 6 | 51));
+    }
+
+    #[test]
+    fn the_vendor_signature_and_brand_are_the_products() {
+        let p = milan(true);
+        let [_, b, c, d] = leaf(&p, 0).map(|r| r.unwrap_or(0).to_le_bytes());
+        assert_eq!([b, d, c].concat(), b"AuthenticAMD");
+        assert_eq!(leaf(&p, 1)[0], Some(0x00a0_0f11));
+        assert_eq!(leaf(&p, 0x8000_0001)[0], Some(0x00a0_0f11));
+        let brand: Vec<u8> = (0x8000_0002..=0x8000_0004)
+            .flat_map(|l| leaf(&p, l).map(|r| r.unwrap().to_le_bytes()).concat())
+            .collect();
+        assert!(brand.starts_with(b"AMD EPYC-Milan Processor\0"));
+    }
+
+    #[test]
+    fn the_msrs_show_snp_and_the_microcode() {
+        let get = |p: &Part, m: u32| p.msrs().into_iter().find(|(i, _)| *i == m).unwrap().1;
+        let p = milan(true);
+        assert_eq!(get(&p, msr::SYSCFG), 0x03f4_0000);
+        assert_eq!(get(&milan(false), msr::SYSCFG), 0x00f4_0000);
+        assert_eq!(get(&p, msr::PATCH_LEVEL), 0x0a00_11d1);
+        assert!(get(&p, msr::RMP_END) > get(&p, msr::RMP_BASE));
+        assert_eq!(get(&milan(false), msr::RMP_BASE), 0);
+    }
+}
