@@ -12,3 +12,4 @@ cargo bench -p tests --bench cli
 cargo bench -p tests --bench crypto
 cargo bench -p tests --bench snp_report
 cargo bench -p tests --bench migrate
+cargo bench -p tests --bench exec

@@ -24,6 +24,7 @@ packages=(
   debootstrap      # the Debian root file system that test boots
   qemu-system-x86  # QEMU, whose capability query tests/tests/qemu.rs tries against sevd
   python3-venv     # the virtualenv sev-snp-measure (PyPI) is installed into, under target/
+  golang-go        # a Go program under sevctl exec (tests/tests/exec.rs)
   curl             # scripts/fetch-headers.sh: Linux 6.12's headers for the layout test
   xz-utils
   libvirt-clients-qemu # virt-qemu-sev-validate, the legacy-world launch validator

@@ -193,9 +193,9 @@ fn prepare_placeholder(path: &Path, stale: bool) -> Result<bool, StartError> {
 
 /// Lets the VM node recognise this `sev` mount in its callers' file tables.
 fn register_sev_node(check: &ProcFdCheck, path: &Path, ino: u64) -> Result<(), StartError> {
-    match vfs::mount_id(FSNAME, path) {
-        Ok(Some(id)) => {
-            check.add(id, ino);
+    match vfs::fuse_mount(FSNAME, path) {
+        Ok(Some(m)) => {
+            check.add(m.id, m.dev, ino);
             Ok(())
         }
         Ok(None) => Err(StartError::Path {

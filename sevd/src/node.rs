@@ -158,20 +158,29 @@ impl CharDevice for VmNode {
     }
 }
 
-/// Recognises our `sev` node among a process's open files by mount id and inode, read from
-/// `/proc/<pid>/fdinfo/<fd>` (procfs, so no request comes back to this daemon).
+/// Recognises our `sev` node among a process's open files, read from
+/// `/proc/<pid>/fdinfo/<fd>` (procfs, so no request comes back to this daemon): by its mount
+/// and inode, or, for a bind of the node made elsewhere (a mount namespace of `sevctl exec`),
+/// by its FUSE connection's device as the caller's own mountinfo gives it.
 #[derive(Debug, Default)]
 pub struct ProcFdCheck {
-    nodes: RwLock<Vec<(u64, u64)>>,
+    nodes: RwLock<Vec<SevMount>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SevMount {
+    mount_id: u64,
+    dev: String,
+    ino: u64,
 }
 
 impl ProcFdCheck {
-    /// Adds a mount of the `sev` node: its mount id and the node's inode number.
-    pub fn add(&self, mount_id: u64, ino: u64) {
+    /// Adds a mount of the `sev` node: its mount, its connection's device, the node's inode.
+    pub fn add(&self, mount_id: u64, dev: String, ino: u64) {
         self.nodes
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .push((mount_id, ino));
+            .push(SevMount { mount_id, dev, ino });
     }
 }
 
@@ -185,13 +194,20 @@ impl SevFdCheck for ProcFdCheck {
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        match (field("mnt_id:"), field("ino:")) {
-            (Some(mnt), Some(ino)) => self
-                .nodes
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&(mnt, ino)),
-            _ => false,
+        let (Some(mnt), Some(ino)) = (field("mnt_id:"), field("ino:")) else {
+            return false;
+        };
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        if nodes.iter().any(|n| (n.mount_id, n.ino) == (mnt, ino)) {
+            return true;
+        }
+        let candidates: Vec<&SevMount> = nodes.iter().filter(|n| n.ino == ino).collect();
+        if candidates.is_empty() {
+            return false;
+        }
+        match vfs::fuse_dev_of(pid, mnt) {
+            Some(dev) => candidates.iter().any(|n| n.dev == dev),
+            None => false,
         }
     }
 }

@@ -223,6 +223,29 @@ for leaf in (0, 1):
     let seen = leaves(&o.stdout);
     assert_eq!(vendor(seen[0].1), "AuthenticAMD");
     assert_eq!(seen[1].1[0], 0x00a0_0f11);
+    // Go, statically linked, whose runtime asks CPUID before its first system call.
+    let go = dir.path().join("go-probe");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/cpuid-probe");
+    let built = tests::shown(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&go)
+            .arg(".")
+            .current_dir(&src)
+            .env("GOCACHE", dir.path().join("gocache"))
+            .env("GOPATH", dir.path().join("gopath"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOTOOLCHAIN", "local"),
+    );
+    assert!(
+        built.status.success(),
+        "go build (scripts/setup.sh installs golang-go)"
+    );
+    let o = exec(&strs(&flags), &[go.to_str().unwrap()]);
+    assert!(o.status.success());
+    let seen = leaves(&o.stdout);
+    assert_eq!(vendor(seen[0].1), "AuthenticAMD");
+    assert_eq!(seen[1].1[0], 0x00a0_0f11);
 }
 
 #[test]
@@ -330,4 +353,23 @@ fn exit_statuses_missing_programs_and_signals_are_env1s() {
         matches!(state, None | Some("Z")),
         "the sleep still runs: {stat}"
     );
+}
+
+#[test]
+fn a_launch_under_exec_goes_through_the_bound_dev_sev() {
+    require_mount!();
+    let sevd = Sevd::start();
+    let node = sevd.node().display().to_string();
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sev-es.yaml");
+    // Inside, /dev/sev and /dev/sev-vm are binds of the daemon's nodes: the VM node takes
+    // the bound /dev/sev as its sev_fd, and the daemon's published ASK and ARK are found
+    // from the bind's mount source.
+    let me = sevctl().display().to_string();
+    let o = exec(&["--device", &node], &[&me, "launch", manifest, "--json"]);
+    assert!(o.status.success(), "sevctl launch under sevctl exec");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["launch_digest"]
+        .as_str()
+        .is_some_and(|d| d.len() == 64));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("embedded firmware"));
 }

@@ -67,3 +67,54 @@ fn qemus_capability_query_asks_kvm_before_the_node() {
         "QEMU reached the node: {lines}"
     );
 }
+
+/// Under `sevctl exec`, QEMU's launch of an SEV guest gets past its host check (CPUID
+/// 0x8000001F's C-bit against `cbitpos`) to the platform's `/dev/sev`, and then stops where
+/// the README says: KVM_SEV_INIT on the host's KVM, which has no SEV.
+#[test]
+fn under_sevctl_exec_qemu_passes_its_host_c_bit_check_and_stops_at_kvm() {
+    require_mount!();
+    if !Path::new(QEMU).exists() {
+        tests::missing!("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let sevd = Sevd::start_with(Options {
+        args: vec!["--audit-log".into(), audit.display().to_string()],
+        ..Options::default()
+    });
+    let qemu_args = [
+        "-machine",
+        "q35,accel=kvm,confidential-guest-support=sev0",
+        "-object",
+        "sev-guest,id=sev0,cbitpos=51,reduced-phys-bits=1,policy=0x1",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-m",
+        "256",
+    ];
+    // Without it, the host's CPUID stops QEMU first.
+    let out = tests::shown(Command::new(QEMU).args(qemu_args));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cbitpos check failed"));
+    let sevctl = tests::sevd_bin().with_file_name("sevctl");
+    let node = sevd.node().display().to_string();
+    let out = tests::shown(
+        Command::new(sevctl)
+            .args(["--device", &node, "exec", "--", QEMU])
+            .args(qemu_args),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("cbitpos check failed"), "{err}");
+    assert!(err.contains("sev_kvm_init: failed to initialize"), "{err}");
+    // It reached the platform: its PLATFORM_STATUS is in the audit log.
+    let lines = std::fs::read_to_string(&audit).unwrap_or_default();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("qemu-system") && l.contains("PLATFORM_STATUS")),
+        "{lines}"
+    );
+}

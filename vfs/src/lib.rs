@@ -19,7 +19,10 @@ pub use fence::ReleaseFence;
 pub use fs::tgid;
 pub use fs::{DeviceFs, FileMode, SharedFile};
 pub use memory::{CallerMemory, MemError, ProcessMemory, UserAddr, VecMemory};
-pub use mount::{detach, find_mounts, fuse_source, mount, mount_id, MountHandle, MountOptions};
+pub use mount::{
+    detach, find_mounts, fuse_dev_of, fuse_mount, fuse_source, mount, FuseMount, MountHandle,
+    MountOptions,
+};
 pub use nix::errno::Errno;
 
 /// The thread that issued a request (FUSE gives the thread id, which

@@ -110,57 +110,69 @@ pub fn detach(path: &Path) -> io::Result<()> {
     umount2(path, MntFlags::MNT_DETACH).map_err(io::Error::from)
 }
 
+/// One FUSE mount of a mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuseMount {
+    /// The mount id (mountinfo's first field, `mnt_id` in fdinfo).
+    pub id: u64,
+    /// The connection's device number, `major:minor`: one per FUSE session, shared by the
+    /// binds of its mounts.
+    pub dev: String,
+    /// Where it is mounted.
+    pub mount_point: PathBuf,
+    /// Its source.
+    pub source: String,
+}
+
+fn own_fuse_mounts() -> io::Result<Vec<FuseMount>> {
+    Ok(parse_fuse_mounts(&std::fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
+}
+
 /// The source of the FUSE mount at `path` (the last one mounted there), from
 /// `/proc/self/mountinfo`.
 pub fn fuse_source(path: &Path) -> io::Result<Option<String>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(parse_mountinfo_sources(&info)
+    Ok(own_fuse_mounts()?
         .into_iter()
-        .filter(|(_, p, _)| p == path)
-        .map(|(_, _, source)| source)
-        .next_back())
+        .rfind(|m| m.mount_point == path)
+        .map(|m| m.source))
 }
 
 /// Mount points of FUSE mounts whose source is `fsname`, or `fsname:` and more, from
 /// `/proc/self/mountinfo`.
 pub fn find_mounts(fsname: &str) -> io::Result<Vec<PathBuf>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(parse_mountinfo(&info, fsname))
+    Ok(named(own_fuse_mounts()?, fsname)
+        .map(|m| m.mount_point)
+        .collect())
 }
 
-/// The mount id (mountinfo's first field, `mnt_id` in fdinfo) of the FUSE mount of
-/// `fsname` at `path`.
-pub fn mount_id(fsname: &str, path: &Path) -> io::Result<Option<u64>> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(parse_mountinfo_ids(&info, fsname)
+/// The FUSE mount of `fsname` at `path` (the last one mounted there).
+pub fn fuse_mount(fsname: &str, path: &Path) -> io::Result<Option<FuseMount>> {
+    Ok(named(own_fuse_mounts()?, fsname).rfind(|m| m.mount_point == path))
+}
+
+/// The connection's device of mount `id` as the process `pid` sees its mounts (its
+/// `/proc/<pid>/mountinfo`, in whatever mount namespace it is), if it is a FUSE mount.
+pub fn fuse_dev_of(pid: u32, id: u64) -> Option<String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    parse_fuse_mounts(&info)
         .into_iter()
-        .filter(|(_, p)| p == path)
-        .map(|(id, _)| id)
-        .next_back())
+        .find(|m| m.id == id)
+        .map(|m| m.dev)
 }
 
-fn parse_mountinfo(info: &str, fsname: &str) -> Vec<PathBuf> {
-    parse_mountinfo_ids(info, fsname)
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect()
+fn named(mounts: Vec<FuseMount>, fsname: &str) -> impl DoubleEndedIterator<Item = FuseMount> + '_ {
+    mounts.into_iter().filter(move |m| {
+        m.source == fsname
+            || m.source
+                .strip_prefix(fsname)
+                .is_some_and(|rest| rest.starts_with(':'))
+    })
 }
 
-fn parse_mountinfo_ids(info: &str, fsname: &str) -> Vec<(u64, PathBuf)> {
-    parse_mountinfo_sources(info)
-        .into_iter()
-        .filter(|(_, _, source)| {
-            source == fsname
-                || source
-                    .strip_prefix(fsname)
-                    .is_some_and(|rest| rest.starts_with(':'))
-        })
-        .map(|(id, path, _)| (id, path))
-        .collect()
-}
-
-/// Every FUSE mount: its id, mount point and source.
-fn parse_mountinfo_sources(info: &str) -> Vec<(u64, PathBuf, String)> {
+/// Every FUSE mount of a mountinfo.
+fn parse_fuse_mounts(info: &str) -> Vec<FuseMount> {
     let mut out = vec![];
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -171,14 +183,21 @@ fn parse_mountinfo_sources(info: &str) -> Vec<(u64, PathBuf, String)> {
             continue;
         };
         let fields: Vec<&str> = left.split(' ').collect();
-        let (Some(id), Some(mount_point)) = (fields.first(), fields.get(4)) else {
+        let (Some(id), Some(dev), Some(mount_point)) =
+            (fields.first(), fields.get(2), fields.get(4))
+        else {
             continue;
         };
         let Ok(id) = id.parse() else {
             continue;
         };
         if fstype == "fuse" || fstype.starts_with("fuse.") {
-            out.push((id, PathBuf::from(unescape(mount_point)), unescape(source)));
+            out.push(FuseMount {
+                id,
+                dev: dev.to_string(),
+                mount_point: PathBuf::from(unescape(mount_point)),
+                source: unescape(source),
+            });
         }
     }
     out
@@ -222,7 +241,9 @@ mod tests {
 41 25 0:37 / /mnt/x rw - fuse sevdx rw
 42 25 0:33 /sev /tmp/n rw - fuse sevd:/tmp/m\\040n rw
 ";
-        let found = parse_mountinfo(info, "sevd");
+        let found: Vec<PathBuf> = named(parse_fuse_mounts(info), "sevd")
+            .map(|m| m.mount_point)
+            .collect();
         assert_eq!(
             found,
             vec![
@@ -232,8 +253,10 @@ mod tests {
                 PathBuf::from("/tmp/n"),
             ]
         );
-        let sources = parse_mountinfo_sources(info);
-        assert_eq!(sources[1].2, "sevd:/run/sevd");
-        assert_eq!(sources[5].2, "sevd:/tmp/m n");
+        let all = parse_fuse_mounts(info);
+        assert_eq!(all[1].source, "sevd:/run/sevd");
+        assert_eq!(all[5].source, "sevd:/tmp/m n");
+        // A bind of a node shares its connection's device.
+        assert_eq!((all[5].id, all[5].dev.as_str()), (42, "0:33"));
     }
 }
