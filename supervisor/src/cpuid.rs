@@ -115,8 +115,12 @@ impl CpuidTable {
 
     /// What CPUID returns in the view, given the host's answers.
     pub fn answer(&self, host: &dyn CpuidSource, leaf: u32, subleaf: u32) -> Regs {
-        let host_max = host.cpuid(EXTENDED, 0).eax;
-        let mut r = if leaf > host_max && leaf <= self.max_extended && leaf >= EXTENDED {
+        // Only an extended leaf needs the host's highest (each CPUID may trap to a
+        // hypervisor: microseconds).
+        let beyond_host = leaf >= EXTENDED
+            && leaf <= self.max_extended
+            && leaf > host.cpuid(EXTENDED, 0).eax;
+        let mut r = if beyond_host {
             Regs::default()
         } else {
             host.cpuid(leaf, subleaf)
