@@ -39,6 +39,14 @@ if [[ ! -x $snpguest_root/bin/snpguest ]]; then
 fi
 export SNPGUEST_BIN=$PWD/$snpguest_root/bin/snpguest
 
+# virtee's snphost, unmodified, the SNP host tool (built once into target/).
+snphost_root=target/snphost-0.9.0
+if [[ ! -x $snphost_root/bin/snphost ]]; then
+  echo "test: installing snphost 0.9.0 from crates.io (once)"
+  OPENSSL_NO_VENDOR=1 cargo install --quiet --locked --version 0.9.0 snphost --root "$snphost_root"
+fi
+export SNPHOST_BIN=$PWD/$snphost_root/bin/snphost
+
 # sev-snp-measure from PyPI, the current-QEMU launch validator, in a virtualenv under target/
 # (libvirt's virt-qemu-sev-validate, the legacy one, comes from setup.sh's packages).
 snp_measure_venv=target/validators/sev-snp-measure-0.0.13

@@ -46,6 +46,14 @@ impl Product {
         }
     }
 
+    /// The first SEV firmware that checks DRAM for aliases at SNP_INIT and reports it
+    /// (ALIAS_CHECK_COMPLETE, AMD-SB-3015: Milan 1.55.22, Genoa 1.55.38).
+    pub const fn alias_check_firmware(self) -> (u8, u8, u8) {
+        match self {
+            Product::Milan => (1, 55, 22),
+        }
+    }
+
     /// The microcode patch level's bits above its SPL (Milan's patches are 0x0A0011xx).
     const fn patch_base(self) -> u32 {
         match self {

@@ -117,9 +117,8 @@ impl CpuidTable {
     pub fn answer(&self, host: &dyn CpuidSource, leaf: u32, subleaf: u32) -> Regs {
         // Only an extended leaf needs the host's highest (each CPUID may trap to a
         // hypervisor: microseconds).
-        let beyond_host = leaf >= EXTENDED
-            && leaf <= self.max_extended
-            && leaf > host.cpuid(EXTENDED, 0).eax;
+        let beyond_host =
+            leaf >= EXTENDED && leaf <= self.max_extended && leaf > host.cpuid(EXTENDED, 0).eax;
         let mut r = if beyond_host {
             Regs::default()
         } else {

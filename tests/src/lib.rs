@@ -110,26 +110,30 @@ pub fn validators() -> Result<(PathBuf, PathBuf), String> {
     Ok((snp, legacy))
 }
 
-/// `SEVCTL_BIN`, checked.
-pub fn sevctl_bin() -> Result<PathBuf, String> {
-    let bin = std::env::var_os("SEVCTL_BIN")
+/// A peer tool scripts/test.sh installs and names in the variable `var`, checked.
+fn peer_bin(var: &str, tool: &str) -> Result<PathBuf, String> {
+    let bin = std::env::var_os(var)
         .map(PathBuf::from)
-        .ok_or("SEVCTL_BIN is not set (scripts/test.sh installs sevctl 0.6.2)")?;
+        .ok_or_else(|| format!("{var} is not set (scripts/test.sh installs {tool})"))?;
     if !bin.exists() {
-        return Err(format!("SEVCTL_BIN={} does not exist", bin.display()));
+        return Err(format!("{var}={} does not exist", bin.display()));
     }
     Ok(bin)
 }
 
-/// `SNPGUEST_BIN` (virtee's snpguest, installed by scripts/test.sh), checked.
+/// `SEVCTL_BIN`: virtee's sevctl.
+pub fn sevctl_bin() -> Result<PathBuf, String> {
+    peer_bin("SEVCTL_BIN", "sevctl 0.6.2")
+}
+
+/// `SNPGUEST_BIN`: virtee's snpguest.
 pub fn snpguest_bin() -> Result<PathBuf, String> {
-    let bin = std::env::var_os("SNPGUEST_BIN")
-        .map(PathBuf::from)
-        .ok_or("SNPGUEST_BIN is not set (scripts/test.sh installs snpguest 0.11.0)")?;
-    if !bin.exists() {
-        return Err(format!("SNPGUEST_BIN={} does not exist", bin.display()));
-    }
-    Ok(bin)
+    peer_bin("SNPGUEST_BIN", "snpguest 0.11.0")
+}
+
+/// `SNPHOST_BIN`: virtee's snphost, the host side of SEV-SNP.
+pub fn snphost_bin() -> Result<PathBuf, String> {
+    peer_bin("SNPHOST_BIN", "snphost 0.9.0")
 }
 
 /// Compiles tests/c/sevclient.c (a client of the system's <linux/psp-sev.h>) into `dir`.

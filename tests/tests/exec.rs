@@ -373,3 +373,49 @@ fn a_launch_under_exec_goes_through_the_bound_dev_sev() {
         .is_some_and(|d| d.len() == 64));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("embedded firmware"));
 }
+
+#[test]
+fn snphosts_show_commands_and_ok_answer_with_the_daemons_part() {
+    require_mount!();
+    let snphost = match tests::snphost_bin() {
+        Ok(b) => b.display().to_string(),
+        Err(why) => tests::missing!(why),
+    };
+    let sevd = Sevd::start_with(Options {
+        args: ["--snp", "--snp-tcb", "3:0:8:115"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    let node = sevd.node().display().to_string();
+    let show = |what: &str| {
+        let o = exec(&["--device", &node], &[&snphost, "show", what]);
+        assert!(o.status.success(), "snphost show {what}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let tcb = show("tcb");
+    assert!(
+        tcb.contains("Microcode:   115") && tcb.contains("SNP:         8"),
+        "{tcb}"
+    );
+    assert_eq!(show("version").trim(), "1.55");
+    assert_eq!(show("guests").trim(), "0");
+    let id = show("identifier");
+    assert_eq!(id.trim().len(), 128, "{id}");
+    let url = show("vcek-url");
+    assert!(
+        url.trim()
+            .starts_with("https://kdsintf.amd.com/vcek/v1/Milan/")
+            && url.contains(id.trim())
+            && url.contains("blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115"),
+        "{url}"
+    );
+    // Every check of `ok`, the RMP, its alias check and the TCBs included.
+    let o = exec(&["--device", &node], &[&snphost, "ok"]);
+    let lines = ok_lines(&o.stdout);
+    assert!(lines.len() >= 25, "{lines:?}");
+    for (state, text) in &lines {
+        assert_eq!(state, "PASS", "{text}");
+    }
+    assert!(o.status.success());
+}

@@ -204,7 +204,8 @@ pub struct SevUserDataSnpStatus {
     pub api_minor: u8,
     /// SNP state.
     pub state: u8,
-    /// Bit 0 `is_rmp_initialized`.
+    /// Bit 0 `is_rmp_initialized`; bit 1 `alias_check_complete` (firmware with the
+    /// CVE-2024-21944 mitigation; the uapi header calls it reserved).
     pub is_rmp_initialized: u8,
     /// Build id.
     pub build_id: u32,

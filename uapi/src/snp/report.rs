@@ -65,6 +65,9 @@ pub const SIGNATURE: Range<usize> = 0x2a0..0x330;
 pub const PLATFORM_INFO_SMT_EN: u64 = 1 << 0;
 /// PLATFORM_INFO bit 1: TSME is enabled.
 pub const PLATFORM_INFO_TSME_EN: u64 = 1 << 1;
+/// PLATFORM_INFO bit 5: alias detection completed since the last reset and found no aliasing
+/// addresses (the CVE-2024-21944 mitigation, AMD-SB-3015).
+pub const PLATFORM_INFO_ALIAS_CHECK_COMPLETE: u64 = 1 << 5;
 /// KEY_INFO SIGNING_KEY values (bits 4:2).
 pub const SIGNING_KEY_VCEK: u32 = 0;
 /// Signed with the VLEK.

@@ -454,7 +454,7 @@ fn with_snp_the_probe_initialises_snp_then_sev() {
     let (r, back) = rig.issue(SevCmd::SnpPlatformStatus as u32, DATA, false);
     assert_eq!((r, back), (Ok(()), Some(0)));
     let s: SevUserDataSnpStatus = rig.get(DATA);
-    assert_eq!((s.state, s.is_rmp_initialized), (1, 1));
+    assert_eq!((s.state, s.is_rmp_initialized), (1, 0b11));
     let tcb = crate::firmware::chip::DEFAULT_TCB.to_u64();
     assert_eq!(
         ({ s.current_tcb_version }, { s.reported_tcb_version }),

@@ -49,6 +49,14 @@ pub mod status_bits {
     pub const FEATURE_INFO: u32 = 1 << 3;
 }
 
+/// SNP_PLATFORM_STATUS's `is_rmp_initialized` bits (offset 3).
+pub mod rmp_init_bits {
+    /// The RMP is initialised.
+    pub const RMP_INITIALIZED: u8 = 1 << 0;
+    /// Alias detection completed since the last reset, with no aliasing addresses.
+    pub const ALIAS_CHECK_COMPLETE: u8 = 1 << 1;
+}
+
 /// SNP_CONFIG's mask bits (`sev_user_data_snp_config` offset 8).
 const CONFIG_MASK_CHIP_ID: u32 = 1 << 0;
 const CONFIG_MASK_CHIP_KEY: u32 = 1 << 1;
@@ -159,6 +167,24 @@ impl Firmware {
         self.snp.state
     }
 
+    /// `is_rmp_initialized`: the RMP is up, and (on firmware with the CVE-2024-21944
+    /// mitigation) alias detection completed with it. The emulated part's memory has no
+    /// aliases, so the check passes wherever the firmware has it.
+    fn rmp_init_bits(&self) -> u8 {
+        if self.snp.state != SnpState::Init {
+            return 0;
+        }
+        let v = self.config.version;
+        let mitigated =
+            (v.api_major, v.api_minor, v.build) >= self.config.product.alias_check_firmware();
+        rmp_init_bits::RMP_INITIALIZED | (mitigated as u8) * rmp_init_bits::ALIAS_CHECK_COMPLETE
+    }
+
+    /// Whether reports say PLATFORM_INFO.ALIAS_CHECK_COMPLETE.
+    pub(crate) fn alias_check_complete(&self) -> bool {
+        self.rmp_init_bits() & rmp_init_bits::ALIAS_CHECK_COMPLETE != 0
+    }
+
     /// The current TCB: the SPLs installed on the part.
     pub fn current_tcb(&self) -> TcbVersion {
         self.chip.tcb
@@ -244,7 +270,7 @@ impl Firmware {
             api_major: v.api_major,
             api_minor: v.api_minor,
             state: self.snp.state as u8,
-            is_rmp_initialized: (self.snp.state == SnpState::Init) as u8,
+            is_rmp_initialized: self.rmp_init_bits(),
             build_id: v.build as u32,
             feature_bits: bits,
             guest_count: self.snp_guest_count(),

@@ -83,10 +83,15 @@ impl Firmware {
         put32(&mut r, VMPL_AT, vmpl);
         put32(&mut r, SIGNATURE_ALGO_AT, 1);
         put64(&mut r, CURRENT_TCB_AT, self.current_tcb().to_u64());
+        let alias = if self.alias_check_complete() {
+            PLATFORM_INFO_ALIAS_CHECK_COMPLETE
+        } else {
+            0
+        };
         put64(
             &mut r,
             PLATFORM_INFO_AT,
-            PLATFORM_INFO_SMT_EN | PLATFORM_INFO_TSME_EN,
+            PLATFORM_INFO_SMT_EN | PLATFORM_INFO_TSME_EN | alias,
         );
         let signing = if store.mask_chip_key {
             SIGNING_KEY_NONE

@@ -57,7 +57,8 @@ fn status_reports_the_installed_and_committed_tcbs() {
     assert_eq!((s.api_major, s.api_minor, { s.build_id }), (1, 55, 25));
     assert_eq!(
         (s.state, s.is_rmp_initialized, { s.guest_count }),
-        (1, 1, 0)
+        (1, 0b11, 0),
+        "the RMP is up and, on 1.55.25 of a Milan, its alias check done"
     );
     assert_eq!({ s.feature_bits }, status_bits::FEATURE_INFO);
     assert_eq!({ s.current_tcb_version }, tcb("3:0:8:115").to_u64());
