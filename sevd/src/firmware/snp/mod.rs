@@ -175,9 +175,11 @@ impl Firmware {
             return 0;
         }
         let v = self.config.version;
-        let mitigated =
-            (v.api_major, v.api_minor, v.build) >= self.config.product.alias_check_firmware();
-        rmp_init_bits::RMP_INITIALIZED | (mitigated as u8) * rmp_init_bits::ALIAS_CHECK_COMPLETE
+        if (v.api_major, v.api_minor, v.build) >= self.config.product.alias_check_firmware() {
+            rmp_init_bits::RMP_INITIALIZED | rmp_init_bits::ALIAS_CHECK_COMPLETE
+        } else {
+            rmp_init_bits::RMP_INITIALIZED
+        }
     }
 
     /// Whether reports say PLATFORM_INFO.ALIAS_CHECK_COMPLETE.
