@@ -59,7 +59,7 @@ mod chip {
             let state = StateDir::open_waiting(&dir, Duration::from_secs(300))
                 .unwrap_or_else(|e| panic!("fuzz chip state {}: {e}", dir.display()));
             state
-                .load_or_create_chip((1, 55), None)
+                .load_or_create_chip((1, 55), None, None)
                 .expect("the fuzz chip")
                 .encode()
                 .to_vec()

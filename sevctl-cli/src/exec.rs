@@ -15,7 +15,6 @@ use sevd::daemon::{Backend, Config, Daemon};
 use sevd::driver::kvm_sev::Limits;
 use sevd::part::Part;
 use sevd::paths::{published_dir, vm_node, PART_FILE};
-use sevd::platform::EmbeddedConfig;
 use supervisor::{Content, CpuidTable, MsrDevice, Outcome, Overlay, Patch, Program};
 
 use crate::select::Target;
@@ -114,7 +113,7 @@ impl Served {
         if !target.is_embedded() {
             return Ok(Served::Device(target.device.clone()));
         }
-        let embedded = EmbeddedConfig::new(&target.state_dir());
+        let embedded = target.embedded();
         let why = if target.emulated {
             String::new()
         } else {

@@ -28,6 +28,10 @@ struct Cli {
     /// State of the embedded firmware (default: $XDG_STATE_HOME/sevctl or ~/.local/state/sevctl).
     #[arg(long, global = true)]
     state_dir: Option<PathBuf>,
+    /// The EPYC generation of the embedded firmware's part: a new state directory's chip is
+    /// made as it (Milan by default); an existing chip must be it.
+    #[arg(long, global = true, value_enum)]
+    product: Option<sevd::part::Product>,
     /// Print data as JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -267,6 +271,7 @@ fn run(cli: Cli) -> Result<()> {
         device: cli.device.clone(),
         emulated: cli.emulated,
         state_dir: cli.state_dir.clone(),
+        product: cli.product,
     };
     match cli.cmd {
         Cmd::Show { what } => platform_cmds::show(&target.open()?, what, cli.json),

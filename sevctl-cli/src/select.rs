@@ -17,6 +17,8 @@ pub struct Target {
     pub emulated: bool,
     /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--product`: what a new embedded chip is made as (an existing one must be it).
+    pub product: Option<sevd::part::Product>,
 }
 
 /// The embedded firmware's default state: `$XDG_STATE_HOME/sevctl` or
@@ -40,11 +42,18 @@ impl Target {
         self.state_dir.clone().unwrap_or_else(default_state_dir)
     }
 
+    /// The embedded platform's configuration.
+    pub fn embedded(&self) -> EmbeddedConfig {
+        let mut config = EmbeddedConfig::new(&self.state_dir());
+        config.firmware.product = self.product;
+        config
+    }
+
     /// Opens the platform. The embedded firmware always says so on stderr, and why when it
     /// was not asked for.
     pub fn open(&self) -> Result<Platform> {
         if self.is_embedded() {
-            let config = EmbeddedConfig::new(&self.state_dir());
+            let config = self.embedded();
             let dir = config.state_dir.display();
             if self.emulated {
                 crate::steps::note(format!("using the embedded firmware (state in {dir})"));

@@ -13,7 +13,7 @@ fn chip() -> &'static [u8] {
         let state =
             sevd::state::StateDir::open_waiting(dir, std::time::Duration::from_secs(120)).unwrap();
         state
-            .load_or_create_chip((1, 55), None)
+            .load_or_create_chip((1, 55), None, None)
             .unwrap()
             .encode()
             .to_vec()

@@ -15,8 +15,10 @@ fn state() -> tempfile::TempDir {
     let fixture = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chip-fixture"));
     let shared =
         sevd::state::StateDir::open_waiting(fixture, std::time::Duration::from_secs(120)).unwrap();
-    let chip = shared.load_or_create_chip((1, 55), None).unwrap();
-    shared.key_server(true).unwrap();
+    let chip = shared.load_or_create_chip((1, 55), None, None).unwrap();
+    shared
+        .key_server(sevd::part::Product::DEFAULT, true)
+        .unwrap();
     std::fs::write(dir.path().join("chip.bin"), chip.encode()).unwrap();
     let kds = sevd::paths::KDS_FILE;
     std::fs::copy(fixture.join(kds), dir.path().join(kds)).unwrap();
@@ -294,7 +296,7 @@ fn the_embedded_platform_makes_its_certificates() {
     let fixture = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chip-fixture"));
     let ks = sevd::state::StateDir::open_waiting(fixture, std::time::Duration::from_secs(120))
         .unwrap()
-        .key_server(true)
+        .key_server(sevd::part::Product::DEFAULT, true)
         .unwrap()
         .unwrap();
     std::fs::write(st.path().join("kds.bin"), ks.encode().unwrap()).unwrap();
@@ -327,7 +329,7 @@ fn snp_verify_checks_a_report_as_its_owner() {
     let fixture = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chip-fixture"));
     let ks = sevd::state::StateDir::open_waiting(fixture, std::time::Duration::from_secs(120))
         .unwrap()
-        .key_server(true)
+        .key_server(sevd::part::Product::DEFAULT, true)
         .unwrap()
         .unwrap();
     std::fs::write(st.path().join("kds.bin"), ks.encode().unwrap()).unwrap();

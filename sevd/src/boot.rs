@@ -44,7 +44,7 @@ pub fn publish_vcek_chain(
     fw: &Firmware,
     create: bool,
 ) -> Result<Option<VcekChain>, BootError> {
-    let Some(ks) = state.key_server(create)? else {
+    let Some(ks) = state.key_server(fw.chip().product, create)? else {
         return Ok(None);
     };
     let vcek = ks
@@ -73,7 +73,11 @@ pub fn power_on(
 ) -> Result<(SevDev, StateDir), BootError> {
     let version = firmware.version;
     let state = StateDir::open(state_dir)?;
-    let chip = state.load_or_create_chip((version.api_major, version.api_minor), firmware.tcb)?;
+    let chip = state.load_or_create_chip(
+        (version.api_major, version.api_minor),
+        firmware.tcb,
+        firmware.product,
+    )?;
     let mut ca = chip.ask.encode();
     ca.extend_from_slice(&chip.ark.encode());
     state.write_ca_file(&ca)?;

@@ -271,9 +271,11 @@ impl Daemon {
                         config.nonce_seed,
                         config.init_mode,
                     )?;
+                    let fw = dev.firmware();
                     part = Some(crate::part::Part::of(
                         &config.firmware,
-                        dev.firmware().current_tcb().microcode,
+                        fw.chip().product,
+                        fw.current_tcb().microcode,
                     ));
                     let state = Arc::new(state);
                     if config.firmware.snp {

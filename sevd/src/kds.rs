@@ -6,6 +6,7 @@
 //! File form: `SEVDKDS1` ‖ (u32 length ‖ bytes) for the ARK's and ASK's PKCS #8 keys and
 //! their certificates' DER ‖ SHA-256 of all before it.
 
+use crate::part::Product;
 use zeroize::Zeroizing;
 
 use uapi::snp::TcbVersion;
@@ -36,11 +37,11 @@ impl std::fmt::Debug for KeyServer {
 
 impl KeyServer {
     /// A new ARK and ASK (two RSA-4096 keys: seconds).
-    pub fn generate() -> Result<Self, X509Error> {
+    pub fn generate(product: Product) -> Result<Self, X509Error> {
         let ark_key = RsaKeyPair::generate(4096)?;
         let ask_key = RsaKeyPair::generate(4096)?;
-        let ark = x509::ark(&ark_key)?;
-        let ask = x509::ask(&ark_key, &ark, &ask_key)?;
+        let ark = x509::ark(&ark_key, product)?;
+        let ask = x509::ask(&ark_key, &ark, &ask_key, product)?;
         Ok(KeyServer {
             ark_key,
             ask_key,
@@ -52,7 +53,21 @@ impl KeyServer {
     /// The VCEK certificate of `chip` at `tcb`: its versioned key, its CHIP_ID as hwID.
     pub fn vcek(&self, chip: &Chip, tcb: TcbVersion) -> Result<Certificate, X509Error> {
         let key = chip.vcek(tcb)?.public()?;
-        x509::vcek(&self.ask_key, &self.ask, &key, tcb, &chip.id()?)
+        x509::vcek(
+            &self.ask_key,
+            &self.ask,
+            &key,
+            tcb,
+            &chip.id()?,
+            chip.product,
+        )
+    }
+
+    /// The product its ARK names (`ARK-Milan`).
+    pub fn product(&self) -> Option<Product> {
+        x509::subject_cn(&self.ark)?
+            .strip_prefix("ARK-")
+            .and_then(Product::from_name)
     }
 
     /// The file form.
@@ -151,7 +166,7 @@ mod tests {
 
     #[test]
     fn the_store_round_trips_and_mints_vceks() {
-        let ks = KeyServer::generate().unwrap();
+        let ks = KeyServer::generate(Product::Milan).unwrap();
         let bytes = ks.encode().unwrap();
         let back = KeyServer::decode(&bytes).unwrap();
         let chip = crate::firmware::test_support::chip();

@@ -66,6 +66,10 @@ struct Args {
     /// committed.
     #[arg(long, value_name = "BL:TEE:SNP:UCODE")]
     snp_tcb: Option<uapi::snp::TcbVersion>,
+    /// The EPYC generation of the emulated part: a new state directory's chip is made as it
+    /// (Milan by default); an existing chip must be it.
+    #[arg(long, value_enum)]
+    product: Option<sevd::part::Product>,
     /// Highest ASID of the emulated part (CPUID 0x8000001F ECX).
     #[arg(long, default_value_t = FirmwareConfig::default().max_asid)]
     max_asid: u32,
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
             min_sev_asid: args.min_sev_asid,
             snp: args.snp,
             tcb: args.snp_tcb,
+            product: args.product,
             ..FirmwareConfig::default()
         },
         nonce_seed: args.nonce_seed,

@@ -7,35 +7,61 @@ use serde::{Deserialize, Serialize};
 use crate::firmware::FirmwareConfig;
 
 /// An EPYC generation with SEV-SNP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Product {
     /// Third generation (Zen 3), family 19h model 01h.
     Milan,
+    /// Fourth generation (Zen 4), family 19h model 11h.
+    Genoa,
 }
 
 impl Product {
     /// The part a platform is unless told otherwise.
     pub const DEFAULT: Product = Product::Milan;
 
-    /// AMD's name of the generation, as its certificates carry it (`ARK-Milan`).
+    /// Every product, in the order of their codes in the chip file.
+    pub const ALL: [Product; 2] = [Product::Milan, Product::Genoa];
+
+    /// AMD's name of the generation, as its certificates and key server URLs carry it
+    /// (`ARK-Milan`, `/vcek/v1/Milan/`).
     pub const fn name(self) -> &'static str {
         match self {
             Product::Milan => "Milan",
+            Product::Genoa => "Genoa",
         }
+    }
+
+    /// The product named `name` (AMD's spelling).
+    pub fn from_name(name: &str) -> Option<Product> {
+        Product::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Its code in the chip file.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The product of a chip file's code.
+    pub fn from_code(code: u8) -> Option<Product> {
+        Product::ALL.get(usize::from(code)).copied()
     }
 
     /// The VCEK's productName: the generation and stepping.
     pub const fn stepping_name(self) -> &'static str {
         match self {
             Product::Milan => "Milan-B0",
+            Product::Genoa => "Genoa-B1",
         }
     }
 
-    /// CPUID Fn0000_0001_EAX (and Fn8000_0001_EAX): family 19h model 01h stepping 1.
+    /// CPUID Fn0000_0001_EAX (and Fn8000_0001_EAX): family 19h, model 01h (Milan) or 11h
+    /// (Genoa), stepping 1: the exact models every report verifier maps to the product
+    /// (reference/snp.md §9).
     pub const fn signature(self) -> u32 {
         match self {
             Product::Milan => 0x00a0_0f11,
+            Product::Genoa => 0x00a1_0f11,
         }
     }
 
@@ -43,6 +69,7 @@ impl Product {
     pub const fn brand(self) -> &'static str {
         match self {
             Product::Milan => "AMD EPYC-Milan Processor",
+            Product::Genoa => "AMD EPYC-Genoa Processor",
         }
     }
 
@@ -51,13 +78,16 @@ impl Product {
     pub const fn alias_check_firmware(self) -> (u8, u8, u8) {
         match self {
             Product::Milan => (1, 55, 22),
+            Product::Genoa => (1, 55, 38),
         }
     }
 
-    /// The microcode patch level's bits above its SPL (Milan's patches are 0x0A0011xx).
+    /// The microcode patch level's bits above its SPL (Milan's patches are 0x0A0011xx,
+    /// Genoa's 0x0A1011xx).
     const fn patch_base(self) -> u32 {
         match self {
             Product::Milan => 0x0a00_1100,
+            Product::Genoa => 0x0a10_1100,
         }
     }
 }
@@ -136,10 +166,11 @@ pub struct Part {
 }
 
 impl Part {
-    /// The part a firmware of `config` is, with `microcode` installed.
-    pub fn of(config: &FirmwareConfig, microcode: u8) -> Part {
+    /// The part a firmware of `config` on a chip of `product` is, with `microcode`
+    /// installed.
+    pub fn of(config: &FirmwareConfig, product: Product, microcode: u8) -> Part {
         Part {
-            product: config.product,
+            product,
             max_asid: config.max_asid,
             min_sev_asid: config.min_sev_asid,
             snp: config.snp,
@@ -275,6 +306,20 @@ mod tests {
             .flat_map(|l| leaf(&p, l).map(|r| r.unwrap().to_le_bytes()).concat())
             .collect();
         assert!(brand.starts_with(b"AMD EPYC-Milan Processor\0"));
+    }
+
+    #[test]
+    fn genoa_is_model_11h_with_its_own_names() {
+        let p = Part {
+            product: Product::Genoa,
+            ..milan(true)
+        };
+        assert_eq!(leaf(&p, 1)[0], Some(0x00a1_0f11));
+        assert_eq!(p.patch_level(), 0x0a10_11d1);
+        for product in Product::ALL {
+            assert_eq!(Product::from_code(product.code()), Some(product));
+            assert_eq!(Product::from_name(product.name()), Some(product));
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::firmware::nv::NvStorage;
 
 use crate::files::{parent_dir, write_atomic};
 use crate::kds::{KeyServer, VcekChain};
+use crate::part::Product;
 use crate::paths::{CA_FILE, CHIP_FILE, KDS_FILE, NV_FILE, SNP_NV_FILE};
 use uapi::snp::TcbVersion;
 
@@ -59,6 +60,14 @@ pub enum StateError {
         path: PathBuf,
         /// What is wrong.
         source: ChipError,
+    },
+    /// A chip or key server of another product than the one asked for.
+    #[error("{path}: {why}")]
+    Product {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        why: String,
     },
 }
 
@@ -198,6 +207,7 @@ impl StateDir {
         &self,
         api: (u8, u8),
         tcb: Option<TcbVersion>,
+        product: Option<Product>,
     ) -> Result<Chip, StateError> {
         let path = self.path.join(CHIP_FILE);
         match fs::read(&path).map(zeroize::Zeroizing::new) {
@@ -206,6 +216,16 @@ impl StateDir {
                     path: path.clone(),
                     source,
                 })?;
+                if let Some(asked) = product.filter(|p| *p != chip.product) {
+                    return Err(StateError::Product {
+                        path,
+                        why: format!(
+                            "this chip is a {}; a part cannot become a {} (use another state directory)",
+                            chip.product.name(),
+                            asked.name()
+                        ),
+                    });
+                }
                 if let Some(tcb) = tcb.filter(|t| *t != chip.tcb) {
                     log::info!(
                         "installing firmware and microcode of TCB {tcb} (was {})",
@@ -220,12 +240,14 @@ impl StateDir {
                 log::info!(
                     "making a new chip identity (RSA-4096 ARK and ASK); this takes a few seconds"
                 );
-                let chip = Chip::generate(api, tcb.unwrap_or(DEFAULT_TCB)).map_err(|e| {
-                    StateError::Chip {
-                        path: path.clone(),
-                        source: e.into(),
-                    }
-                })?;
+                let product = product.unwrap_or(Product::DEFAULT);
+                let chip =
+                    Chip::generate(api, tcb.unwrap_or(DEFAULT_TCB), product).map_err(|e| {
+                        StateError::Chip {
+                            path: path.clone(),
+                            source: e.into(),
+                        }
+                    })?;
                 write_atomic(&path, &chip.encode(), 0o600).map_err(io_err(&path))?;
                 Ok(chip)
             }
@@ -233,19 +255,36 @@ impl StateDir {
         }
     }
 
-    /// The key server in `kds.bin`: made (seconds: two RSA-4096 keys) and stored when
-    /// `create` and there is none yet; `None` when there is none and not `create`.
-    pub fn key_server(&self, create: bool) -> Result<Option<KeyServer>, StateError> {
+    /// The key server of `product` in `kds.bin`: made (seconds: two RSA-4096 keys) and
+    /// stored when `create` and there is none yet; `None` when there is none and not
+    /// `create`. One of another product is refused.
+    pub fn key_server(
+        &self,
+        product: Product,
+        create: bool,
+    ) -> Result<Option<KeyServer>, StateError> {
         let path = self.path.join(KDS_FILE);
         let ks_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::KeyServer { path, source }
         };
         match fs::read(&path).map(zeroize::Zeroizing::new) {
-            Ok(bytes) => KeyServer::decode(&bytes).map(Some).map_err(ks_err(&path)),
+            Ok(bytes) => {
+                let ks = KeyServer::decode(&bytes).map_err(ks_err(&path))?;
+                if ks.product() != Some(product) {
+                    return Err(StateError::Product {
+                        path,
+                        why: format!(
+                            "the key server's ARK is not a {}'s; move it away to make one",
+                            product.name()
+                        ),
+                    });
+                }
+                Ok(Some(ks))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                 log::info!("making the key server's ARK and ASK (RSA-4096); this takes a few seconds, once");
-                let ks = KeyServer::generate().map_err(ks_err(&path))?;
+                let ks = KeyServer::generate(product).map_err(ks_err(&path))?;
                 let bytes = ks.encode().map_err(ks_err(&path))?;
                 write_atomic(&path, &bytes, 0o600).map_err(io_err(&path))?;
                 Ok(Some(ks))

@@ -184,7 +184,7 @@ pub fn shared_chip() -> &'static [u8] {
         let state = sevd::state::StateDir::open_waiting(dir, Duration::from_secs(120))
             .expect("the chip fixture's directory");
         state
-            .load_or_create_chip((1, 55), None)
+            .load_or_create_chip((1, 55), None, None)
             .expect("the shared chip")
             .encode()
             .to_vec()
@@ -204,7 +204,7 @@ pub fn shared_kds() -> &'static [u8] {
         let state = sevd::state::StateDir::open_waiting(dir, Duration::from_secs(120))
             .expect("the chip fixture's directory");
         state
-            .key_server(true)
+            .key_server(sevd::part::Product::DEFAULT, true)
             .expect("the shared key server")
             .expect("made")
             .encode()

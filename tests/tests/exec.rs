@@ -419,3 +419,61 @@ fn snphosts_show_commands_and_ok_answer_with_the_daemons_part() {
     }
     assert!(o.status.success());
 }
+
+#[test]
+fn a_genoa_is_a_genoa_to_programs_reports_and_verifiers() {
+    require_mount!();
+    let snpguest = match tests::snpguest_bin() {
+        Ok(b) => b,
+        Err(why) => tests::missing!(why),
+    };
+    // A new chip made as a Genoa (its own ARK, ASK and chip identity: seconds).
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("genoa");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut flags = emulated(&state);
+    flags.extend(["--product".to_string(), "genoa".to_string()]);
+    let bin = probe(dir.path(), "probe", &[]);
+    let o = exec(&strs(&flags), &[bin.to_str().unwrap(), "1", "80000001"]);
+    assert!(o.status.success());
+    let seen = leaves(&o.stdout);
+    assert_eq!((seen[0].1[0], seen[1].1[0]), (0x00a1_0f11, 0x00a1_0f11));
+    // Its certificates name it, and a launch's report carries its CPUID fields.
+    let ark = sevd::certs::x509::from_der(&std::fs::read(state.join("ark.der")).unwrap()).unwrap();
+    assert_eq!(
+        sevd::certs::x509::subject_cn(&ark).as_deref(),
+        Some("ARK-Genoa")
+    );
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/snp.yaml");
+    let mut cmd = Command::new(sevctl());
+    cmd.args(&flags).args(["--json", "launch", manifest]);
+    let out = tests::succeeds(&mut cmd);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = hex::decode(v["report"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        report[0x188..0x18b],
+        [0x19, 0x11, 0x01],
+        "CPUID_FAM_ID, MOD_ID, STEP"
+    );
+    let (certs, file) = (dir.path().join("certs"), dir.path().join("report.bin"));
+    std::fs::write(&file, &report).unwrap();
+    let mut cmd = Command::new(sevctl());
+    cmd.args(&flags).args(["snp", "certificates"]).arg(&certs);
+    tests::succeeds(&mut cmd);
+    // snpguest picks the product from the report and verifies it against the Genoa chain.
+    let o = shown(
+        Command::new(&snpguest)
+            .args(["verify", "attestation"])
+            .arg(&certs)
+            .arg(&file),
+    );
+    assert!(o.status.success(), "snpguest verify attestation");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("VEK signed the Attestation Report!"));
+    // A part cannot change what it is.
+    let mut milan = emulated(&state);
+    milan.extend(["--product".to_string(), "milan".to_string()]);
+    let o = exec(&strs(&milan), &["true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("this chip is a Genoa"));
+}

@@ -231,6 +231,7 @@ fn migrate(
             device: "/nonexistent".into(),
             emulated: true,
             state_dir: Some(dst.1.to_path_buf()),
+            product: None,
         };
         let opts = Options {
             listen: Addr::Unix(target_sock.clone()),

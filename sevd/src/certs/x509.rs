@@ -3,6 +3,7 @@
 //! extensions, and the VCEK, a P-384 key signed by the ASK and carrying, instead of standard
 //! extensions, AMD's: product name, the TCB's SPLs and the chip's HWID.
 
+use crate::part::Product;
 use std::time::Duration;
 
 use der::asn1::{
@@ -55,10 +56,28 @@ fn amd_oid(suffix: &str) -> Result<ObjectIdentifier, X509Error> {
     ObjectIdentifier::new(&format!("{AMD_ARC}.{suffix}")).map_err(malformed)
 }
 
-/// The product whose names and extensions the certificates carry (`crate::part`).
-pub const PRODUCT: &str = crate::part::Product::DEFAULT.name();
-/// The VCEK's productName, with the stepping.
-pub const PRODUCT_NAME: &str = crate::part::Product::DEFAULT.stepping_name();
+/// The subject's common name (CN), if it has one in UTF-8 or printable form.
+pub fn subject_cn(cert: &Certificate) -> Option<String> {
+    let cn = ObjectIdentifier::new("2.5.4.3").ok()?;
+    let value = cert
+        .tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|a| a.oid == cn)?
+        .value
+        .clone();
+    value
+        .decode_as::<der::asn1::Utf8StringRef<'_>>()
+        .map(|s| s.as_str().to_string())
+        .or_else(|_| {
+            value
+                .decode_as::<der::asn1::PrintableStringRef<'_>>()
+                .map(|s| s.as_str().to_string())
+        })
+        .ok()
+}
 
 /// `OU=Engineering, C=US, L=Santa Clara, ST=CA, O=Advanced Micro Devices, CN=<cn>`, in that
 /// order, C as a PrintableString and the rest UTF8String, as AMD's certificates have them.
@@ -158,9 +177,9 @@ fn sign(t: Template, signer: &RsaKeyPair) -> Result<Certificate, X509Error> {
 }
 
 /// The ARK: self-signed, serial 0x10000, 25 years, keyUsage certSign and cRLSign, CA.
-pub fn ark(key: &RsaKeyPair) -> Result<Certificate, X509Error> {
+pub fn ark(key: &RsaKeyPair, product: Product) -> Result<Certificate, X509Error> {
     let spki = rsa_spki(key)?;
-    let name = amd_name(&format!("ARK-{PRODUCT}"))?;
+    let name = amd_name(&format!("ARK-{}", product.name()))?;
     let usage = KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign);
     let ski = SubjectKeyIdentifier(key_id(&spki)?);
     let bc = BasicConstraints {
@@ -195,6 +214,7 @@ pub fn ask(
     ark_key: &RsaKeyPair,
     ark: &Certificate,
     key: &RsaKeyPair,
+    product: Product,
 ) -> Result<Certificate, X509Error> {
     let spki = rsa_spki(key)?;
     let ski = SubjectKeyIdentifier(key_id(&spki)?);
@@ -226,7 +246,7 @@ pub fn ask(
         Template {
             serial: 0x10001,
             issuer: ark.tbs_certificate.subject.clone(),
-            subject: amd_name(&format!("SEV-{PRODUCT}"))?,
+            subject: amd_name(&format!("SEV-{}", product.name()))?,
             years: 25,
             spki,
             extensions,
@@ -244,6 +264,7 @@ pub fn vcek(
     vcek: &EcPublic,
     tcb: TcbVersion,
     chip_id: &[u8; 64],
+    product: Product,
 ) -> Result<Certificate, X509Error> {
     let spki = SubjectPublicKeyInfoOwned::from_der(&vcek.to_spki_der()?).map_err(malformed)?;
     let int = |v: u8| der::asn1::Uint::new(&[v]).map_err(malformed);
@@ -252,7 +273,7 @@ pub fn vcek(
         extension(
             amd_oid("2")?,
             false,
-            &Ia5StringRef::new(PRODUCT_NAME).map_err(malformed)?,
+            &Ia5StringRef::new(product.stepping_name()).map_err(malformed)?,
         )?,
     ];
     let spls = [tcb.bootloader, tcb.tee, tcb.snp, 0, 0, 0, 0, tcb.microcode];

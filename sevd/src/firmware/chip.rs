@@ -16,11 +16,14 @@ use uapi::snp::TcbVersion;
 use crate::crypto::ca::{PssHash, RsaKeyPair};
 use crate::crypto::ecc::EcKeyPair;
 use crate::crypto::{kdf, sha256, CryptoError};
+use crate::part::Product;
 
 /// Format 1: no TCB (read as [`DEFAULT_TCB`]).
 const MAGIC_V1: &[u8; 8] = b"SEVDCHP1";
-/// Format 2: the installed TCB follows the CEK.
-const MAGIC: &[u8; 8] = b"SEVDCHP2";
+/// Format 2: the installed TCB follows the CEK (read as a Milan).
+const MAGIC_V2: &[u8; 8] = b"SEVDCHP2";
+/// Format 3: the product's code follows the TCB.
+const MAGIC: &[u8; 8] = b"SEVDCHP3";
 const SEED_LEN: usize = 32;
 
 /// The TCB a new chip gets unless told otherwise: a Milan part's boot loader 3, TEE 0, SNP
@@ -55,6 +58,8 @@ pub struct Chip {
     /// The SPLs of the boot loader, TEE, SNP firmware and microcode installed on the part:
     /// what the firmware reports as its current TCB. Only an update changes them.
     pub tcb: TcbVersion,
+    /// The EPYC generation the part is, fixed when it is made.
+    pub product: Product,
 }
 
 impl std::fmt::Debug for Chip {
@@ -66,7 +71,7 @@ impl std::fmt::Debug for Chip {
 impl Chip {
     /// Makes a new chip: a random seed, a fresh RSA-4096 ARK and ASK, and the CEK signed by
     /// the ASK. Takes seconds (two RSA-4096 key generations).
-    pub fn generate(api: (u8, u8), tcb: TcbVersion) -> Result<Self, CryptoError> {
+    pub fn generate(api: (u8, u8), tcb: TcbVersion, product: Product) -> Result<Self, CryptoError> {
         let seed = Zeroizing::new(crate::crypto::random_bytes::<SEED_LEN>()?);
         let ark_key = RsaKeyPair::generate(4096)?;
         let ask_key = RsaKeyPair::generate(4096)?;
@@ -90,6 +95,7 @@ impl Chip {
             ask,
             cek,
             tcb,
+            product,
         })
     }
 
@@ -164,6 +170,7 @@ impl Chip {
             ask: self.ask.clone(),
             cek: self.cek.clone(),
             tcb: self.tcb,
+            product: self.product,
         }
     }
 
@@ -184,7 +191,8 @@ impl Chip {
         )
     }
 
-    /// The file form: magic ‖ seed ‖ ARK ‖ ASK ‖ CEK ‖ TCB (u64) ‖ SHA-256 of all before it.
+    /// The file form: magic ‖ seed ‖ ARK ‖ ASK ‖ CEK ‖ TCB (u64) ‖ product (u8) ‖ SHA-256 of
+    /// all before it.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::new());
         out.extend_from_slice(MAGIC);
@@ -196,6 +204,7 @@ impl Chip {
         }
         out.extend_from_slice(&self.cek.encode());
         out.extend_from_slice(&self.tcb.to_u64().to_le_bytes());
+        out.push(self.product.code());
         let sum = sha256(&out);
         out.extend_from_slice(&sum);
         out
@@ -206,9 +215,10 @@ impl Chip {
         if bytes.len() < MAGIC.len() + SEED_LEN + 32 {
             return Err(ChipError::Corrupt("not a sevd chip file"));
         }
-        let v1 = match &bytes[..MAGIC.len()] {
-            m if m == MAGIC => false,
-            m if m == MAGIC_V1 => true,
+        let format = match &bytes[..MAGIC.len()] {
+            m if m == MAGIC => 3,
+            m if m == MAGIC_V2 => 2,
+            m if m == MAGIC_V1 => 1,
             _ => return Err(ChipError::Corrupt("not a sevd chip file")),
         };
         let (body, sum) = bytes.split_at(bytes.len() - 32);
@@ -234,7 +244,14 @@ impl Chip {
             );
             rest = &rest[4 + len..];
         }
-        let tcb = if v1 {
+        let product = if format == 3 {
+            let (code, before) = rest.split_last().ok_or(ChipError::Corrupt("truncated"))?;
+            rest = before;
+            Product::from_code(*code).ok_or(ChipError::Corrupt("an unknown product"))?
+        } else {
+            Product::Milan
+        };
+        let tcb = if format == 1 {
             DEFAULT_TCB
         } else {
             let at = rest
@@ -259,6 +276,7 @@ impl Chip {
             ask,
             cek,
             tcb,
+            product,
         })
     }
 }
@@ -278,11 +296,20 @@ mod tests {
     fn the_tcb_round_trips_and_format_1_reads_as_the_default() {
         let mut chip = crate::firmware::test_support::chip();
         chip.tcb = "1:2:3:4".parse().unwrap();
+        chip.product = Product::Genoa;
         let bytes = chip.encode();
-        assert_eq!(Chip::decode(&bytes).unwrap().tcb, chip.tcb);
+        let back = Chip::decode(&bytes).unwrap();
+        assert_eq!((back.tcb, back.product), (chip.tcb, Product::Genoa));
 
-        // Format 1: no TCB before the checksum.
-        let body = &bytes[MAGIC.len()..bytes.len() - 32 - 8];
+        // Format 2: no product (a Milan); format 1: no TCB either.
+        let body = &bytes[MAGIC.len()..bytes.len() - 32 - 1];
+        let mut v2 = MAGIC_V2.to_vec();
+        v2.extend_from_slice(body);
+        let sum = sha256(&v2);
+        v2.extend_from_slice(&sum);
+        let old = Chip::decode(&v2).unwrap();
+        assert_eq!((old.tcb, old.product), (chip.tcb, Product::Milan));
+        let body = &bytes[MAGIC.len()..bytes.len() - 32 - 1 - 8];
         let mut v1 = MAGIC_V1.to_vec();
         v1.extend_from_slice(body);
         let sum = sha256(&v1);

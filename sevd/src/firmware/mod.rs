@@ -83,8 +83,9 @@ pub struct FirmwareConfig {
     pub snp: bool,
     /// SPLs to install on the chip (an update, or a new chip's); `None` keeps the chip's.
     pub tcb: Option<uapi::snp::TcbVersion>,
-    /// The EPYC generation the part is (its CPUID signature in reports and secrets pages).
-    pub product: crate::part::Product,
+    /// The EPYC generation a new chip is made as; an existing chip must be it (`None`:
+    /// whatever the chip is, Milan for a new one).
+    pub product: Option<crate::part::Product>,
 }
 
 impl Default for FirmwareConfig {
@@ -98,7 +99,7 @@ impl Default for FirmwareConfig {
             max_guests: 1024,
             snp: false,
             tcb: None,
-            product: crate::part::Product::DEFAULT,
+            product: None,
         }
     }
 }
@@ -221,7 +222,7 @@ pub(crate) mod test_support {
                 crate::state::StateDir::open_waiting(dir, std::time::Duration::from_secs(120))
                     .expect("the chip fixture's directory");
             state
-                .load_or_create_chip((1, 55), None)
+                .load_or_create_chip((1, 55), None, None)
                 .expect("the shared chip")
                 .encode()
                 .to_vec()

@@ -24,12 +24,20 @@ fn openssl(cert: &Certificate) -> openssl::x509::X509 {
 #[test]
 fn the_chain_verifies_in_openssl_and_here() {
     let (ark_key, ask_key) = keys();
-    let ark = ark(ark_key).unwrap();
-    let ask = ask(ark_key, &ark, ask_key).unwrap();
+    let ark = ark(ark_key, Product::Milan).unwrap();
+    let ask = ask(ark_key, &ark, ask_key, Product::Milan).unwrap();
     let vcek_key = EcKeyPair::generate().unwrap();
     let chip_id = [0x5au8; 64];
     let tcb: TcbVersion = "3:0:8:115".parse().unwrap();
-    let vcek = vcek(ask_key, &ask, &vcek_key.public().unwrap(), tcb, &chip_id).unwrap();
+    let vcek = vcek(
+        ask_key,
+        &ask,
+        &vcek_key.public().unwrap(),
+        tcb,
+        &chip_id,
+        Product::Milan,
+    )
+    .unwrap();
 
     let (o_ark, o_ask, o_vcek) = (openssl(&ark), openssl(&ask), openssl(&vcek));
     assert!(o_ark.verify(&o_ark.public_key().unwrap()).unwrap());
@@ -70,12 +78,20 @@ fn the_chain_verifies_in_openssl_and_here() {
 #[test]
 fn the_vcek_carries_amds_extensions() {
     let (ark_key, ask_key) = keys();
-    let ark = ark(ark_key).unwrap();
-    let ask = ask(ark_key, &ark, ask_key).unwrap();
+    let ark = ark(ark_key, Product::Milan).unwrap();
+    let ask = ask(ark_key, &ark, ask_key, Product::Milan).unwrap();
     let vcek_key = EcKeyPair::generate().unwrap();
     let chip_id: [u8; 64] = std::array::from_fn(|i| i as u8);
     let tcb: TcbVersion = "3:1:8:115".parse().unwrap();
-    let vcek = vcek(ask_key, &ask, &vcek_key.public().unwrap(), tcb, &chip_id).unwrap();
+    let vcek = vcek(
+        ask_key,
+        &ask,
+        &vcek_key.public().unwrap(),
+        tcb,
+        &chip_id,
+        Product::Milan,
+    )
+    .unwrap();
     let exts = vcek.tbs_certificate.extensions.as_ref().unwrap();
     let value = |suffix: &str| {
         let oid = amd_oid(suffix).unwrap();

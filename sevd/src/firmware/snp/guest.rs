@@ -378,7 +378,7 @@ impl Firmware {
         use secrets_page::*;
         buf.fill(0);
         buf[VERSION_AT..VERSION_AT + 4].copy_from_slice(&VERSION.to_le_bytes());
-        buf[FMS_AT..FMS_AT + 4].copy_from_slice(&self.config.product.signature().to_le_bytes());
+        buf[FMS_AT..FMS_AT + 4].copy_from_slice(&self.chip.product.signature().to_le_bytes());
         buf[GOSVW].copy_from_slice(&guest.gosvw);
         for (range, key) in VMPCK.iter().zip(guest.vmpck.iter()) {
             buf[range.clone()].copy_from_slice(key);

@@ -175,7 +175,7 @@ impl Firmware {
             return 0;
         }
         let v = self.config.version;
-        if (v.api_major, v.api_minor, v.build) >= self.config.product.alias_check_firmware() {
+        if (v.api_major, v.api_minor, v.build) >= self.chip.product.alias_check_firmware() {
             rmp_init_bits::RMP_INITIALIZED | rmp_init_bits::ALIAS_CHECK_COMPLETE
         } else {
             rmp_init_bits::RMP_INITIALIZED

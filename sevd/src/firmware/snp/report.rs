@@ -115,7 +115,7 @@ impl Firmware {
         r[REPORT_ID_MA].copy_from_slice(&guest.report_id_ma);
         put64(&mut r, REPORTED_TCB_AT, reported.to_u64());
         r[CPUID_FAM_ID_AT..CPUID_FAM_ID_AT + 3]
-            .copy_from_slice(&cpuid_fms(self.config.product.signature()));
+            .copy_from_slice(&cpuid_fms(self.chip.product.signature()));
         if !store.mask_chip_id {
             r[CHIP_ID].copy_from_slice(&self.chip.id().map_err(|e| internal("chip id", e))?);
         }
