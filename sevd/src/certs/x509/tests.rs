@@ -21,23 +21,19 @@ fn openssl(cert: &Certificate) -> openssl::x509::X509 {
     openssl::x509::X509::from_der(&to_der(cert).unwrap()).unwrap()
 }
 
-#[test]
-fn the_chain_verifies_in_openssl_and_here() {
+/// A Milan's ARK, ASK and the VCEK of a fresh key for `chip_id` at `tcb`.
+fn milan_chain(chip_id: &[u8; 64], tcb: TcbVersion) -> (Certificate, Certificate, Certificate) {
     let (ark_key, ask_key) = keys();
     let ark = ark(ark_key, Product::Milan).unwrap();
     let ask = ask(ark_key, &ark, ask_key, Product::Milan).unwrap();
-    let vcek_key = EcKeyPair::generate().unwrap();
-    let chip_id = [0x5au8; 64];
-    let tcb: TcbVersion = "3:0:8:115".parse().unwrap();
-    let vcek = vcek(
-        ask_key,
-        &ask,
-        &vcek_key.public().unwrap(),
-        tcb,
-        &chip_id,
-        Product::Milan,
-    )
-    .unwrap();
+    let key = EcKeyPair::generate().unwrap().public().unwrap();
+    let vcek = vcek(ask_key, &ask, &key, tcb, chip_id, Product::Milan).unwrap();
+    (ark, ask, vcek)
+}
+
+#[test]
+fn the_chain_verifies_in_openssl_and_here() {
+    let (ark, ask, vcek) = milan_chain(&[0x5au8; 64], "3:0:8:115".parse().unwrap());
 
     let (o_ark, o_ask, o_vcek) = (openssl(&ark), openssl(&ask), openssl(&vcek));
     assert!(o_ark.verify(&o_ark.public_key().unwrap()).unwrap());
@@ -56,6 +52,8 @@ fn the_chain_verifies_in_openssl_and_here() {
     assert_eq!(cn(o_ask.subject_name()), b"SEV-Milan");
     assert_eq!(cn(o_vcek.subject_name()), b"SEV-VCEK");
     assert_eq!(cn(o_vcek.issuer_name()), b"SEV-Milan");
+    assert_eq!(subject_cn(&ark).as_deref(), Some("ARK-Milan"));
+    assert_eq!(subject_cn(&vcek).as_deref(), Some("SEV-VCEK"));
     assert_eq!(o_vcek.public_key().unwrap().bits(), 384);
     assert_eq!(o_ark.public_key().unwrap().bits(), 4096);
     assert_eq!(
@@ -77,21 +75,9 @@ fn the_chain_verifies_in_openssl_and_here() {
 
 #[test]
 fn the_vcek_carries_amds_extensions() {
-    let (ark_key, ask_key) = keys();
-    let ark = ark(ark_key, Product::Milan).unwrap();
-    let ask = ask(ark_key, &ark, ask_key, Product::Milan).unwrap();
-    let vcek_key = EcKeyPair::generate().unwrap();
     let chip_id: [u8; 64] = std::array::from_fn(|i| i as u8);
     let tcb: TcbVersion = "3:1:8:115".parse().unwrap();
-    let vcek = vcek(
-        ask_key,
-        &ask,
-        &vcek_key.public().unwrap(),
-        tcb,
-        &chip_id,
-        Product::Milan,
-    )
-    .unwrap();
+    let (_, ask, vcek) = milan_chain(&chip_id, tcb);
     let exts = vcek.tbs_certificate.extensions.as_ref().unwrap();
     let value = |suffix: &str| {
         let oid = amd_oid(suffix).unwrap();
