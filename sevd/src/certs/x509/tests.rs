@@ -77,7 +77,7 @@ fn the_chain_verifies_in_openssl_and_here() {
 fn the_vcek_carries_amds_extensions() {
     let chip_id: [u8; 64] = std::array::from_fn(|i| i as u8);
     let tcb: TcbVersion = "3:1:8:115".parse().unwrap();
-    let (_, ask, vcek) = milan_chain(&chip_id, tcb);
+    let (_, _, vcek) = milan_chain(&chip_id, tcb);
     let exts = vcek.tbs_certificate.extensions.as_ref().unwrap();
     let value = |suffix: &str| {
         let oid = amd_oid(suffix).unwrap();
