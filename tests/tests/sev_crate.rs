@@ -228,3 +228,85 @@ fn sev_crate_drives_the_snp_host_commands() {
         sevd.log()
     );
 }
+
+/// The source of the `sev` crate this workspace locks, as cargo unpacked it.
+fn sev_crate_source() -> std::path::PathBuf {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
+        .expect("Cargo.lock");
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"sev\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("sev in Cargo.lock")
+        .to_string();
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(&std::env::var_os("HOME").unwrap()).join(".cargo"));
+    std::fs::read_dir(home.join("registry/src"))
+        .expect("cargo's registry sources")
+        .flatten()
+        .map(|d| d.path().join(format!("sev-{version}")))
+        .find(|p| p.join("tests/api.rs").exists())
+        .expect("the sev crate's unpacked source")
+}
+
+/// The crate's own host tests (its tests/api.rs, unmodified), built and run under
+/// `sevctl exec` against a daemon with SNP. Its build script turns them on only where
+/// /dev/sev exists, and its SNP ones decode by the CPU's generation: both are what
+/// `sevctl exec` shows it. The tests it calls dangerous (resets, PEK/PDH generation,
+/// SNP_COMMIT, SNP_SET_CONFIG and the firmware's refusal of a bad TCB) are dangerous
+/// to a real part only: this one is the test's own. Only those needing its `openssl`
+/// feature (a vendored OpenSSL build) stay off; other tests here cover that export.
+#[test]
+fn the_sev_crates_own_host_tests_pass_under_sevctl_exec() {
+    require_mount!();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("sev");
+    tests::succeeds(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(sev_crate_source())
+            .arg(&src),
+    );
+    let sevd = Sevd::start_with(Options {
+        args: vec!["--snp".into()],
+        ..Options::default()
+    });
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Kept between runs (it builds the crate and its test dependencies once).
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/sev-crate-tests");
+    let out = tests::shown(
+        std::process::Command::new(tests::sevd_bin().with_file_name("sevctl"))
+            .args(["--device", &sevd.node().display().to_string(), "exec", "--"])
+            .arg(cargo)
+            .args(["test", "--test", "api", "--features", "dangerous_hw_tests"])
+            .args(["--", "--test-threads=1"])
+            .env("CARGO_TARGET_DIR", target)
+            // Where its resets remove a cached chain: never the user's own.
+            .env("SEV_CHAIN", dir.path().join("chain"))
+            .current_dir(&src),
+    );
+    assert!(out.status.success(), "the sev crate's tests/api.rs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Ignored would mean its build script saw no /dev/sev.
+    assert!(text.contains(" 0 ignored;"), "none of them ignored");
+    for t in [
+        "sev::platform_reset",
+        "sev::platform_status",
+        "sev::pek_generate",
+        "sev::pek_csr",
+        "sev::pdh_generate",
+        "sev::get_identifier",
+        "snp::get_identifier",
+        "snp::platform_status",
+        "snp::commit_snp",
+        "snp::set_config_generation",
+        "snp::test_host_fw_error",
+    ] {
+        assert!(
+            text.contains(&format!("test {t} ... ok")),
+            "{t} ran and passed"
+        );
+    }
+}
