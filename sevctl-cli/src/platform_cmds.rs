@@ -7,7 +7,6 @@ use serde_json::json;
 use uapi::ca::CaCertificate;
 use uapi::cert::{algo, usage, Certificate, CERT_LEN};
 use uapi::psp_sev::{SevUserDataSnpStatus, SEV_STATUS_FLAGS_CONFIG_ES, SEV_STATUS_FLAGS_OWNER};
-use uapi::snp::TcbVersion;
 
 use sevd::certs::{verify_ca, verify_cek, verify_sev, CaChain, CertError};
 use sevd::crypto::ecc::EcKeyPair;
@@ -32,21 +31,21 @@ pub enum Show {
     Tcb,
 }
 
-/// A TCB as `bootloader:tee:snp:microcode`.
-fn tcb(v: u64) -> String {
-    match TcbVersion::from_u64(v) {
+/// A TCB as `[fmc:]bootloader:tee:snp:microcode`.
+fn tcb(p: &Platform, v: u64) -> String {
+    match p.tcb(v) {
         Some(t) => t.to_string(),
         None => format!("{v:#018x}"),
     }
 }
 
 /// The SNP part of `status` and `show tcb`: state, TCBs and flags.
-fn snp_json(st: &SevUserDataSnpStatus) -> serde_json::Value {
+fn snp_json(p: &Platform, st: &SevUserDataSnpStatus) -> serde_json::Value {
     let (bits, guests) = (st.feature_bits, st.guest_count);
     json!({
         "state": if st.state == 1 { "INIT" } else { "UNINIT" },
-        "current_tcb": tcb(st.current_tcb_version),
-        "reported_tcb": tcb(st.reported_tcb_version),
+        "current_tcb": tcb(p, st.current_tcb_version),
+        "reported_tcb": tcb(p, st.reported_tcb_version),
         "guests": guests,
         "mask_chip_id": bits & 1 != 0,
         "mask_chip_key": bits & 2 != 0,
@@ -101,10 +100,10 @@ pub fn show(p: &Platform, what: Show, json: bool) -> Result<()> {
                 )
             })?;
             if json {
-                println!("{}", snp_json(&snp));
+                println!("{}", snp_json(p, &snp));
             } else {
-                println!("current:  {}", tcb(snp.current_tcb_version));
-                println!("reported: {}", tcb(snp.reported_tcb_version));
+                println!("current:  {}", tcb(p, snp.current_tcb_version));
+                println!("reported: {}", tcb(p, snp.reported_tcb_version));
             }
         }
     }
@@ -134,7 +133,7 @@ pub fn status(p: &Platform, json: bool) -> Result<()> {
         println!(
             "{}",
             json!({
-                "snp": snp.as_ref().map(snp_json),
+                "snp": snp.as_ref().map(|s| snp_json(p, s)),
                 "platform": p.describe(),
                 "api": format!("{api_major}.{api_minor}"),
                 "build": build,
@@ -159,8 +158,8 @@ pub fn status(p: &Platform, json: bool) -> Result<()> {
             Some(snp) => println!(
                 "snp:        {}, TCB {} (reports {})",
                 if snp.state == 1 { "INIT" } else { "UNINIT" },
-                tcb(snp.current_tcb_version),
-                tcb(snp.reported_tcb_version)
+                tcb(p, snp.current_tcb_version),
+                tcb(p, snp.reported_tcb_version)
             ),
             None => println!("snp:        not offered"),
         }

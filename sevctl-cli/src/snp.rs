@@ -11,7 +11,6 @@ use sevd::kds::{VcekChain, NAMES};
 use sevd::owner::snp_report::{self, Expected};
 use sevd::paths::DEFAULT_STATE_DIR;
 use sevd::platform::Platform;
-use uapi::snp::TcbVersion;
 
 use crate::error::{input, CliError, Result};
 use crate::select::Target;
@@ -159,7 +158,8 @@ pub fn certificates(target: &Target, p: &Platform, dir: &Path, json: bool) -> Re
             p.describe()
         ))
     })?;
-    let reported = TcbVersion::from_u64(snp.reported_tcb_version)
+    let reported = p
+        .tcb(snp.reported_tcb_version)
         .ok_or_else(|| CliError::Other("the platform reports a TCB with reserved bits".into()))?;
     let chain = match p.vcek_chain() {
         Some(chain) => chain?,

@@ -60,11 +60,12 @@ struct Args {
     /// before SEV's INIT, and the SNP commands of /dev/sev answered.
     #[arg(long)]
     snp: bool,
-    /// The SPLs installed on the emulated part, BOOTLOADER:TEE:SNP:MICROCODE (default
-    /// 3:0:8:115 for a new state directory). On an existing one this installs a firmware or
-    /// microcode update; SNP_COMMIT then commits it, and SNP refuses to start below what was
+    /// The SPLs installed on the emulated part, BOOTLOADER:TEE:SNP:MICROCODE, and on a
+    /// Turin FMC:BOOTLOADER:TEE:SNP:MICROCODE (a new state directory's default: 3:0:8:115,
+    /// a Turin's 0:0:0:0:9). On an existing one this installs a firmware or microcode
+    /// update; SNP_COMMIT then commits it, and SNP refuses to start below what was
     /// committed.
-    #[arg(long, value_name = "BL:TEE:SNP:UCODE")]
+    #[arg(long, value_name = "[FMC:]BL:TEE:SNP:UCODE")]
     snp_tcb: Option<uapi::snp::TcbVersion>,
     /// The EPYC generation of the emulated part: a new state directory's chip is made as it
     /// (Milan by default); an existing chip must be it.

@@ -3,6 +3,7 @@
 //! part (CPUID, the MSRs, the reports' CPUID fields, the VCEK's product name) reads it here.
 
 use serde::{Deserialize, Serialize};
+use uapi::snp::{TcbLayout, TcbVersion};
 
 use crate::firmware::FirmwareConfig;
 
@@ -14,6 +15,8 @@ pub enum Product {
     Milan,
     /// Fourth generation (Zen 4), family 19h model 11h.
     Genoa,
+    /// Fifth generation (Zen 5), family 1Ah model 02h: its TCB has an FMC.
+    Turin,
 }
 
 impl Product {
@@ -21,7 +24,7 @@ impl Product {
     pub const DEFAULT: Product = Product::Milan;
 
     /// Every product, in the order of their codes in the chip file.
-    pub const ALL: [Product; 2] = [Product::Milan, Product::Genoa];
+    pub const ALL: [Product; 3] = [Product::Milan, Product::Genoa, Product::Turin];
 
     /// AMD's name of the generation, as its certificates and key server URLs carry it
     /// (`ARK-Milan`, `/vcek/v1/Milan/`).
@@ -29,6 +32,7 @@ impl Product {
         match self {
             Product::Milan => "Milan",
             Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
         }
     }
 
@@ -47,21 +51,136 @@ impl Product {
         Product::ALL.get(usize::from(code)).copied()
     }
 
-    /// The VCEK's productName: the generation and stepping.
+    /// The VCEK's productName: the generation and stepping; Turin's VCEKs name no
+    /// stepping (AMD's, in virtee/sev's `tests/certs_data/vcek_turin.der`).
     pub const fn stepping_name(self) -> &'static str {
         match self {
             Product::Milan => "Milan-B0",
             Product::Genoa => "Genoa-B1",
+            Product::Turin => "Turin",
         }
     }
 
-    /// CPUID Fn0000_0001_EAX (and Fn8000_0001_EAX): family 19h, model 01h (Milan) or 11h
-    /// (Genoa), stepping 1: the exact models every report verifier maps to the product
-    /// (reference/snp.md §9).
+    /// CPUID Fn0000_0001_EAX (and Fn8000_0001_EAX), stepping 1: family 19h model 01h
+    /// (Milan) or 11h (Genoa), family 1Ah model 02h (Turin), the exact models every
+    /// report verifier maps to the product (reference/snp.md §6).
     pub const fn signature(self) -> u32 {
         match self {
             Product::Milan => 0x00a0_0f11,
             Product::Genoa => 0x00a1_0f11,
+            Product::Turin => 0x00b0_0f21,
+        }
+    }
+
+    /// The product of a CPUID Fn0000_0001_EAX, by the model ranges virtee's `sev` crate
+    /// and snpguest use (snp.md §6): family 19h models 00h-0Fh Milan, 10h-1Fh and
+    /// A0h-AFh Genoa; family 1Ah models 00h-11h Turin.
+    pub fn from_signature(eax: u32) -> Option<Product> {
+        let family = (eax >> 8 & 0xf) + (eax >> 20 & 0xff);
+        let model = (eax >> 16 & 0xf) << 4 | (eax >> 4 & 0xf);
+        Product::from_family_model(family, model)
+    }
+
+    /// The product a report of version 3 or later names in CPUID_FAM_ID and CPUID_MOD_ID.
+    pub fn of_report(report: &[u8]) -> Option<Product> {
+        use uapi::snp::report::{CPUID_FAM_ID_AT, VERSION_AT};
+        let version = report.get(VERSION_AT..VERSION_AT + 4)?;
+        if u32::from_le_bytes(version.try_into().ok()?) < 3 {
+            return None;
+        }
+        let fms = report.get(CPUID_FAM_ID_AT..CPUID_FAM_ID_AT + 2)?;
+        Product::from_family_model(u32::from(fms[0]), u32::from(fms[1]))
+    }
+
+    /// The TCB at `at` in a report, in the layout of the product it names (Milan's for a
+    /// report that names none).
+    pub fn report_tcb(report: &[u8], at: usize) -> Option<TcbVersion> {
+        let layout = Product::of_report(report).map_or(TcbLayout::Legacy, |p| p.tcb_layout());
+        let v = report.get(at..at + 8)?;
+        TcbVersion::from_u64(u64::from_le_bytes(v.try_into().ok()?), layout)
+    }
+
+    fn from_family_model(family: u32, model: u32) -> Option<Product> {
+        match (family, model) {
+            (0x19, 0x00..=0x0f) => Some(Product::Milan),
+            (0x19, 0x10..=0x1f | 0xa0..=0xaf) => Some(Product::Genoa),
+            (0x1a, 0x00..=0x11) => Some(Product::Turin),
+            _ => None,
+        }
+    }
+
+    /// The product of the CPU this runs on, if it is an EPYC with SNP.
+    pub fn of_host() -> Option<Product> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let vendor = core::arch::x86_64::__cpuid(0);
+            if (vendor.ebx, vendor.edx, vendor.ecx) != (0x6874_7541, 0x6974_6e65, 0x444d_4163) {
+                return None;
+            }
+            Product::from_signature(core::arch::x86_64::__cpuid(1).eax)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
+    /// How its TCB_VERSION is laid out.
+    pub const fn tcb_layout(self) -> TcbLayout {
+        match self {
+            Product::Milan | Product::Genoa => TcbLayout::Legacy,
+            Product::Turin => TcbLayout::Fmc,
+        }
+    }
+
+    /// The TCB a new chip gets unless told otherwise: the levels of AMD's VCEKs in
+    /// virtee/sev's `tests/certs_data` (Milan boot loader 3, TEE 0, SNP 8, microcode 115;
+    /// Turin all 0 but microcode 9). Genoa takes Milan's.
+    pub const fn default_tcb(self) -> TcbVersion {
+        match self {
+            Product::Milan | Product::Genoa => TcbVersion {
+                fmc: None,
+                bootloader: 3,
+                tee: 0,
+                snp: 8,
+                microcode: 115,
+            },
+            Product::Turin => TcbVersion {
+                fmc: Some(0),
+                bootloader: 0,
+                tee: 0,
+                snp: 0,
+                microcode: 9,
+            },
+        }
+    }
+
+    /// `tcb`, if this product can have it: an FMC level exactly where the part has an
+    /// FMC.
+    pub fn check_tcb(self, tcb: TcbVersion) -> Result<TcbVersion, String> {
+        match (self.tcb_layout(), tcb.fmc) {
+            (TcbLayout::Fmc, None) => Err(format!(
+                "a {}'s TCB has an FMC level: FMC:BOOTLOADER:TEE:SNP:MICROCODE, not {tcb}",
+                self.name()
+            )),
+            (TcbLayout::Legacy, Some(_)) => Err(format!(
+                "a {} has no FMC: its TCB is BOOTLOADER:TEE:SNP:MICROCODE, not {tcb}",
+                self.name()
+            )),
+            _ => Ok(tcb),
+        }
+    }
+
+    /// The TCB of a u64 this product's firmware reports or is given.
+    pub fn tcb(self, v: u64) -> Option<TcbVersion> {
+        TcbVersion::from_u64(v, self.tcb_layout())
+    }
+
+    /// How many bytes of its 64-byte CHIP_ID identify it: Turin uses only the first 8
+    /// and leaves the rest zero (snp.md §6; the key server's URL and the VCEK's hwID
+    /// carry those 8).
+    pub const fn chip_id_len(self) -> usize {
+        match self {
+            Product::Milan | Product::Genoa => 64,
+            Product::Turin => 8,
         }
     }
 
@@ -70,24 +189,28 @@ impl Product {
         match self {
             Product::Milan => "AMD EPYC-Milan Processor",
             Product::Genoa => "AMD EPYC-Genoa Processor",
+            Product::Turin => "AMD EPYC-Turin Processor",
         }
     }
 
     /// The first SEV firmware that checks DRAM for aliases at SNP_INIT and reports it
-    /// (ALIAS_CHECK_COMPLETE, AMD-SB-3015: Milan 1.55.22, Genoa 1.55.38).
+    /// (ALIAS_CHECK_COMPLETE, AMD-SB-3015: Milan 1.55.22, Genoa 1.55.38). The bulletin
+    /// names no Turin fix; this emulation takes every Turin firmware to check.
     pub const fn alias_check_firmware(self) -> (u8, u8, u8) {
         match self {
             Product::Milan => (1, 55, 22),
             Product::Genoa => (1, 55, 38),
+            Product::Turin => (0, 0, 0),
         }
     }
 
     /// The microcode patch level's bits above its SPL (Milan's patches are 0x0A0011xx,
-    /// Genoa's 0x0A1011xx).
+    /// Genoa's 0x0A1011xx, Turin's 0x0B0021xx).
     const fn patch_base(self) -> u32 {
         match self {
             Product::Milan => 0x0a00_1100,
             Product::Genoa => 0x0a10_1100,
+            Product::Turin => 0x0b00_2100,
         }
     }
 }
@@ -309,14 +432,26 @@ mod tests {
     }
 
     #[test]
-    fn genoa_is_model_11h_with_its_own_names() {
+    fn genoa_and_turin_are_their_models_with_their_own_names() {
         let p = Part {
             product: Product::Genoa,
             ..milan(true)
         };
         assert_eq!(leaf(&p, 1)[0], Some(0x00a1_0f11));
         assert_eq!(p.patch_level(), 0x0a10_11d1);
+        let t = Part {
+            product: Product::Turin,
+            ..milan(true)
+        };
+        // /proc/cpuinfo's "cpu family 26, model 2" (go-sev-guest's exact Turin match).
+        assert_eq!(leaf(&t, 1)[0], Some(0x00b0_0f21));
+        assert_eq!(t.patch_level(), 0x0b00_21d1);
         for product in Product::ALL {
+            assert_eq!(Product::from_signature(product.signature()), Some(product));
+            assert_eq!(
+                product.check_tcb(product.default_tcb()),
+                Ok(product.default_tcb())
+            );
             assert_eq!(Product::from_code(product.code()), Some(product));
             assert_eq!(Product::from_name(product.name()), Some(product));
         }

@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::firmware::chip::{Chip, ChipError, DEFAULT_TCB};
+use crate::firmware::chip::{Chip, ChipError};
 use crate::firmware::nv::NvStorage;
 
 use crate::files::{parent_dir, write_atomic};
@@ -200,9 +200,10 @@ impl StateDir {
 
     /// The chip in `chip.bin`, made (seconds: two RSA-4096 keys) and stored on first use.
     /// `tcb` is the SPLs of the firmware and microcode installed on it: a new chip gets them
-    /// (else [`DEFAULT_TCB`]); an existing chip with other SPLs is updated to them, as
-    /// installing a firmware or microcode update does on a real part (the firmware refuses to
-    /// initialise SNP below its committed TCB).
+    /// (else its product's [`Product::default_tcb`]); an existing chip with other SPLs is
+    /// updated to them, as installing a firmware or microcode update does on a real part
+    /// (the firmware refuses to initialise SNP below its committed TCB). A TCB without an
+    /// FMC level for a Turin, or with one for a Milan or Genoa, is refused.
     pub fn load_or_create_chip(
         &self,
         api: (u8, u8),
@@ -226,6 +227,13 @@ impl StateDir {
                         ),
                     });
                 }
+                let tcb = tcb
+                    .map(|t| chip.product.check_tcb(t))
+                    .transpose()
+                    .map_err(|why| StateError::Product {
+                        path: path.clone(),
+                        why,
+                    })?;
                 if let Some(tcb) = tcb.filter(|t| *t != chip.tcb) {
                     log::info!(
                         "installing firmware and microcode of TCB {tcb} (was {})",
@@ -241,13 +249,16 @@ impl StateDir {
                     "making a new chip identity (RSA-4096 ARK and ASK); this takes a few seconds"
                 );
                 let product = product.unwrap_or(Product::DEFAULT);
-                let chip =
-                    Chip::generate(api, tcb.unwrap_or(DEFAULT_TCB), product).map_err(|e| {
-                        StateError::Chip {
-                            path: path.clone(),
-                            source: e.into(),
-                        }
+                let tcb = product
+                    .check_tcb(tcb.unwrap_or(product.default_tcb()))
+                    .map_err(|why| StateError::Product {
+                        path: path.clone(),
+                        why,
                     })?;
+                let chip = Chip::generate(api, tcb, product).map_err(|e| StateError::Chip {
+                    path: path.clone(),
+                    source: e.into(),
+                })?;
                 write_atomic(&path, &chip.encode(), 0o600).map_err(io_err(&path))?;
                 Ok(chip)
             }

@@ -420,30 +420,36 @@ fn snphosts_show_commands_and_ok_answer_with_the_daemons_part() {
     assert!(o.status.success());
 }
 
-#[test]
-fn a_genoa_is_a_genoa_to_programs_reports_and_verifiers() {
-    require_mount!();
-    let snpguest = match tests::snpguest_bin() {
-        Ok(b) => b,
-        Err(why) => tests::missing!(why),
-    };
-    // A new chip made as a Genoa (its own ARK, ASK and chip identity: seconds).
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("genoa");
+/// A new embedded chip made as `product` (its own ARK, ASK and chip identity: seconds):
+/// programs under exec see its signature, its ARK names it, a launch's report carries its
+/// CPUID fields (`fms`), and unmodified snpguest picks the product from the report and
+/// verifies it against that product's chain. Returns the state directory's flags.
+fn a_part_as_programs_reports_and_verifiers_see_it(
+    snpguest: &Path,
+    dir: &Path,
+    product: &str,
+    signature: u32,
+    fms: [u8; 3],
+) -> Vec<String> {
+    let state = dir.join(product);
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
     let mut flags = emulated(&state);
-    flags.extend(["--product".to_string(), "genoa".to_string()]);
-    let bin = probe(dir.path(), "probe", &[]);
-    let o = exec(&strs(&flags), &[bin.to_str().unwrap(), "1", "80000001"]);
+    flags.extend(["--product".to_string(), product.to_string()]);
+    let bin = probe(dir, "probe", &[]);
+    let mut cmd = Command::new(sevctl());
+    cmd.args(&flags).args(["exec", "--"]);
+    let o = shown(cmd.arg(&bin).args(["1", "80000001"]));
     assert!(o.status.success());
     let seen = leaves(&o.stdout);
-    assert_eq!((seen[0].1[0], seen[1].1[0]), (0x00a1_0f11, 0x00a1_0f11));
-    // Its certificates name it, and a launch's report carries its CPUID fields.
+    assert_eq!((seen[0].1[0], seen[1].1[0]), (signature, signature));
     let ark = sevd::certs::x509::from_der(&std::fs::read(state.join("ark.der")).unwrap()).unwrap();
+    let name = sevd::part::Product::from_signature(signature)
+        .unwrap()
+        .name();
     assert_eq!(
-        sevd::certs::x509::subject_cn(&ark).as_deref(),
-        Some("ARK-Genoa")
+        sevd::certs::x509::subject_cn(&ark),
+        Some(format!("ARK-{name}"))
     );
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/snp.yaml");
     let mut cmd = Command::new(sevctl());
@@ -451,29 +457,109 @@ fn a_genoa_is_a_genoa_to_programs_reports_and_verifiers() {
     let out = tests::succeeds(&mut cmd);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let report = hex::decode(v["report"].as_str().unwrap()).unwrap();
-    assert_eq!(
-        report[0x188..0x18b],
-        [0x19, 0x11, 0x01],
-        "CPUID_FAM_ID, MOD_ID, STEP"
-    );
-    let (certs, file) = (dir.path().join("certs"), dir.path().join("report.bin"));
+    assert_eq!(report[0x188..0x18b], fms, "CPUID_FAM_ID, MOD_ID, STEP");
+    let (certs, file) = (dir.join("certs"), dir.join("report.bin"));
     std::fs::write(&file, &report).unwrap();
     let mut cmd = Command::new(sevctl());
     cmd.args(&flags).args(["snp", "certificates"]).arg(&certs);
     tests::succeeds(&mut cmd);
-    // snpguest picks the product from the report and verifies it against the Genoa chain.
     let o = shown(
-        Command::new(&snpguest)
+        Command::new(snpguest)
             .args(["verify", "attestation"])
             .arg(&certs)
             .arg(&file),
     );
     assert!(o.status.success(), "snpguest verify attestation");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("VEK signed the Attestation Report!"));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("VEK signed the Attestation Report!"),
+        "{said}"
+    );
+    flags
+}
+
+#[test]
+fn a_genoa_is_a_genoa_to_programs_reports_and_verifiers() {
+    require_mount!();
+    let snpguest = match tests::snpguest_bin() {
+        Ok(b) => b,
+        Err(why) => tests::missing!(why),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let flags = a_part_as_programs_reports_and_verifiers_see_it(
+        &snpguest,
+        dir.path(),
+        "genoa",
+        0x00a1_0f11,
+        [0x19, 0x11, 0x01],
+    );
     // A part cannot change what it is.
-    let mut milan = emulated(&state);
+    let mut milan = flags[..3].to_vec();
     milan.extend(["--product".to_string(), "milan".to_string()]);
     let o = exec(&strs(&milan), &["true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&o.stderr).contains("this chip is a Genoa"));
+}
+
+/// A Turin: family 1Ah model 02h, an 8-byte chip id, and a TCB with an FMC level, in
+/// its layout everywhere: SNP_PLATFORM_STATUS as unmodified snphost decodes it (by the
+/// CPU it sees), its key server URL, the VCEK snpguest compares the report's FMC with.
+#[test]
+fn a_turin_is_a_turin_with_its_fmc() {
+    require_mount!();
+    let (snphost, snpguest) = match (tests::snphost_bin(), tests::snpguest_bin()) {
+        (Ok(h), Ok(g)) => (h.display().to_string(), g),
+        (Err(why), _) | (_, Err(why)) => tests::missing!(why),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A TCB without an FMC level is no Turin's: refused before a chip is made.
+    let (state, mnt) = (dir.path().join("refused"), dir.path().join("mnt"));
+    std::fs::create_dir(&state).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let o = shown(
+        Command::new(tests::sevd_bin())
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--mountpoint")
+            .arg(&mnt)
+            .args(["--snp", "--product", "turin", "--snp-tcb", "3:0:8:115"]),
+    );
+    assert!(!o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("a Turin's TCB has an FMC level"), "{said}");
+    assert!(!state.join(sevd::paths::CHIP_FILE).exists());
+
+    let flags = a_part_as_programs_reports_and_verifiers_see_it(
+        &snpguest,
+        dir.path(),
+        "turin",
+        0x00b0_0f21,
+        [0x1a, 0x02, 0x01],
+    );
+    let show = |what: &str| {
+        let o = exec(&strs(&flags), &[&snphost, "show", what]);
+        assert!(o.status.success(), "snphost show {what}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let tcb = show("tcb");
+    assert!(
+        tcb.contains("Microcode:   9") && tcb.contains("FMC:         0"),
+        "{tcb}"
+    );
+    let id = show("identifier");
+    let url = show("vcek-url");
+    assert!(
+        url.trim()
+            .starts_with("https://kdsintf.amd.com/vcek/v1/Turin/")
+            && url.contains(id.trim())
+            && url.contains("?fmcSPL=00&blSPL=00&teeSPL=00&snpSPL=00&ucodeSPL=09"),
+        "{url}"
+    );
+    // The VCEK names the product without a stepping and carries fmcSPL.
+    let vcek = std::fs::read(dir.path().join("certs/vcek.der")).unwrap();
+    let vcek = sevd::certs::x509::from_der(&vcek).unwrap();
+    assert_eq!(
+        sevd::certs::x509::vcek_tcb(&vcek).map(|t| t.to_string()),
+        Some("0:0:0:0:9".into())
+    );
 }

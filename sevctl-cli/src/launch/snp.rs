@@ -79,7 +79,8 @@ pub fn launch(
         ))
     })?;
     let tcb = |v: u64| {
-        uapi::snp::TcbVersion::from_u64(v).map_or_else(|| format!("{v:#x}"), |t| t.to_string())
+        p.tcb(v)
+            .map_or_else(|| format!("{v:#x}"), |t| t.to_string())
     };
     log.step(
         "host",
@@ -450,7 +451,7 @@ fn guest_report(log: &mut Log, ovmf: &Ovmf, vm: &Vm, report_data: &[u8; 64]) -> 
             report::u32_at(r, report::VERSION_AT),
             report::u32_at(r, report::VMPL_AT),
             report::u64_at(r, report::POLICY_AT),
-            uapi::snp::TcbVersion::from_u64(report::u64_at(r, report::REPORTED_TCB_AT))
+            sevd::part::Product::report_tcb(r, report::REPORTED_TCB_AT)
                 .map_or_else(String::new, |t| t.to_string()),
         ),
     );

@@ -256,8 +256,10 @@ pub fn ask(
 }
 
 /// The VCEK of chip `chip_id` at `tcb`: `vcek` signed by the ASK, serial 0, 7 years, only
-/// AMD's extensions (structVersion, productName, the eight SPLs, hwID as a DER OCTET
-/// STRING of the 64-byte CHIP_ID, the form every verifier parses).
+/// AMD's extensions (structVersion, productName, the SPLs, hwID as a DER OCTET STRING of
+/// the 64-byte CHIP_ID, the form every verifier parses). Where the TCB has an FMC (Turin)
+/// they are as AMD's Turin VCEKs have them: structVersion 1, no spl_4, fmcSPL (.3.9) added;
+/// but hwID stays the 64-byte OCTET STRING, as snpguest 0.11 takes no other length.
 pub fn vcek(
     ask_key: &RsaKeyPair,
     ask: &Certificate,
@@ -269,20 +271,29 @@ pub fn vcek(
     let spki = SubjectPublicKeyInfoOwned::from_der(&vcek.to_spki_der()?).map_err(malformed)?;
     let int = |v: u8| der::asn1::Uint::new(&[v]).map_err(malformed);
     let mut extensions = vec![
-        extension(amd_oid("1")?, false, &int(0)?)?,
+        extension(amd_oid("1")?, false, &int(tcb.fmc.is_some() as u8)?)?,
         extension(
             amd_oid("2")?,
             false,
             &Ia5StringRef::new(product.stepping_name()).map_err(malformed)?,
         )?,
     ];
-    let spls = [tcb.bootloader, tcb.tee, tcb.snp, 0, 0, 0, 0, tcb.microcode];
-    for (i, spl) in spls.into_iter().enumerate() {
-        extensions.push(extension(
-            amd_oid(&format!("3.{}", i + 1))?,
-            false,
-            &int(spl)?,
-        )?);
+    let spl_4 = if tcb.fmc.is_some() { None } else { Some(0) };
+    let spls = [
+        (9, tcb.fmc),
+        (1, Some(tcb.bootloader)),
+        (2, Some(tcb.tee)),
+        (3, Some(tcb.snp)),
+        (4, spl_4),
+        (5, Some(0)),
+        (6, Some(0)),
+        (7, Some(0)),
+        (8, Some(tcb.microcode)),
+    ];
+    for (n, spl) in spls {
+        if let Some(spl) = spl {
+            extensions.push(extension(amd_oid(&format!("3.{n}"))?, false, &int(spl)?)?);
+        }
     }
     extensions.push(extension(
         amd_oid("4")?,
@@ -302,7 +313,8 @@ pub fn vcek(
     )
 }
 
-/// The TCB in a VCEK's SPL extensions (`None` if one is missing or not an INTEGER).
+/// The TCB in a VCEK's SPL extensions (`None` if one is missing or not an INTEGER); with
+/// an FMC where it has fmcSPL.
 pub fn vcek_tcb(vcek: &Certificate) -> Option<TcbVersion> {
     let exts = vcek.tbs_certificate.extensions.as_ref()?;
     let spl = |n: u32| {
@@ -317,7 +329,11 @@ pub fn vcek_tcb(vcek: &Certificate) -> Option<TcbVersion> {
             _ => None,
         }
     };
+    let has_fmc = amd_oid("3.9")
+        .ok()
+        .is_some_and(|oid| exts.iter().any(|e| e.extn_id == oid));
     Some(TcbVersion {
+        fmc: if has_fmc { Some(spl(9)?) } else { None },
         bootloader: spl(1)?,
         tee: spl(2)?,
         snp: spl(3)?,

@@ -26,14 +26,8 @@ const MAGIC_V2: &[u8; 8] = b"SEVDCHP2";
 const MAGIC: &[u8; 8] = b"SEVDCHP3";
 const SEED_LEN: usize = 32;
 
-/// The TCB a new chip gets unless told otherwise: a Milan part's boot loader 3, TEE 0, SNP
-/// firmware 8 and microcode 115, the levels AMD's published Milan VCEKs commonly carry.
-pub const DEFAULT_TCB: TcbVersion = TcbVersion {
-    bootloader: 3,
-    tee: 0,
-    snp: 8,
-    microcode: 115,
-};
+/// The TCB of a new Milan unless told otherwise (and of chip files of format 1).
+pub const DEFAULT_TCB: TcbVersion = Product::Milan.default_tcb();
 
 /// Why a chip file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +99,13 @@ impl Chip {
     }
 
     /// The 64-byte chip id GET_ID returns (any stable value will do: it is only a lookup key
-    /// for AMD's key server, which cannot know this chip).
+    /// for AMD's key server, which cannot know this chip). Only the product's first
+    /// [`Product::chip_id_len`] bytes are set.
     pub fn id(&self) -> Result<[u8; 64], CryptoError> {
         let bytes = kdf(&*self.seed, b"sevd-chip-id", &[], 64)?;
         let mut id = [0u8; 64];
-        id.copy_from_slice(&bytes);
+        let n = self.product.chip_id_len();
+        id[..n].copy_from_slice(&bytes[..n]);
         Ok(id)
     }
 
@@ -125,9 +121,10 @@ impl Chip {
     }
 
     /// The VCEK at `tcb`: the chip's versioned endorsement key. As the firmware does, each
-    /// part's seed (boot loader, TEE, SNP firmware, microcode) is hashed once for each
-    /// security version below the top (255 − SPL times) and chained into the next, and the
-    /// key is derived from the result; a key for a higher TCB says nothing of a lower one's.
+    /// part's seed (FMC where there is one, boot loader, TEE, SNP firmware, microcode) is
+    /// hashed once for each security version below the top (255 − SPL times) and chained
+    /// into the next, and the key is derived from the result; a key for a higher TCB says
+    /// nothing of a lower one's.
     pub fn vcek(&self, tcb: TcbVersion) -> Result<EcKeyPair, CryptoError> {
         let chain = self.vcek_seed(tcb)?;
         let material = kdf(&chain, b"sev-versioned-chip-endorsement-key", &[], 56)?;
@@ -139,12 +136,13 @@ impl Chip {
     pub fn vcek_seed(&self, tcb: TcbVersion) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         use sha2::{Digest, Sha384};
         let mut chain = Zeroizing::new([0u8; 48]);
-        for (name, spl) in [
+        let fmc = tcb.fmc.map(|spl| (&b"fmc"[..], spl));
+        for (name, spl) in fmc.into_iter().chain([
             (&b"bootloader"[..], tcb.bootloader),
             (b"tee", tcb.tee),
             (b"snp", tcb.snp),
             (b"microcode", tcb.microcode),
-        ] {
+        ]) {
             let seed = kdf(&*self.seed, b"sevd-hash-stick", name, 48)?;
             let mut h = Zeroizing::new(
                 Sha384::new()
@@ -261,7 +259,9 @@ impl Chip {
             let (cek, tcb) = rest.split_at(at);
             rest = cek;
             let tcb = u64::from_le_bytes(tcb.try_into().map_err(|_| ChipError::Corrupt("TCB"))?);
-            TcbVersion::from_u64(tcb).ok_or(ChipError::Corrupt("TCB has reserved bits set"))?
+            product
+                .tcb(tcb)
+                .ok_or(ChipError::Corrupt("TCB has reserved bits set"))?
         };
         if rest.len() != CERT_LEN {
             return Err(ChipError::Corrupt("bad CEK certificate"));
@@ -321,5 +321,27 @@ mod tests {
         let mut bad = bytes.to_vec();
         bad[MAGIC.len() + SEED_LEN] ^= 1;
         assert!(Chip::decode(&bad).is_err());
+    }
+
+    /// A Turin's chip id is 8 bytes and zeros; its TCB has an FMC, which its VCEK is bound
+    /// to; the file keeps both.
+    #[test]
+    fn a_turin_has_an_8_byte_id_and_an_fmc() {
+        let mut chip = crate::firmware::test_support::chip();
+        chip.product = Product::Turin;
+        chip.tcb = Product::Turin.default_tcb();
+        let id = chip.id().unwrap();
+        assert!(id[..8].iter().any(|b| *b != 0) && id[8..].iter().all(|b| *b == 0));
+        let at = |fmc| {
+            chip.vcek(TcbVersion {
+                fmc: Some(fmc),
+                ..chip.tcb
+            })
+            .unwrap()
+        };
+        let key = |k: EcKeyPair| k.public().unwrap().to_spki_der().unwrap();
+        assert_ne!(key(at(0)), key(at(1)));
+        let back = Chip::decode(&chip.encode()).unwrap();
+        assert_eq!((back.tcb, back.product), (chip.tcb, Product::Turin));
     }
 }

@@ -3,7 +3,7 @@
 //! then the fields the owner expects. `sevctl snp verify` and `sevctl launch` share it.
 
 use uapi::snp::report as r;
-use uapi::snp::TcbVersion;
+use uapi::snp::{TcbLayout, TcbVersion};
 
 use crate::certs::x509::X509Error;
 use crate::crypto::ecc::EcPublic;
@@ -83,8 +83,10 @@ pub fn verify(
     }
     checks.push("signature: the VCEK signed the report".into());
 
-    let reported = TcbVersion::from_u64(r::u64_at(report, r::REPORTED_TCB_AT));
+    // The VCEK's TCB says whether the part has an FMC, and so how the u64 reads.
     let vcek_tcb = chain.vcek_tcb();
+    let layout = vcek_tcb.map_or(TcbLayout::Legacy, |t| t.layout());
+    let reported = TcbVersion::from_u64(r::u64_at(report, r::REPORTED_TCB_AT), layout);
     let show = |t: Option<TcbVersion>| t.map_or_else(|| "?".into(), |t| t.to_string());
     if reported.is_none() || vcek_tcb != reported {
         return Err(ReportError::Tcb {

@@ -185,6 +185,20 @@ impl Platform {
         self.t.describe()
     }
 
+    /// The EPYC generation it is, where that can be known.
+    pub fn product(&self) -> Option<crate::part::Product> {
+        self.t.product()
+    }
+
+    /// The TCB of a TCB_VERSION this platform reports, read in its generation's layout
+    /// (Milan's where the generation is unknown).
+    pub fn tcb(&self, v: u64) -> Option<uapi::snp::TcbVersion> {
+        let layout = self
+            .product()
+            .map_or(uapi::snp::TcbLayout::Legacy, |p| p.tcb_layout());
+        uapi::snp::TcbVersion::from_u64(v, layout)
+    }
+
     /// `SEV_ISSUE_CMD` with `data` pointing at `arg`.
     fn issue(&self, cmd: SevCmd, data: u64) -> Result<(), PlatformError> {
         let mut arg = SevIssueCmd {

@@ -36,6 +36,12 @@ pub trait Transport: Send + Sync {
     fn vcek_chain(&self) -> Option<Result<crate::kds::VcekChain, crate::boot::BootError>> {
         None
     }
+
+    /// The EPYC generation behind it: the part a daemon publishes, else the host's own
+    /// (the kernel's device is this CPU); `None` when neither says.
+    fn product(&self) -> Option<crate::part::Product> {
+        crate::part::Product::of_host()
+    }
 }
 
 /// A VM's ioctl interface.
@@ -89,6 +95,16 @@ impl Device {
 impl Transport for Device {
     fn sev_ioctl(&self, request: u32, arg: &mut [u8]) -> Result<(), Errno> {
         vfs::ioctl_bytes(&self.sev, request, arg).map(drop)
+    }
+
+    fn product(&self) -> Option<crate::part::Product> {
+        let part = crate::paths::published_dir(&self.path).join(crate::paths::PART_FILE);
+        match std::fs::read(part) {
+            Ok(json) => serde_json::from_slice::<crate::part::Part>(&json)
+                .ok()
+                .map(|p| p.product),
+            Err(_) => crate::part::Product::of_host(),
+        }
     }
 
     fn open_vm(&self) -> Result<Box<dyn VmTransport>, Errno> {
@@ -213,6 +229,11 @@ impl Transport for Embedded {
             kvm: self.kvm.clone(),
             fh,
         }))
+    }
+
+    fn product(&self) -> Option<crate::part::Product> {
+        let dev = self.dev.lock().unwrap_or_else(|e| e.into_inner());
+        Some(dev.firmware().chip().product)
     }
 
     fn vcek_chain(&self) -> Option<Result<crate::kds::VcekChain, crate::boot::BootError>> {

@@ -80,11 +80,23 @@ impl PageInfo {
     }
 }
 
-/// A TCB version: the security patch levels (SPLs) of the parts a report vouches for, as
-/// Milan and Genoa encode them in a u64 (byte 0 boot loader, 1 TEE, 2..6 reserved, 6 SNP
-/// firmware, 7 microcode; linux-abi.md §1.4, virtee's `TcbVersion`).
+/// How a generation lays its TCB_VERSION out in a u64 (linux-abi.md §1.4, snp.md §6;
+/// virtee's `TcbVersion` encodes by the CPU's generation in the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcbLayout {
+    /// Milan and Genoa: byte 0 boot loader, 1 TEE, 2..6 reserved, 6 SNP, 7 microcode.
+    Legacy,
+    /// Turin and later: byte 0 FMC, 1 boot loader, 2 TEE, 3 SNP, 4..7 reserved,
+    /// 7 microcode.
+    Fmc,
+}
+
+/// A TCB version: the security patch levels (SPLs) of the parts a report vouches for.
+/// `fmc` is set exactly on the parts that have one (Turin on), and chooses the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct TcbVersion {
+    /// SPL of the PSP's first mutable code (FMC), on Turin and later only.
+    pub fmc: Option<u8>,
     /// SPL of the PSP boot loader.
     pub bootloader: u8,
     /// SPL of the PSP operating system (TEE).
@@ -96,38 +108,68 @@ pub struct TcbVersion {
 }
 
 impl TcbVersion {
-    /// The u64 the firmware reports.
-    pub fn to_u64(self) -> u64 {
-        u64::from_le_bytes([
-            self.bootloader,
-            self.tee,
-            0,
-            0,
-            0,
-            0,
-            self.snp,
-            self.microcode,
-        ])
+    /// The layout its u64 has.
+    pub fn layout(self) -> TcbLayout {
+        match self.fmc {
+            Some(_) => TcbLayout::Fmc,
+            None => TcbLayout::Legacy,
+        }
     }
 
-    /// The TCB of a u64, or `None` when its reserved bytes are not zero.
-    pub fn from_u64(v: u64) -> Option<Self> {
+    /// The u64 the firmware reports.
+    pub fn to_u64(self) -> u64 {
+        let b = match self.fmc {
+            None => [
+                self.bootloader,
+                self.tee,
+                0,
+                0,
+                0,
+                0,
+                self.snp,
+                self.microcode,
+            ],
+            Some(fmc) => [
+                fmc,
+                self.bootloader,
+                self.tee,
+                self.snp,
+                0,
+                0,
+                0,
+                self.microcode,
+            ],
+        };
+        u64::from_le_bytes(b)
+    }
+
+    /// The TCB of a u64 laid out as `layout`, or `None` when its reserved bytes are not
+    /// zero.
+    pub fn from_u64(v: u64, layout: TcbLayout) -> Option<Self> {
         let b = v.to_le_bytes();
-        if b[2..6].iter().any(|x| *x != 0) {
-            return None;
+        match layout {
+            TcbLayout::Legacy => b[2..6].iter().all(|x| *x == 0).then_some(TcbVersion {
+                fmc: None,
+                bootloader: b[0],
+                tee: b[1],
+                snp: b[6],
+                microcode: b[7],
+            }),
+            TcbLayout::Fmc => b[4..7].iter().all(|x| *x == 0).then_some(TcbVersion {
+                fmc: Some(b[0]),
+                bootloader: b[1],
+                tee: b[2],
+                snp: b[3],
+                microcode: b[7],
+            }),
         }
-        Some(TcbVersion {
-            bootloader: b[0],
-            tee: b[1],
-            snp: b[6],
-            microcode: b[7],
-        })
     }
 
     /// Whether any component of `self` is above `other`'s (the firmware's
     /// `tcb_compare_versions(self, other) > 0`).
     pub fn exceeds(self, other: TcbVersion) -> bool {
-        self.bootloader > other.bootloader
+        self.fmc > other.fmc
+            || self.bootloader > other.bootloader
             || self.tee > other.tee
             || self.snp > other.snp
             || self.microcode > other.microcode
@@ -135,8 +177,12 @@ impl TcbVersion {
 }
 
 impl std::fmt::Display for TcbVersion {
-    /// `bootloader:tee:snp:microcode`, the form `sevd --snp-tcb` takes.
+    /// `bootloader:tee:snp:microcode`, with `fmc:` before it where there is one: the form
+    /// `sevd --snp-tcb` takes, in the order of the u64's bytes.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(fmc) = self.fmc {
+            write!(f, "{fmc}:")?;
+        }
         write!(
             f,
             "{}:{}:{}:{}",
@@ -149,17 +195,23 @@ impl std::str::FromStr for TcbVersion {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let [bl, tee, snp, ucode] = parts[..] else {
-            return Err(format!(
-                "a TCB is BOOTLOADER:TEE:SNP:MICROCODE (four numbers 0-255), not {s:?}"
-            ));
-        };
         let spl = |name: &str, v: &str| {
             v.parse::<u8>()
                 .map_err(|_| format!("the {name} SPL must be a number 0-255, not {v:?}"))
         };
+        let parts: Vec<&str> = s.split(':').collect();
+        let (fmc, rest) = match parts[..] {
+            [fmc, ref rest @ ..] if rest.len() == 4 => (Some(spl("FMC", fmc)?), rest),
+            ref rest => (None, rest),
+        };
+        let [bl, tee, snp, ucode] = rest[..] else {
+            return Err(format!(
+                "a TCB is BOOTLOADER:TEE:SNP:MICROCODE, or FMC:BOOTLOADER:TEE:SNP:MICROCODE \
+                 on Turin (numbers 0-255), not {s:?}"
+            ));
+        };
         Ok(TcbVersion {
+            fmc,
             bootloader: spl("boot loader", bl)?,
             tee: spl("TEE", tee)?,
             snp: spl("SNP", snp)?,
@@ -331,10 +383,33 @@ mod tests {
     fn tcb_encoding() {
         let tcb: TcbVersion = "3:0:8:115".parse().unwrap();
         assert_eq!(tcb.to_u64(), 0x7308_0000_0000_0003);
-        assert_eq!(TcbVersion::from_u64(tcb.to_u64()), Some(tcb));
-        assert_eq!(TcbVersion::from_u64(1 << 16), None);
+        assert_eq!(
+            TcbVersion::from_u64(tcb.to_u64(), TcbLayout::Legacy),
+            Some(tcb)
+        );
+        assert_eq!(TcbVersion::from_u64(1 << 16, TcbLayout::Legacy), None);
         assert_eq!(tcb.to_string(), "3:0:8:115");
         assert!("3:0:8".parse::<TcbVersion>().is_err());
+        assert!("1:3:0:8:115:0".parse::<TcbVersion>().is_err());
+        // Turin's: FMC in byte 0, SNP in byte 3 (virtee's `to_turin_bytes`).
+        let turin: TcbVersion = "1:3:0:8:115".parse().unwrap();
+        assert_eq!(turin.fmc, Some(1));
+        assert_eq!(turin.to_u64(), 0x7300_0000_0800_0301);
+        assert_eq!(
+            TcbVersion::from_u64(turin.to_u64(), TcbLayout::Fmc),
+            Some(turin)
+        );
+        assert_eq!(TcbVersion::from_u64(1 << 48, TcbLayout::Fmc), None);
+        assert_eq!(
+            TcbVersion::from_u64(1 << 48, TcbLayout::Legacy).map(|t| t.snp),
+            Some(1)
+        );
+        assert_eq!(turin.to_string(), "1:3:0:8:115");
+        assert!(TcbVersion {
+            fmc: Some(2),
+            ..turin
+        }
+        .exceeds(turin));
         assert!("3:0:8:256".parse::<TcbVersion>().is_err());
         let lower = TcbVersion {
             microcode: 100,

@@ -71,7 +71,7 @@ impl Firmware {
         };
         let guest = self.snp_guest(gctx)?;
         let allowed = if version >= 2 { GFS_V2 } else { GFS_V1 };
-        let tcb = uapi::snp::TcbVersion::from_u64(tcb).ok_or(Status::InvalidParam)?;
+        let tcb = self.chip.product.tcb(tcb).ok_or(Status::InvalidParam)?;
         let svn = guest.identity.map_or(0, |i| i.guest_svn);
         if vmpl < vmpck
             || vmpl > 3

@@ -734,7 +734,11 @@ fn a_report_after_snp_config_is_signed_by_the_vcek_of_the_new_tcb() {
             .unwrap();
         let r = rsp.report;
         let sig: [u8; 512] = r[report::SIGNATURE.start..].try_into().unwrap();
-        let tcb = TcbVersion::from_u64(report::u64_at(&r, report::REPORTED_TCB_AT)).unwrap();
+        let tcb = fw
+            .chip
+            .product
+            .tcb(report::u64_at(&r, report::REPORTED_TCB_AT))
+            .unwrap();
         let key = fw.chip.vcek(tcb).unwrap().public().unwrap();
         assert!(key.verify(uapi::cert::algo::ECDSA_SHA384, &r[report::SIGNED], &sig));
         tcb

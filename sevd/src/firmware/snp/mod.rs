@@ -124,8 +124,10 @@ impl Firmware {
                     .chip
                     .snp_nv_seal_key()
                     .map_err(|e| e.to_string())
-                    .and_then(|key| SnpStore::decode(&bytes, &key).map_err(|e| e.to_string()))
-                {
+                    .and_then(|key| {
+                        SnpStore::decode(&bytes, &key, self.chip.product.tcb_layout())
+                            .map_err(|e| e.to_string())
+                    }) {
                     Ok(store) => Some(store),
                     Err(why) => {
                         log::error!("firmware: the SNP store is unusable ({why}); it is set aside and SNP starts committed at the installed TCB");
@@ -317,7 +319,7 @@ impl Firmware {
         let committed = self.snp.store.committed_tcb;
         let requested = match reported {
             0 => committed,
-            v => TcbVersion::from_u64(v).ok_or(Status::InvalidParam)?,
+            v => self.chip.product.tcb(v).ok_or(Status::InvalidParam)?,
         };
         if requested.exceeds(committed) {
             return Err(Status::InvalidParam);

@@ -2,7 +2,7 @@
 //! SNP_CONFIG's reported TCB and mask flags. Sealed as the SEV half is (`nv::seal`), under
 //! its own key and magic.
 
-use uapi::snp::TcbVersion;
+use uapi::snp::{TcbLayout, TcbVersion};
 
 use crate::crypto::CryptoError;
 use crate::firmware::nv::{seal, unseal, NvError};
@@ -55,15 +55,15 @@ impl SnpStore {
         seal(key, MAGIC, &body)
     }
 
-    /// Checks the seal and every field.
-    pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Self, NvError> {
+    /// Checks the seal and every field; its TCBs are laid out as the part's.
+    pub fn decode(bytes: &[u8], key: &[u8], layout: TcbLayout) -> Result<Self, NvError> {
         let body = unseal(key, MAGIC, bytes)?;
         if body.len() != BODY_LEN {
             return Err(NvError::Corrupt("SNP store has the wrong length"));
         }
         let tcb = |at: usize| {
             let v = u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or_default());
-            TcbVersion::from_u64(v).ok_or(NvError::Corrupt("SNP store TCB"))
+            TcbVersion::from_u64(v, layout).ok_or(NvError::Corrupt("SNP store TCB"))
         };
         let config_tcb = match body[11] {
             0 => None,
@@ -102,12 +102,15 @@ mod tests {
             mask_chip_key: false,
         };
         let bytes = store.encode(&key).unwrap();
-        assert_eq!(SnpStore::decode(&bytes, &key).unwrap(), store);
+        assert_eq!(
+            SnpStore::decode(&bytes, &key, TcbLayout::Legacy).unwrap(),
+            store
+        );
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(SnpStore::decode(&bad, &key).is_err());
-        assert!(SnpStore::decode(&bytes, &[8u8; 32]).is_err());
-        assert!(SnpStore::decode(&bytes[..10], &key).is_err());
+        assert!(SnpStore::decode(&bad, &key, TcbLayout::Legacy).is_err());
+        assert!(SnpStore::decode(&bytes, &[8u8; 32], TcbLayout::Legacy).is_err());
+        assert!(SnpStore::decode(&bytes[..10], &key, TcbLayout::Legacy).is_err());
     }
 }

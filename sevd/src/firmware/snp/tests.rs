@@ -11,8 +11,14 @@ fn tcb(s: &str) -> TcbVersion {
 
 /// A firmware with SNP on, its chip at `installed`, over `store`.
 fn snp_firmware(installed: &str, store: MemStorage) -> Firmware {
+    snp_firmware_of(crate::part::Product::Milan, installed, store)
+}
+
+/// The same, on a chip of `product`.
+fn snp_firmware_of(product: crate::part::Product, installed: &str, store: MemStorage) -> Firmware {
     let mut c = chip();
     c.tcb = tcb(installed);
+    c.product = product;
     Firmware::new(
         c,
         Box::new(MemStorage::default()),
@@ -111,6 +117,45 @@ fn config_sets_a_lower_reported_tcb_and_the_masks_and_persists() {
     let s = fw.snp_platform_status().unwrap();
     assert_eq!({ s.reported_tcb_version }, lower);
     assert_eq!({ s.feature_bits } & 3, 1);
+}
+
+/// A Turin's TCBs are in its layout (FMC in byte 0, SNP in byte 3), in and out, and its
+/// FMC counts as a component: a reported TCB above the committed FMC is refused.
+#[test]
+fn a_turins_tcbs_carry_its_fmc() {
+    let mut fw = snp_firmware_of(
+        crate::part::Product::Turin,
+        "1:3:0:8:115",
+        MemStorage::default(),
+    );
+    fw.snp_init().unwrap();
+    let s = fw.snp_platform_status().unwrap();
+    assert_eq!({ s.current_tcb_version }, 0x7300_0000_0800_0301);
+    assert_eq!({ s.reported_tcb_version }, 0x7300_0000_0800_0301);
+    assert_eq!(
+        s.is_rmp_initialized, 0b11,
+        "every Turin firmware checks aliases"
+    );
+    assert_eq!(
+        fw.snp_config(&config(tcb("2:3:0:8:115").to_u64(), 0)),
+        Err(Status::InvalidParam),
+        "the FMC above the committed one"
+    );
+    assert_eq!(
+        fw.snp_config(&config(1 << 48, 0)),
+        Err(Status::InvalidParam),
+        "a reserved byte of Turin's layout"
+    );
+    fw.snp_config(&config(tcb("0:3:0:8:100").to_u64(), 0))
+        .unwrap();
+    assert_eq!(fw.reported_tcb(), tcb("0:3:0:8:100"));
+    // Its store reads back in its layout after a power cycle.
+    let store = MemStorage {
+        data: fw.snp.nv.read().unwrap(),
+        quarantined: None,
+    };
+    let fw = snp_firmware_of(crate::part::Product::Turin, "1:3:0:8:115", store);
+    assert_eq!(fw.reported_tcb(), tcb("0:3:0:8:100"));
 }
 
 #[test]
