@@ -1,6 +1,7 @@
 //! The step log of a launch or a migration: one line per step, as `[role] STEP detail`, or
 //! with `--json` nothing until the command's report, which carries the steps.
 
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -41,22 +42,37 @@ pub struct Log {
     pub steps: Vec<serde_json::Value>,
     /// When the command began.
     pub start: Instant,
+    /// When the last step ended.
+    last: Instant,
 }
 
 impl Log {
     /// An empty log, starting now.
     pub fn new(json: bool) -> Log {
+        let now = Instant::now();
         Log {
             json,
             steps: vec![],
-            start: Instant::now(),
+            start: now,
+            last: now,
         }
     }
 
-    /// A step of `role`.
+    /// A step of `role`, just done: `ms` is when it ended (since the command began),
+    /// `duration_ms` how long it took (since the step before ended: the firmware command and
+    /// the host's work for it, such as loading the image it measures).
     pub fn step(&mut self, role: &str, what: &str, detail: String) {
-        let ms = self.start.elapsed().as_secs_f64() * 1e3;
-        self.push(json!({ "role": role, "step": what, "detail": detail, "ms": ms }));
+        let now = Instant::now();
+        let ms = (now - self.start).as_secs_f64() * 1e3;
+        let duration_ms = (now - self.last).as_secs_f64() * 1e3;
+        self.last = now;
+        self.push(json!({
+            "role": role,
+            "step": what,
+            "detail": detail,
+            "ms": ms,
+            "duration_ms": duration_ms,
+        }));
     }
 
     /// A step another process took and recorded (its `role`, `step` and `detail`), shown as
@@ -73,4 +89,25 @@ impl Log {
         }
         self.steps.push(step);
     }
+}
+
+/// A progress bar on a terminal, for work of 16 MiB and more; nothing when stderr is piped.
+pub fn progress(label: &str, done: usize, total: usize) {
+    let mut err = std::io::stderr();
+    if !err.is_terminal() || total < 16 << 20 {
+        return;
+    }
+    let width = 30;
+    let filled = width * done / total.max(1);
+    let _ = write!(
+        err,
+        "\r        {label:<20} [{}{}] {:>3}%",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        100 * done / total.max(1)
+    );
+    if done == total {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
 }

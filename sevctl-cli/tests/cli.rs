@@ -608,6 +608,15 @@ fn manifest_errors_are_where_the_parser_found_the_value() {
                 .replace("memory: 64M", "memory: lots"),
             ":6:11: guest.memory: expected bytes",
         ),
+        // Sizes no part could address: at the value, with what fits.
+        (
+            example.replace("memory: 64M", "memory: 200t"),
+            ":6:11: guest.memory: 219902325555200 bytes do not fit a guest's 128 TiB of physical addresses",
+        ),
+        (
+            example.replace("memory: 64M", "memory: 2P"),
+            ":6:11: guest.memory: expected bytes or a number with K, M, G or T",
+        ),
         // A key given twice: at the second one.
         (
             example.replace("  vcpuType: EPYC-v4", "  mode: sev"),
@@ -635,5 +644,14 @@ fn manifest_errors_are_where_the_parser_found_the_value() {
         let (code, err) = check(&text);
         assert_eq!(code, Some(2), "{err}");
         assert!(err.contains(expected), "expected {expected:?} in {err}");
+    }
+}
+
+#[test]
+fn guest_memory_takes_binary_units_in_either_case_up_to_terabytes() {
+    let example = std::fs::read_to_string(examples().join("sev-es.yaml")).unwrap();
+    for size in ["1t", "1T", "4g", "3584m", "65536K", "1099511627776"] {
+        let (code, err) = check(&example.replace("memory: 64M", &format!("memory: {size}")));
+        assert_eq!(code, Some(0), "{size}: {err}");
     }
 }

@@ -269,6 +269,11 @@ fn the_sev_crates_own_host_tests_pass_under_sevctl_exec() {
             .arg(sev_crate_source())
             .arg(&src),
     );
+    // Its own workspace root: the copy may lie inside this one (the suite's TMPDIR is under
+    // target/), where cargo would take it for a member. Its code and tests stay as shipped.
+    let manifest = src.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text + "\n[workspace]\n").unwrap();
     let sevd = Sevd::start_with(Options {
         args: vec!["--snp".into()],
         ..Options::default()

@@ -38,7 +38,12 @@ struct SnpCase {
     cpu: &'static str,
     vmm: &'static str,
     guest_features: u64,
+    /// Guest RAM: a guest's size changes nothing sev-snp-measure measures.
+    memory: &'static str,
 }
+
+/// Guest sizes the cases take turns with: small, split around the PCI hole, large.
+const MEMORY: &[&str] = &["64M", "4G", "64G", "1T"];
 
 /// `n` random cases; `features` are the guest-features values to take turns with.
 fn cases(rng: &mut Rng, dir: &Path, n: usize, features: &[u64]) -> Vec<SnpCase> {
@@ -64,6 +69,7 @@ fn cases(rng: &mut Rng, dir: &Path, n: usize, features: &[u64]) -> Vec<SnpCase> 
                 cpu: CPUS[(i + rng.below(2) as usize) % CPUS.len()],
                 vmm: VMMS[(i + rng.below(3) as usize) % VMMS.len()],
                 guest_features: features[i % features.len()],
+                memory: MEMORY[i % MEMORY.len()],
             }
         })
         .collect()
@@ -100,7 +106,8 @@ fn sev_snp_measure(snp_measure: &Path, c: &SnpCase) -> String {
 /// Case `i`'s manifest in `dir`.
 fn manifest(dir: &Path, i: usize, c: &SnpCase) -> PathBuf {
     let mut m = format!(
-        "apiVersion: sevctl/v1\nname: snp-{i}\nguest:\n  memory: 64M\n  vcpus: {}\n  mode: snp\n  vcpuType: {}\n  vmm: {}\n  guestFeatures: {:#x}\n",
+        "apiVersion: sevctl/v1\nname: snp-{i}\nguest:\n  memory: {}\n  vcpus: {}\n  mode: snp\n  vcpuType: {}\n  vmm: {}\n  guestFeatures: {:#x}\n",
+        c.memory,
         c.vcpus,
         c.cpu,
         c.vmm.to_ascii_lowercase(),

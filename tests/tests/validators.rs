@@ -42,7 +42,12 @@ struct Case {
     cpu: (&'static str, (u32, u32, u32)),
     /// The VMM whose reset state the save areas hold (sev-snp-measure's name).
     vmm: &'static str,
+    /// Guest RAM: a guest's size changes nothing the validators measure.
+    memory: &'static str,
 }
+
+/// Guest sizes the cases take turns with: split around the PCI hole, large, very large.
+const MEMORY: &[&str] = &["4G", "64G", "1T"];
 
 fn cases(rng: &mut Rng, dir: &Path) -> Vec<Case> {
     let mut out = vec![];
@@ -71,6 +76,7 @@ fn cases(rng: &mut Rng, dir: &Path) -> Vec<Case> {
             _ => "QEMU",
         };
         out.push(Case {
+            memory: MEMORY[i % MEMORY.len()],
             vmm,
             es,
             legacy,
@@ -108,7 +114,8 @@ fn manifest(dir: &Path, i: usize, c: &Case, platform: &[String]) -> PathBuf {
         .arg(&pdh)
         .arg(policy.to_string()));
     let mut m = format!(
-        "apiVersion: sevctl/v1\nguest:\n  memory: 64M\n  vcpus: {}\n  mode: {}\n  vcpuType: {}\n",
+        "apiVersion: sevctl/v1\nguest:\n  memory: {}\n  vcpus: {}\n  mode: {}\n  vcpuType: {}\n",
+        c.memory,
         c.vcpus,
         if c.es { "sev-es" } else { "sev" },
         c.cpu.0

@@ -3,8 +3,9 @@
 //! LAUNCH_SECRET and LAUNCH_FINISH.
 
 use sevd::crypto::Digest;
+use sevd::platform::layout::ram_slots;
 use sevd::platform::{Platform, Vm};
-use uapi::kvm::{KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM};
+use uapi::kvm::{KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM};
 
 use super::owner::SecretPacket;
 use super::{progress, Log, PIECE};
@@ -71,11 +72,12 @@ pub(super) fn start(
 ) -> Result<(Vm, Init)> {
     let es = m.mode == Mode::SevEs;
     let init = choose_init(m, p);
-    let mut vm = match init {
-        Init::Legacy => p.create_vm(m.memory as usize)?,
-        Init::Init2 if es => p.create_vm_of(KVM_X86_SEV_ES_VM, m.memory as usize)?,
-        Init::Init2 => p.create_vm_of(KVM_X86_SEV_VM, m.memory as usize)?,
+    let vm_type = match init {
+        Init::Legacy => KVM_X86_DEFAULT_VM,
+        Init::Init2 if es => KVM_X86_SEV_ES_VM,
+        Init::Init2 => KVM_X86_SEV_VM,
     };
+    let mut vm = p.create_vm_with(vm_type, &ram_slots(m.memory))?;
     if let Some((image, _)) = ovmf {
         vm.map(ovmf_gpa(image), image.len())?;
     }

@@ -11,8 +11,6 @@ mod snp;
 
 pub use snp::serve_guest_device;
 
-use std::io::{IsTerminal, Write};
-
 use sevd::crypto::Digest;
 use sevd::platform::{Platform, Vm};
 
@@ -20,31 +18,10 @@ use crate::error::Result;
 use crate::manifest::Manifest;
 use crate::migrate::control::Guest;
 use crate::select::Target;
-pub(crate) use crate::steps::Log;
+pub(crate) use crate::steps::{progress, Log};
 
 /// LAUNCH_UPDATE_DATA is issued in pieces of this size, so progress can be shown.
 const PIECE: usize = 8 << 20;
-
-/// A progress bar on a terminal, nothing when stderr is piped.
-pub(crate) fn progress(label: &str, done: usize, total: usize) {
-    let mut err = std::io::stderr();
-    if !err.is_terminal() || total < 2 * PIECE {
-        return;
-    }
-    let width = 30;
-    let filled = width * done / total.max(1);
-    let _ = write!(
-        err,
-        "\r        {label:<20} [{}{}] {:>3}%",
-        "#".repeat(filled),
-        ".".repeat(width - filled),
-        100 * done / total.max(1)
-    );
-    if done == total {
-        let _ = writeln!(err);
-    }
-    let _ = err.flush();
-}
 
 /// Where `--migrate-to` sends the launched guest.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ use sevd::owner::release;
 use sevd::owner::snp_measurement::{LaunchStep, OvmfLaunch, StepData};
 use sevd::owner::snp_report::{self, Expected};
 use sevd::owner::tables;
+use sevd::platform::layout::ram_slots;
 use sevd::platform::{Platform, SnpFinish, Vm};
 use uapi::kvm::KVM_X86_SNP_VM;
 use uapi::snp::{report, PageType};
@@ -289,7 +290,7 @@ fn start(
     spec: &SnpSpec,
     plan: &OvmfLaunch<'_>,
 ) -> Result<Vm> {
-    let mut vm = p.create_vm_of(KVM_X86_SNP_VM, m.memory as usize)?;
+    let mut vm = p.create_vm_with(KVM_X86_SNP_VM, &ram_slots(m.memory))?;
     let gpa = plan.image_gpa().map_err(|e| input(e.to_string()))?;
     vm.map(gpa, plan.image.len())?;
     // KVM turns SNPActive on by itself; INIT2 asks for the rest.

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use sevd::owner::tables::read_secret_table;
 use sevd::platform::{Platform, Vm};
-use uapi::kvm::{KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM};
+use uapi::kvm::{KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM};
 
 use super::control::Guest;
 use super::stream::{self, Layout, Record, StreamError, Tally, PAGE};
@@ -122,9 +122,8 @@ fn receive_guest(log: &mut Log, p: &Platform, conn: &mut Conn, opts: &Options) -
         r => return Err(misplaced(&r, "LAYOUT")),
     };
     check_layout(&layout, policy)?;
+    // Its memory is reserved, not committed: only the pages the source sends are touched.
     let vm = make_vm(p, &layout, policy)?;
-    // Detached: it ends on its own, and a guest dropped early only shortens it.
-    drop(vm.populate_in_background());
     let handle = vm.receive_start(policy, &pdh, &session)?;
     log.step(
         "target",
@@ -277,17 +276,14 @@ fn check_layout(l: &Layout, policy: u32) -> Result<()> {
 /// or SEV-ES type, or the legacy init where the platform has no VM types).
 fn make_vm(p: &Platform, l: &Layout, policy: u32) -> Result<Vm> {
     let es = policy & POLICY_ES != 0;
-    let size = l.slots[0].1 as usize;
-    let mut vm = if !p.offers_vm_types() {
-        p.create_vm(size)?
+    let vm_type = if !p.offers_vm_types() {
+        KVM_X86_DEFAULT_VM
     } else if es {
-        p.create_vm_of(KVM_X86_SEV_ES_VM, size)?
+        KVM_X86_SEV_ES_VM
     } else {
-        p.create_vm_of(KVM_X86_SEV_VM, size)?
+        KVM_X86_SEV_VM
     };
-    for &(gpa, size) in &l.slots[1..] {
-        vm.map(gpa, size as usize)?;
-    }
+    let vm = p.create_vm_with(vm_type, &l.slots)?;
     if p.offers_vm_types() {
         vm.sev_init2(0, 0)?;
     } else {
@@ -307,7 +303,6 @@ fn receive_packets(
 ) -> Result<Tally> {
     let err = |e: StreamError| stream_error(e, timeout);
     let reader = conn.try_clone().map_err(|e| err(StreamError::Io(e)))?;
-    let total: u64 = layout.slots.iter().map(|s| s.1).sum();
     let r = std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel(WINDOW);
         let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(WINDOW + 2);
@@ -364,8 +359,6 @@ fn receive_packets(
                 if let Record::Pages(run) = record {
                     let _ = spare_tx.try_send(run.into_buffer());
                 }
-                let done = tally.pages * PAGE as u64;
-                crate::launch::progress("RECEIVE_UPDATE_DATA", done as usize, total as usize);
             }
             Err(err(StreamError::Closed))
         })();

@@ -136,13 +136,18 @@ fn stream_out(
     let err = |e: StreamError| stream_error(e, timeout);
     let (pdh, _) = src.platform.pdh_cert_export()?;
     let slots = src.vm.slots();
-    let total: usize = slots.iter().map(|s| s.1).sum();
+    let runs = src
+        .vm
+        .touched()
+        .map_err(|e| CliError::Other(format!("which guest pages were touched: {e}")))?;
+    let total: usize = runs.iter().map(|s| s.1).sum();
     let writer = conn.try_clone().map_err(|e| err(StreamError::Io(e)))?;
     let sent = std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel::<Record>(WINDOW);
         let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(WINDOW + 2);
         let out = s.spawn(move || write_all(writer, rx, spare_tx));
-        let sealed = seal_all(src, &slots, total, (policy, pdh, session), tx, spare_rx);
+        let memory = (slots.as_slice(), runs.as_slice(), total);
+        let sealed = seal_all(src, memory, (policy, pdh, session), tx, spare_rx);
         let written = out.join().unwrap_or(Err(StreamError::Closed));
         (sealed, written)
     });
@@ -201,12 +206,15 @@ fn stream_out(
     Ok(tally)
 }
 
-/// START, LAYOUT, every page run and save area, sealed in order and handed to the writer,
-/// which hands the runs' buffers back.
+/// Guest memory as sent: its slots, the runs of pages touched in them, and their bytes; each
+/// span is (guest address, bytes).
+type Memory<'a> = (&'a [(u64, usize)], &'a [(u64, usize)], usize);
+
+/// START, LAYOUT (every slot), the touched pages and the save areas, sealed in order and
+/// handed to the writer, which hands the runs' buffers back.
 fn seal_all(
     src: &Source<'_>,
-    slots: &[(u64, usize)],
-    total: usize,
+    (slots, runs, total): Memory<'_>,
     (policy, pdh, session): (u32, Vec<u8>, Vec<u8>),
     tx: mpsc::SyncSender<Record>,
     spare: mpsc::Receiver<Vec<u8>>,
@@ -226,7 +234,7 @@ fn seal_all(
     }))
     .map_err(|_| gone())?;
     let mut done = 0;
-    for &(base, size) in slots {
+    for &(base, size) in runs {
         let pages = (size / PAGE) as u64;
         let mut page = 0;
         while page < pages {
@@ -241,7 +249,7 @@ fn seal_all(
             tx.send(Record::Pages(run)).map_err(|_| gone())?;
             page += n as u64;
             done += n as usize * PAGE;
-            crate::launch::progress("SEND_UPDATE_DATA", done, total);
+            crate::steps::progress("SEND_UPDATE_DATA", done, total);
         }
     }
     for vcpu in 0..src.vcpus {

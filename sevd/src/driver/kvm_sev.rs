@@ -77,7 +77,8 @@ pub struct Limits {
     /// vCPU save areas per VM (`SEVD_VM_SET_VMSA` beyond it: ENOSPC); KVM_MAX_VCPUS is 4096.
     pub vcpus_per_vm: u32,
     /// Bytes of guest memory a VM may register (`KVM_SET_USER_MEMORY_REGION` beyond it:
-    /// ENOMEM).
+    /// ENOMEM). Registering costs the daemon nothing (the memory is the caller's); the
+    /// default, 16 TiB, is above what a two-socket EPYC holds (12 TiB).
     pub memory_per_vm: u64,
     /// ASIDs per uid, 0 for no limit (INIT beyond it: EBUSY, as the misc cgroup charge).
     pub asids_per_uid: u32,
@@ -88,7 +89,7 @@ impl Default for Limits {
         Limits {
             vms_per_uid: 64,
             vcpus_per_vm: 512,
-            memory_per_vm: 1 << 40,
+            memory_per_vm: 16 << 40,
             asids_per_uid: 0,
         }
     }

@@ -51,33 +51,17 @@ impl Vm {
         self.regions.iter().map(|r| (r.gpa, r.buf.len())).collect()
     }
 
-    /// Faults guest memory in on a thread of its own, as a destination VMM preallocates its
-    /// RAM, so the pages a migration writes find memory already backed. Memory that is
-    /// already there is left as it is.
-    pub fn populate_in_background(&self) -> std::thread::JoinHandle<()> {
-        let spans: Vec<(usize, usize)> = self
-            .regions
-            .iter()
-            .map(|r| (r.buf.as_ptr() as usize, r.buf.len()))
-            .collect();
-        std::thread::spawn(move || {
-            for (at, len) in spans {
-                // 64 MiB at a time, so a migration's first pages need not wait for it all.
-                for off in (0..len).step_by(64 << 20) {
-                    let n = (len - off).min(64 << 20);
-                    // SAFETY: madvise touches no memory of ours that Rust sees: it faults in
-                    // pages of the range (zero ones where none are), never changing one that is
-                    // there; if the mapping is gone it fails with ENOMEM, which is ignored.
-                    unsafe {
-                        libc::madvise(
-                            (at + off) as *mut libc::c_void,
-                            n,
-                            libc::MADV_POPULATE_WRITE,
-                        );
-                    }
-                }
+    /// The runs of guest pages this process has ever touched, as (guest address, bytes),
+    /// in slot order: what a migration sends. A page never touched is zero here and, never
+    /// sent, stays zero at the target, as QEMU sends such pages as zero pages.
+    pub fn touched(&self) -> std::io::Result<Vec<(u64, usize)>> {
+        let mut runs = vec![];
+        for r in &self.regions {
+            for (off, len) in super::pagemap::touched(r.buf.as_ptr() as usize, r.buf.len())? {
+                runs.push((r.gpa + off as u64, len));
             }
-        })
+        }
+        Ok(runs)
     }
 
     /// KVM_SEV_SEND_START to the platform `target` describes, after the session-length

@@ -4,6 +4,8 @@
 //! they give the same answers.
 
 pub mod kvm;
+pub mod layout;
+mod pagemap;
 pub mod transport;
 
 use std::path::{Path, PathBuf};
@@ -324,6 +326,12 @@ impl Platform {
     /// A VM of type `vm_type` (`KVM_X86_SEV_VM`, `KVM_X86_SEV_ES_VM`: it takes INIT2) with
     /// `ram_size` bytes of guest RAM at guest address 0.
     pub fn create_vm_of(&self, vm_type: u32, ram_size: usize) -> Result<Vm, PlatformError> {
+        self.create_vm_with(vm_type, &[(0, ram_size as u64)])
+    }
+
+    /// A VM of type `vm_type` (`KVM_X86_DEFAULT_VM` takes the legacy init) with guest RAM in
+    /// `slots` (guest address, size), as [`layout::ram_slots`] lays a guest out.
+    pub fn create_vm_with(&self, vm_type: u32, slots: &[(u64, u64)]) -> Result<Vm, PlatformError> {
         let t = self.t.open_vm().map_err(|errno| PlatformError::Os {
             cmd: "open sev-vm",
             errno,
@@ -332,7 +340,13 @@ impl Platform {
         if vm_type != KVM_X86_DEFAULT_VM {
             vm.set_type(vm_type)?;
         }
-        vm.map(0, ram_size)?;
+        for &(gpa, size) in slots {
+            let size = usize::try_from(size).map_err(|_| PlatformError::Kvm {
+                cmd: "guest RAM",
+                why: format!("{size} bytes do not fit this process"),
+            })?;
+            vm.map(gpa, size)?;
+        }
         Ok(vm)
     }
 
@@ -382,14 +396,20 @@ struct RamRegion {
     buf: memmap2::MmapMut,
 }
 
-/// Guest RAM of `size` bytes, zero, page-aligned and backed on first touch. Marked for
-/// transparent huge pages, so loading a large guest takes one fault per 2 MiB instead of one
-/// per 4 KiB; where the kernel offers none, the advice is ignored and small pages serve.
+/// Guest RAM of `size` bytes, zero, page-aligned and backed on first touch: reserved, not
+/// committed (MAP_NORESERVE), so a guest's cost is what it touches, as with a VMM's
+/// guest RAM. Marked for transparent huge pages, so loading a large guest takes one fault
+/// per 2 MiB instead of one per 4 KiB; where the kernel offers none, the advice is
+/// ignored and small pages serve.
 fn guest_ram(size: usize) -> Result<memmap2::MmapMut, PlatformError> {
-    let ram = memmap2::MmapMut::map_anon(size).map_err(|e| PlatformError::Kvm {
-        cmd: "guest RAM",
-        why: format!("cannot map {size} bytes: {e}"),
-    })?;
+    let ram = memmap2::MmapOptions::new()
+        .len(size)
+        .no_reserve_swap()
+        .map_anon()
+        .map_err(|e| PlatformError::Kvm {
+            cmd: "guest RAM",
+            why: format!("cannot map {size} bytes: {e}"),
+        })?;
     let _ = ram.advise(memmap2::Advice::HugePage);
     Ok(ram)
 }
