@@ -13,3 +13,4 @@ cargo bench -p tests --bench crypto
 cargo bench -p tests --bench snp_report
 cargo bench -p tests --bench migrate
 cargo bench -p tests --bench exec
+cargo bench -p tests --bench large

@@ -23,7 +23,7 @@ use sevd::owner::measurement::{measure, MeasuredPlatform};
 use sevd::owner::secret::package;
 use sevd::owner::session::TransportKeys;
 use sevd::platform::{EmbeddedConfig, Platform};
-use tests::{can_mount, Sevd};
+use tests::{can_mount, vm_hwm_kib, Sevd};
 
 const MIB: usize = 1 << 20;
 
@@ -122,15 +122,6 @@ fn update(p: &Platform, size: usize) -> Duration {
 
 fn gbps(size: usize, d: Duration) -> f64 {
     size as f64 / d.as_secs_f64() / 1e9
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// One whole SEV-ES launch with a session and a secret; returns its wall time.

@@ -923,3 +923,76 @@ impl Drop for KeptGuest {
         let _ = self.0.wait();
     }
 }
+
+/// A process's peak resident memory (VmHWM) in KiB; 0 once it is gone.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The example manifest `example` (`examples/`) with `memory` of guest RAM and its paths
+/// made absolute, written into `dir`.
+pub fn example_sized(dir: &Path, example: &str, memory: &str) -> PathBuf {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let text = std::fs::read_to_string(examples.join(example)).expect("the example");
+    let ex = examples.display().to_string();
+    let out: String = text
+        .lines()
+        .map(|line| {
+            let line = if line.trim_start().starts_with("memory:") {
+                format!("  memory: {memory}")
+            } else {
+                line.to_string()
+            };
+            line.replace(": firmware/", &format!(": {ex}/firmware/"))
+                .replace(": kernel/", &format!(": {ex}/kernel/"))
+                .replace(": secrets/", &format!(": {ex}/secrets/"))
+                + "\n"
+        })
+        .collect();
+    let path = dir.join(format!("{example}-{memory}.yaml"));
+    std::fs::write(&path, out).expect("the sized manifest");
+    path
+}
+
+/// Runs `cmd` to its end (stdout and stderr captured, stderr shown): its output and its peak
+/// resident memory, wait4's ru_maxrss in KiB.
+#[expect(
+    clippy::zombie_processes,
+    reason = "wait4 reaps the child: std's wait gives no rusage"
+)]
+pub fn measured(cmd: &mut Command) -> (Output, u64) {
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = vec![];
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid, and wait4 writes only it and `status`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: the child is ours and not yet waited for.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    let output = Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    (output, usage.ru_maxrss as u64)
+}

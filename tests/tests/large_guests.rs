@@ -4,11 +4,11 @@
 //! a migration moves only the pages the guest touched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::{require_mount, Sevd};
+use tests::{example_sized as sized, measured, require_mount, vm_hwm_kib as peak_rss, Sevd};
 
 /// The most a sevctl or sevd may hold resident (peak) for guests of any size.
 const RSS_LIMIT_KIB: u64 = 256 * 1024;
@@ -19,77 +19,6 @@ fn sevctl() -> PathBuf {
 
 fn examples() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
-}
-
-/// `example` with `memory` of RAM and its paths made absolute, in `dir`.
-fn sized(dir: &Path, example: &str, memory: &str) -> PathBuf {
-    let text = std::fs::read_to_string(examples().join(example)).unwrap();
-    let ex = examples().display().to_string();
-    let out: String = text
-        .lines()
-        .map(|line| {
-            let line = if line.trim_start().starts_with("memory:") {
-                format!("  memory: {memory}")
-            } else {
-                line.to_string()
-            };
-            let line = line
-                .replace(": firmware/", &format!(": {ex}/firmware/"))
-                .replace(": kernel/", &format!(": {ex}/kernel/"))
-                .replace(": secrets/", &format!(": {ex}/secrets/"));
-            line + "\n"
-        })
-        .collect();
-    let path = dir.join(format!("{example}-{memory}.yaml"));
-    std::fs::write(&path, out).unwrap();
-    path
-}
-
-/// Runs `cmd` to its end: its output and its peak resident memory (wait4's ru_maxrss, KiB).
-#[expect(
-    clippy::zombie_processes,
-    reason = "wait4 reaps the child: std's wait gives no rusage"
-)]
-fn measured(cmd: &mut Command) -> (Output, u64) {
-    eprintln!("$ {cmd:?}");
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut v = vec![];
-        std::io::Read::read_to_end(&mut out, &mut v).map(|_| v)
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = vec![];
-        std::io::Read::read_to_end(&mut err, &mut v).map(|_| v)
-    });
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid, and wait4 writes only it and `status`.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: the child is ours and not yet waited for.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    let output = Output {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stdout: out.join().unwrap().unwrap(),
-        stderr: err.join().unwrap().unwrap(),
-    };
-    eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    (output, usage.ru_maxrss as u64)
-}
-
-/// A process's peak resident memory (VmHWM, KiB).
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
 }
 
 fn json(o: &Output) -> Value {
