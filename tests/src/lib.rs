@@ -996,3 +996,13 @@ pub fn measured(cmd: &mut Command) -> (Output, u64) {
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
     (output, usage.ru_maxrss as u64)
 }
+
+/// Waits up to a minute for `path` to appear (a listener's socket); `what` says who failed
+/// to make it.
+pub fn wait_for_path(path: &Path, what: &str) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::{example_sized as sized, measured, require_mount, vm_hwm_kib as peak_rss, Sevd};
@@ -112,14 +111,7 @@ fn a_64g_guest_moves(dir: &Path, from: &Sevd, to: &Sevd, example: &str) {
                 .args(["--json", "--show-secrets", "--timeout", "60"]),
         )
     });
-    let t = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "receive never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    tests::wait_for_path(&sock, "receive never listened");
     let (sent, send_rss) = measured(
         Command::new(sevctl())
             .args(["--device", &node(from), "launch"])

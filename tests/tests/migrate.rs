@@ -108,14 +108,7 @@ fn receiver(side: &Side<'_>, sock: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "receive never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    tests::wait_for_path(sock, "receive never listened");
     child
 }
 
