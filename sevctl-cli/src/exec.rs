@@ -262,9 +262,7 @@ fn view(part: &Part, node: &Path, msrs: &Msrs) -> Overlay {
 /// The host's `/proc/cpuinfo` with the part's vendor, signature, name and microcode, and
 /// the memory-encryption flags the kernel shows on such a host.
 fn cpuinfo(host: &str, part: &Part) -> String {
-    let sig = part.product.signature();
-    let family = ((sig >> 8) & 0xf) + ((sig >> 20) & 0xff);
-    let model = ((sig >> 16) & 0xf) << 4 | ((sig >> 4) & 0xf);
+    let [family, model, stepping] = part.product.fms();
     let mut flags = vec!["sme", "sev", "sev_es"];
     if part.snp {
         flags.push("sev_snp");
@@ -281,7 +279,7 @@ fn cpuinfo(host: &str, part: &Part) -> String {
             "cpu family" => Some(family.to_string()),
             "model" => Some(model.to_string()),
             "model name" => Some(part.product.brand().to_string()),
-            "stepping" => Some((sig & 0xf).to_string()),
+            "stepping" => Some(stepping.to_string()),
             "microcode" => Some(format!("{:#x}", part.patch_level())),
             "flags" => {
                 let have: Vec<&str> = value.split_whitespace().collect();

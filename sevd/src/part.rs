@@ -76,9 +76,14 @@ impl Product {
     /// and snpguest use (snp.md §6): family 19h models 00h-0Fh Milan, 10h-1Fh and
     /// A0h-AFh Genoa; family 1Ah models 00h-11h Turin.
     pub fn from_signature(eax: u32) -> Option<Product> {
-        let family = (eax >> 8 & 0xf) + (eax >> 20 & 0xff);
-        let model = (eax >> 16 & 0xf) << 4 | (eax >> 4 & 0xf);
-        Product::from_family_model(family, model)
+        let [family, model, _] = fms(eax);
+        Product::from_family_model(family.into(), model.into())
+    }
+
+    /// Its family, model and stepping, as reports (CPUID_FAM_ID, CPUID_MOD_ID, CPUID_STEP)
+    /// and /proc/cpuinfo show them.
+    pub const fn fms(self) -> [u8; 3] {
+        fms(self.signature())
     }
 
     /// The product a report of version 3 or later names in CPUID_FAM_ID and CPUID_MOD_ID.
@@ -213,6 +218,14 @@ impl Product {
             Product::Turin => 0x0b00_2100,
         }
     }
+}
+
+/// The family (base plus extended), model (extended ‖ base) and stepping of a CPUID
+/// Fn0000_0001_EAX.
+const fn fms(eax: u32) -> [u8; 3] {
+    let family = ((eax >> 8) & 0xf) + ((eax >> 20) & 0xff);
+    let model = ((eax >> 16) & 0xf) << 4 | ((eax >> 4) & 0xf);
+    [family as u8, model as u8, (eax & 0xf) as u8]
 }
 
 /// MSRs (AMD64 APM vol. 2, §15.34 and §15.36; AMD's PPR for family 19h).
@@ -446,6 +459,10 @@ mod tests {
         // /proc/cpuinfo's "cpu family 26, model 2" (go-sev-guest's exact Turin match).
         assert_eq!(leaf(&t, 1)[0], Some(0x00b0_0f21));
         assert_eq!(t.patch_level(), 0x0b00_21d1);
+        // The reports' CPUID_FAM_ID, CPUID_MOD_ID and CPUID_STEP.
+        assert_eq!(Product::Milan.fms(), [0x19, 0x01, 1]);
+        assert_eq!(Product::Genoa.fms(), [0x19, 0x11, 1]);
+        assert_eq!(Product::Turin.fms(), [0x1a, 0x02, 1]);
         for product in Product::ALL {
             assert_eq!(Product::from_signature(product.signature()), Some(product));
             assert_eq!(

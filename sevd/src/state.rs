@@ -211,6 +211,12 @@ impl StateDir {
         product: Option<Product>,
     ) -> Result<Chip, StateError> {
         let path = self.path.join(CHIP_FILE);
+        let checked = |product: Product, tcb: TcbVersion| {
+            product.check_tcb(tcb).map_err(|why| StateError::Product {
+                path: path.clone(),
+                why,
+            })
+        };
         match fs::read(&path).map(zeroize::Zeroizing::new) {
             Ok(bytes) => {
                 let mut chip = Chip::decode(&bytes).map_err(|source| StateError::Chip {
@@ -227,13 +233,7 @@ impl StateDir {
                         ),
                     });
                 }
-                let tcb = tcb
-                    .map(|t| chip.product.check_tcb(t))
-                    .transpose()
-                    .map_err(|why| StateError::Product {
-                        path: path.clone(),
-                        why,
-                    })?;
+                let tcb = tcb.map(|t| checked(chip.product, t)).transpose()?;
                 if let Some(tcb) = tcb.filter(|t| *t != chip.tcb) {
                     log::info!(
                         "installing firmware and microcode of TCB {tcb} (was {})",
@@ -249,12 +249,7 @@ impl StateDir {
                     "making a new chip identity (RSA-4096 ARK and ASK); this takes a few seconds"
                 );
                 let product = product.unwrap_or(Product::DEFAULT);
-                let tcb = product
-                    .check_tcb(tcb.unwrap_or(product.default_tcb()))
-                    .map_err(|why| StateError::Product {
-                        path: path.clone(),
-                        why,
-                    })?;
+                let tcb = checked(product, tcb.unwrap_or(product.default_tcb()))?;
                 let chip = Chip::generate(api, tcb, product).map_err(|e| StateError::Chip {
                     path: path.clone(),
                     source: e.into(),

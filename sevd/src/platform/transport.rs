@@ -75,6 +75,8 @@ pub struct Device {
     path: PathBuf,
     vm_path: PathBuf,
     sev: File,
+    /// The part behind it, read once when first asked (a file read, or CPUID).
+    product: std::sync::OnceLock<Option<crate::part::Product>>,
 }
 
 impl Device {
@@ -88,6 +90,7 @@ impl Device {
             path: path.to_path_buf(),
             vm_path: crate::paths::vm_node(&resolved),
             sev,
+            product: std::sync::OnceLock::new(),
         })
     }
 }
@@ -98,13 +101,15 @@ impl Transport for Device {
     }
 
     fn product(&self) -> Option<crate::part::Product> {
-        let part = crate::paths::published_dir(&self.path).join(crate::paths::PART_FILE);
-        match std::fs::read(part) {
-            Ok(json) => serde_json::from_slice::<crate::part::Part>(&json)
-                .ok()
-                .map(|p| p.product),
-            Err(_) => crate::part::Product::of_host(),
-        }
+        *self.product.get_or_init(|| {
+            let part = crate::paths::published_dir(&self.path).join(crate::paths::PART_FILE);
+            match std::fs::read(part) {
+                Ok(json) => serde_json::from_slice::<crate::part::Part>(&json)
+                    .ok()
+                    .map(|p| p.product),
+                Err(_) => crate::part::Product::of_host(),
+            }
+        })
     }
 
     fn open_vm(&self) -> Result<Box<dyn VmTransport>, Errno> {

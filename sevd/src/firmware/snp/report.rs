@@ -14,13 +14,6 @@ use crate::firmware::{internal, Firmware, FwResult};
 /// VCEK, 2 the VLEK.
 const KEY_SEL_MASK: u32 = 0b11;
 
-/// CPUID family, model and stepping of CPUID Fn0000_0001_EAX, as the report carries them.
-fn cpuid_fms(eax: u32) -> [u8; 3] {
-    let family = ((eax >> 8) & 0xf) + ((eax >> 20) & 0xff);
-    let model = ((eax >> 16) & 0xf) << 4 | ((eax >> 4) & 0xf);
-    [family as u8, model as u8, (eax & 0xf) as u8]
-}
-
 impl Firmware {
     /// The payload of MSG_REPORT_RSP for a request sealed with VMPCK `vmpck`.
     pub(super) fn report_response(&self, gctx: u32, vmpck: u32, req: &[u8]) -> FwResult<Vec<u8>> {
@@ -114,8 +107,7 @@ impl Firmware {
         r[REPORT_ID].copy_from_slice(&guest.report_id);
         r[REPORT_ID_MA].copy_from_slice(&guest.report_id_ma);
         put64(&mut r, REPORTED_TCB_AT, reported.to_u64());
-        r[CPUID_FAM_ID_AT..CPUID_FAM_ID_AT + 3]
-            .copy_from_slice(&cpuid_fms(self.chip.product.signature()));
+        r[CPUID_FAM_ID_AT..CPUID_FAM_ID_AT + 3].copy_from_slice(&self.chip.product.fms());
         if !store.mask_chip_id {
             r[CHIP_ID].copy_from_slice(&self.chip.id().map_err(|e| internal("chip id", e))?);
         }
@@ -160,14 +152,5 @@ impl Firmware {
         let material = crate::crypto::kdf(stick, b"sev-versioned-loaded-endorsement-key", &[], 56)
             .map_err(|e| internal("VLEK", e))?;
         EcKeyPair::from_seed(&material).map_err(|e| internal("VLEK", e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_cpuid_fields_of_milan_and_genoa() {
-        assert_eq!(super::cpuid_fms(0x00a0_0f11), [0x19, 0x01, 1]);
-        assert_eq!(super::cpuid_fms(0x00a1_0f11), [0x19, 0x11, 1]);
     }
 }
