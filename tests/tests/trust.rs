@@ -336,7 +336,7 @@ fn a_caller_whose_memory_never_arrives_stalls_no_one_else() {
     stall.stall(&[Path::new("sev"), &sevd.node(), &file]);
     stall.stall(&[Path::new("vm"), &sevd.node(), &sevd.vm_node(), &file]);
 
-    // Others are served: the platform, and a whole launch on the VM node. On a worker, so a
+    // Others are served: the platform, and a whole launch on the VM node. On a thread, so a
     // daemon that froze fails this test instead of hanging it.
     let (node_path, (tx, rx)) = (sevd.node(), std::sync::mpsc::channel());
     let vm_path = sevd.vm_node();

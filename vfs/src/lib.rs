@@ -7,12 +7,15 @@
 //! about SEV.
 #![deny(missing_docs)]
 
+mod abi;
+mod admission;
 mod client;
 mod fence;
 mod fs;
 mod memory;
 mod mount;
-mod workers;
+mod ops;
+mod serve;
 
 pub use client::{ioctl_bytes, ioctl_bytes_sized, ioctl_new_fd, ioctl_value};
 pub use fence::ReleaseFence;
@@ -136,8 +139,8 @@ pub trait CharDevice: Send + Sync {
     ) -> Result<IoctlReply, Errno>;
 
     /// `read(2)` or `pread(2)` of `size` bytes at `offset` (the file position, for a
-    /// [`seekable`](CharDevice::seekable) device). Served on the thread that read the
-    /// request, so it must not block. By default EINVAL, as `/dev/sev` answers.
+    /// [`seekable`](CharDevice::seekable) device). Served before the next request is read
+    /// (as `open` and `release` are), so it must not block. By default EINVAL, as `/dev/sev` answers.
     fn read(&self, _file: &OpenFile, _offset: u64, _size: u32) -> Result<Vec<u8>, Errno> {
         Err(Errno::EINVAL)
     }

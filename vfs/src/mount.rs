@@ -1,16 +1,31 @@
 //! Mounting, finding and detaching FUSE mounts (reference/fuse-notes.md §6, §7, §9).
 //!
-//! fuser's own unmount paths leave stale mounts behind when a file is still open, or hang;
-//! so mounts are detached here with `umount2(MNT_DETACH)`, which always succeeds at once.
+//! fuser mounts and negotiates the protocol (INIT); the requests after it are served by
+//! crate::serve. fuser's own unmount paths leave stale mounts behind when a file is still
+//! open, or hang; so mounts are detached here with `umount2(MNT_DETACH)`, which always
+//! succeeds at once.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use fuser::{Config, MountOption, SessionACL};
+use fuser::{Config, KernelConfig, MountOption, SessionACL};
 use nix::mount::{umount2, MntFlags};
 
-use crate::fence::Member;
+use crate::fence::{Member, MAX_BACKGROUND};
 use crate::DeviceFs;
+
+/// What fuser is given to mount with: it answers INIT, and nothing after.
+struct Handshake;
+
+impl fuser::Filesystem for Handshake {
+    fn init(&mut self, _req: &fuser::Request, config: &mut KernelConfig) -> io::Result<()> {
+        // RELEASEs straight onto the connection's queue, never held back (crate::fence).
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_max_write(crate::serve::MAX_WRITE);
+        Ok(())
+    }
+}
 
 /// How to mount.
 #[derive(Debug, Clone)]
@@ -25,7 +40,7 @@ pub struct MountOptions {
 /// A live mount. Dropping it detaches the mount.
 pub struct MountHandle {
     path: PathBuf,
-    session: Option<fuser::BackgroundSession>,
+    mounted: bool,
     fence: Option<Member>,
 }
 
@@ -43,17 +58,12 @@ impl MountHandle {
         &self.path
     }
 
-    /// Detaches the mount now. Open files get ENOTCONN; the serving thread ends when the
+    /// Detaches the mount now. Open files get ENOTCONN; the serving threads end when the
     /// kernel drops the connection.
     pub fn detach(mut self) -> io::Result<()> {
         self.leave_fence();
-        let r = detach(&self.path);
-        // The session's thread ends on its own once the connection is gone; dropping the
-        // handle without joining keeps a caller that still holds a file from blocking us.
-        if let Some(session) = self.session.take() {
-            std::mem::forget(session);
-        }
-        r
+        self.mounted = false;
+        detach(&self.path)
     }
 }
 
@@ -68,17 +78,14 @@ impl MountHandle {
 impl Drop for MountHandle {
     fn drop(&mut self) {
         self.leave_fence();
-        if self.session.is_some() {
+        if self.mounted {
             let _ = detach(&self.path);
-            if let Some(session) = self.session.take() {
-                std::mem::forget(session);
-            }
         }
     }
 }
 
 /// Mounts `fs` at `path` (a directory, or a regular file for [`DeviceFs::file`]) and serves
-/// it from a background thread.
+/// it from threads of its own (crate::serve).
 pub fn mount(fs: DeviceFs, path: &Path, options: &MountOptions) -> io::Result<MountHandle> {
     let mut config = Config::default();
     config.mount_options = vec![
@@ -91,13 +98,17 @@ pub fn mount(fs: DeviceFs, path: &Path, options: &MountOptions) -> io::Result<Mo
         config.acl = SessionACL::All;
     }
     let fence = fs.fence_member();
-    let session = fuser::Session::new(fs, path, &config)?;
-    let session = session.spawn()?;
+    let session = fuser::Session::new(Handshake, path, &config)?;
     let mut handle = MountHandle {
         path: path.to_path_buf(),
-        session: Some(session),
+        mounted: true,
         fence: None,
     };
+    let fd = session.as_fd().try_clone_to_owned();
+    // Never dropped: dropping it would unmount by path, which may by then name another
+    // mount. Its descriptor stays open with it; the connection still ends at unmount.
+    std::mem::forget(session);
+    crate::serve::serve(fd?, fs)?;
     if let Some(member) = fence {
         member.fence.join(&member, path)?;
         handle.fence = Some(member);
