@@ -435,7 +435,10 @@ impl Drop for Inside<'_> {
     fn drop(&mut self) {
         let mut inside = self.0.inside.lock().unwrap_or_else(|e| e.into_inner());
         inside.1 -= 1;
-        self.0.left.notify_all();
+        // Only a closing gate waits for the last to leave; a wake is a syscall per command.
+        if inside.0 && inside.1 == 0 {
+            self.0.left.notify_all();
+        }
     }
 }
 

@@ -13,6 +13,8 @@ use uapi::psp_sev::{SevIssueCmd, SevUserDataStatus};
 
 pub use tempfile::TempDir;
 
+pub mod bench;
+
 /// Runs `cmd` to its end and shows the command and what it printed, for a failing test's log.
 pub fn shown(cmd: &mut Command) -> Output {
     let o = cmd.output().expect("run a command");
