@@ -165,6 +165,11 @@ enum Cmd {
         /// a setuid fusermount3).
         #[arg(long, value_name = "PATH", requires = "keep")]
         guest_device: Option<PathBuf>,
+        /// With --guest-device, the certificate table extended reports carry: FILE in the
+        /// kernel's format, as `snphost import` writes it (default: the platform's ARK, ASK
+        /// and VCEK).
+        #[arg(long, value_name = "FILE", requires = "guest_device")]
+        certs: Option<PathBuf>,
         /// With --keep, an SEV or SEV-ES guest: take `sevctl migrate PATH` orders on a Unix
         /// socket at PATH (this user only).
         #[arg(
@@ -358,12 +363,15 @@ fn run(cli: Cli) -> Result<()> {
             ca,
             platform,
             guest_device,
+            certs,
             control,
             migrate_to,
             migrate_timeout,
             attestation_report,
         } => {
             let mut m = manifest::Manifest::load(&manifest)?;
+            // Refused before the guest starts.
+            let certs = certs.as_deref().map(launch::read_cert_table).transpose()?;
             if control.is_some() && m.mode == manifest::Mode::Snp {
                 return Err(error::input(
                     "--control keeps SEV and SEV-ES guests for `sevctl migrate`; SEV-SNP guests do not migrate through SEND/RECEIVE",
@@ -403,8 +411,9 @@ fn run(cli: Cli) -> Result<()> {
             let signals = interrupt_signals();
             match &guest_device {
                 Some(path) if m.mode == manifest::Mode::Snp => {
-                    let served =
-                        launch::serve_guest_device(&m, &target, &platform, guest.vm, path)?;
+                    let served = launch::serve_guest_device(
+                        &m, &target, &platform, guest.vm, path, certs,
+                    )?;
                     let kept = migrate::control::keep(cli.json, signals, None, None);
                     // The device goes first, then the guest.
                     drop(served);

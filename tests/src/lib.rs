@@ -885,19 +885,25 @@ impl KeptGuest {
 
     /// The same, with the guest device served at `device`.
     pub fn serve_at(sevd: &Sevd, manifest: &Path, device: &Path) -> KeptGuest {
+        Self::serve_through(&sevd.node(), manifest, device, &[])
+    }
+
+    /// The same through the platform's node `node` (its `--link`, say), with `extra` flags
+    /// for `sevctl launch`.
+    pub fn serve_through(node: &Path, manifest: &Path, device: &Path, extra: &[&str]) -> KeptGuest {
         let sevctl = sevd_bin().with_file_name("sevctl");
         let child = Command::new(&sevctl)
             .arg("--device")
-            .arg(sevd.node())
+            .arg(node)
             .arg("launch")
             .arg(manifest)
             .args(["--keep", "--guest-device"])
             .arg(device)
+            .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("run sevctl");
-        let kept = KeptGuest(child);
+        let mut kept = KeptGuest(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         // The placeholder appears before the mount; only the mount answers ioctls.
         while !vfs::find_mounts("sevctl")
@@ -905,6 +911,9 @@ impl KeptGuest {
             .iter()
             .any(|p| p == device)
         {
+            if let Ok(Some(status)) = kept.0.try_wait() {
+                panic!("sevctl launch --keep ended: {status}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "{} was never served",

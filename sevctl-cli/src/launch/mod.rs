@@ -9,7 +9,7 @@ mod owner;
 mod report;
 mod snp;
 
-pub use snp::serve_guest_device;
+pub use snp::{read_cert_table, serve_guest_device};
 
 use sevd::crypto::Digest;
 use sevd::platform::{Platform, Vm};

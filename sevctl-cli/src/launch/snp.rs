@@ -364,29 +364,16 @@ fn secrets_gpa(ovmf: &Ovmf) -> Result<u64> {
         .ok_or_else(|| input("the OVMF metadata has no secrets page"))
 }
 
-/// Serves the kept guest's `/dev/sev-guest` at `path`: its VMPCK0 from the secrets page, its
-/// requests through the VMM's half on `vm`, and the platform's ARK, ASK and VCEK for
-/// extended reports. Returns what must live as long as the device is served.
-pub fn serve_guest_device(
-    m: &Manifest,
-    target: &crate::select::Target,
-    p: &Platform,
-    vm: Vm,
-    path: &std::path::Path,
-) -> Result<(sevd::dropin::DropIn, std::sync::Arc<std::sync::Mutex<Vm>>)> {
-    use sevd::driver::sev_guest::{cert_table, SevGuestDevice, Transport};
+/// The platform's own ARK, ASK and VCEK as a certificate table (empty, with a note, when
+/// it has none to give).
+fn platform_cert_table(target: &crate::select::Target, p: &Platform) -> Result<Vec<u8>> {
+    use sevd::driver::sev_guest::cert_table;
     use uapi::sev_guest::cert_guid;
-    let ovmf_path = m
-        .ovmf
-        .as_ref()
-        .ok_or_else(|| input("images.ovmf is needed"))?;
-    let ovmf = Ovmf::parse(&util::read("ovmf", ovmf_path)?)?;
-    let secrets = vm.guest_read(secrets_gpa(&ovmf)?, 4096)?;
     let chain = match p.vcek_chain() {
         Some(c) => c.map_err(CliError::from),
         None => crate::snp::published(target),
     };
-    let certs = match chain {
+    Ok(match chain {
         Ok(c) => {
             let der = |c: &sevd::certs::x509::Certificate| sevd::certs::x509::to_der(c);
             let fail = |e: sevd::certs::x509::X509Error| CliError::Other(e.to_string());
@@ -405,6 +392,40 @@ pub fn serve_guest_device(
             crate::steps::note(format_args!("extended reports carry no certificates: {e}"));
             vec![]
         }
+    })
+}
+
+/// A certificate table in the kernel's format (what `snphost import` writes), checked as a
+/// guest's tools will read it.
+pub fn read_cert_table(path: &std::path::Path) -> Result<Vec<u8>> {
+    let table = util::read("certificate table", path)?;
+    uapi::snp::cert_table::entries(&table)
+        .map_err(|e| input(format!("{}: not a certificate table: {e}", path.display())))?;
+    Ok(table)
+}
+
+/// Serves the kept guest's `/dev/sev-guest` at `path`: its VMPCK0 from the secrets page, its
+/// requests through the VMM's half on `vm`, and for extended reports `certs` (a checked
+/// table), else the platform's ARK, ASK and VCEK. Returns what must live as long as the
+/// device is served.
+pub fn serve_guest_device(
+    m: &Manifest,
+    target: &crate::select::Target,
+    p: &Platform,
+    vm: Vm,
+    path: &std::path::Path,
+    certs: Option<Vec<u8>>,
+) -> Result<(sevd::dropin::DropIn, std::sync::Arc<std::sync::Mutex<Vm>>)> {
+    use sevd::driver::sev_guest::{SevGuestDevice, Transport};
+    let ovmf_path = m
+        .ovmf
+        .as_ref()
+        .ok_or_else(|| input("images.ovmf is needed"))?;
+    let ovmf = Ovmf::parse(&util::read("ovmf", ovmf_path)?)?;
+    let secrets = vm.guest_read(secrets_gpa(&ovmf)?, 4096)?;
+    let certs = match certs {
+        Some(table) => table,
+        None => platform_cert_table(target, p)?,
     };
     let vm = std::sync::Arc::new(std::sync::Mutex::new(vm));
     let for_device = vm.clone();

@@ -2,6 +2,7 @@
 //! snp.md §5.1): the page types of a launch update and the PAGE_INFO structure whose
 //! SHA-384 extends the launch digest; the TCB version and the guest policy.
 
+pub mod cert_table;
 pub mod guest_msg;
 pub mod report;
 
