@@ -24,15 +24,8 @@ fn get_report(dev: &File, req: &SnpReportReq, resp: &mut [u8]) {
         resp_data: resp.as_mut_ptr() as u64,
         ..Default::default()
     };
-    // SAFETY: `io` points at a live request and a response buffer of the length Linux's
-    // driver expects; the call writes only those and `io`.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(dev),
-            SNP_GET_REPORT as _,
-            &mut io as *mut SnpGuestRequestIoctl,
-        )
-    };
+    // SAFETY: `io` points at a request and a response buffer of the lengths the driver takes, live for the call.
+    let r = unsafe { tests::sev_guest_ioctl(dev, SNP_GET_REPORT, &mut io) };
     assert_eq!(r, 0, "SNP_GET_REPORT: exitinfo2 {:#x}", { io.exitinfo2 });
 }
 

@@ -14,6 +14,7 @@ use uapi::psp_sev::{SevIssueCmd, SevUserDataStatus};
 pub use tempfile::TempDir;
 
 pub mod bench;
+pub mod fuse_file;
 
 /// Runs `cmd` to its end and shows the command and what it printed, for a failing test's log.
 pub fn shown(cmd: &mut Command) -> Output {
@@ -871,6 +872,27 @@ pub fn seed() -> u64 {
         | 1;
     eprintln!("VALIDATORS_SEED={seed}");
     seed
+}
+
+/// A `/dev/sev-guest` ioctl (`cmd` one of `uapi::sev_guest::SNP_GET_*`) with `io`: the
+/// ioctl's return value.
+///
+/// # Safety
+/// `io`'s request and response (and an extended report's certificate buffer) must point at
+/// live buffers of the lengths Linux's driver takes; the call writes them.
+pub unsafe fn sev_guest_ioctl(
+    dev: &File,
+    cmd: u32,
+    io: &mut uapi::sev_guest::SnpGuestRequestIoctl,
+) -> i32 {
+    // SAFETY: `io` is live for the call and what it points at is as the caller promised.
+    unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            cmd as _,
+            io as *mut uapi::sev_guest::SnpGuestRequestIoctl,
+        )
+    }
 }
 
 /// A guest kept by `sevctl launch --keep --guest-device /dev/sev-guest` on `sevd`: its

@@ -32,6 +32,16 @@ fn linked_daemon(dir: &Path) -> (Sevd, PathBuf) {
     (sevd, link)
 }
 
+/// The ARK, ASK and VCEK `sevd` publishes beside its nodes, copied into `dir`/certs.
+fn published_certs(sevd: &Sevd, dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    for name in ["ark.der", "ask.der", "vcek.der"] {
+        std::fs::copy(sevd.mountpoint.join(name), certs.join(name)).unwrap();
+    }
+    certs
+}
+
 /// SNP_PLATFORM_STATUS's guest count, current and reported TCB.
 struct Status {
     guests: u32,
@@ -81,6 +91,17 @@ struct Snphost {
 }
 
 impl Snphost {
+    /// `bin` on a fresh [`linked_daemon`] in a fresh directory.
+    fn with_daemon(bin: &Path) -> (tempfile::TempDir, Sevd, PathBuf, Snphost) {
+        let dir = tempfile::tempdir().unwrap();
+        let (sevd, link) = linked_daemon(dir.path());
+        let snphost = Snphost {
+            bin: bin.display().to_string(),
+            node: link.display().to_string(),
+        };
+        (dir, sevd, link, snphost)
+    }
+
     /// `snphost ARGS` under `sevctl --device NODE exec`, in `dir`.
     fn run(&self, dir: &Path, args: &[&str]) -> Output {
         let mut cmd = Command::new(sevctl());
@@ -101,16 +122,11 @@ impl Snphost {
 fn snphost_administers_the_platform_through_the_daemons_link() {
     require_mount!();
     let bin = match tests::snphost_bin() {
-        Ok(b) => b.display().to_string(),
+        Ok(b) => b,
         Err(why) => tests::missing!(why),
     };
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, sevd, link, snphost) = Snphost::with_daemon(&bin);
     let d = dir.path();
-    let (sevd, link) = linked_daemon(d);
-    let snphost = Snphost {
-        bin,
-        node: link.display().to_string(),
-    };
 
     // show guests follows a kept guest.
     assert_eq!(snphost.ok(d, &["show", "guests"]).trim(), "0");
@@ -146,12 +162,7 @@ fn snphost_administers_the_platform_through_the_daemons_link() {
     assert_eq!(snp_status(&link).reported, before.current);
 
     // The published chain, found beside the link's mount: verify, import, export.
-    let published = sevd.mountpoint.clone();
-    let certs = d.join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    for name in ["ark.der", "ask.der", "vcek.der"] {
-        std::fs::copy(published.join(name), certs.join(name)).unwrap();
-    }
+    let certs = published_certs(&sevd, d);
     let verified = snphost.ok(d, &["verify", "certs", "certs"]);
     assert!(!links_broken(&verified), "{verified}");
     snphost.ok(d, &["import", "certs", "table.bin"]);
@@ -216,15 +227,8 @@ fn ext_report_certs(device: &Path) -> Vec<u8> {
         resp_data: resp.as_mut_ptr() as u64,
         ..Default::default()
     };
-    // SAFETY: `io` points at a live request, response and certificate buffer of the lengths
-    // the driver takes; the call writes only those and `io`.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&dev),
-            SNP_GET_EXT_REPORT as _,
-            &mut io as *mut SnpGuestRequestIoctl,
-        )
-    };
+    // SAFETY: `io` points at a request, a response and a certificate buffer of the lengths the driver takes, live for the call.
+    let r = unsafe { tests::sev_guest_ioctl(&dev, SNP_GET_EXT_REPORT, &mut io) };
     assert_eq!(r, 0, "SNP_GET_EXT_REPORT: exitinfo2 {:#x}", {
         io.exitinfo2
     });
@@ -235,22 +239,12 @@ fn ext_report_certs(device: &Path) -> Vec<u8> {
 fn an_imported_table_is_what_the_guests_extended_reports_carry() {
     require_mount!();
     let bin = match tests::snphost_bin() {
-        Ok(b) => b.display().to_string(),
+        Ok(b) => b,
         Err(why) => tests::missing!(why),
     };
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, sevd, link, snphost) = Snphost::with_daemon(&bin);
     let d = dir.path();
-    let (sevd, link) = linked_daemon(d);
-    let snphost = Snphost {
-        bin,
-        node: link.display().to_string(),
-    };
-    let certs = d.join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    for name in ["ark.der", "ask.der", "vcek.der"] {
-        let from = sevd.mountpoint.join(name);
-        std::fs::copy(from, certs.join(name)).unwrap();
-    }
+    let certs = published_certs(&sevd, d);
     snphost.ok(d, &["import", "certs", "table.bin"]);
     let table = std::fs::read(d.join("table.bin")).unwrap();
 

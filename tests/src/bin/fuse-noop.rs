@@ -4,55 +4,27 @@
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, IoctlFlags,
-    MountOption, ReplyAttr, ReplyEntry, ReplyIoctl, ReplyOpen, Request,
+    Config, FileAttr, FileHandle, Filesystem, FopenFlags, INodeNo, IoctlFlags, MountOption,
+    ReplyAttr, ReplyEntry, ReplyIoctl, ReplyOpen, Request,
 };
 use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{SigSet, Signal};
 
-const FILE: INodeNo = INodeNo(2);
-
 struct Noop;
 
 fn attr(ino: INodeNo) -> FileAttr {
-    let dir = ino == INodeNo::ROOT;
-    FileAttr {
-        ino,
-        size: 0,
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: if dir {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        },
-        perm: if dir { 0o755 } else { 0o600 },
-        nlink: 1,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        flags: 0,
-        blksize: 4096,
-    }
+    tests::fuse_file::attr(ino, 0, 0o600)
 }
 
 impl Filesystem for Noop {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent == INodeNo::ROOT && name == "sev" {
-            reply.entry(&Duration::from_secs(60), &attr(FILE), fuser::Generation(0));
-        } else {
-            reply.error(fuser::Errno::ENOENT);
-        }
+        tests::fuse_file::lookup(parent, name, "sev", attr(tests::fuse_file::FILE), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply.attr(&Duration::from_secs(60), &attr(ino));
+        reply.attr(&tests::fuse_file::TTL, &attr(ino));
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {

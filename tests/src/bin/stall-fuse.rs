@@ -4,11 +4,10 @@
 
 use std::ffi::OsStr;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner,
-    MountOption, ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request,
+    Config, FileAttr, FileHandle, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
+    ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request,
 };
 
 const SIZE: u64 = 1 << 20;
@@ -19,45 +18,16 @@ struct Stall {
 }
 
 fn attr(ino: INodeNo) -> FileAttr {
-    let dir = ino == INodeNo::ROOT;
-    FileAttr {
-        ino,
-        size: if dir { 0 } else { SIZE },
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: if dir {
-            FileType::Directory
-        } else {
-            FileType::RegularFile
-        },
-        perm: if dir { 0o755 } else { 0o666 },
-        nlink: 1,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        flags: 0,
-        blksize: 4096,
-    }
+    tests::fuse_file::attr(ino, SIZE, 0o666)
 }
 
 impl Filesystem for Stall {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent == INodeNo::ROOT && name == "stall" {
-            reply.entry(
-                &Duration::from_secs(60),
-                &attr(INodeNo(2)),
-                fuser::Generation(0),
-            );
-        } else {
-            reply.error(fuser::Errno::ENOENT);
-        }
+        tests::fuse_file::lookup(parent, name, "stall", attr(tests::fuse_file::FILE), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply.attr(&Duration::from_secs(60), &attr(ino));
+        reply.attr(&tests::fuse_file::TTL, &attr(ino));
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
