@@ -270,7 +270,10 @@ impl Tracer<'_> {
             ) => {
                 if let Ok(new) = ptrace::getevent(pid) {
                     let new = Pid::from_raw(new as i32);
-                    if self.tracees.insert(new, Tracee::new(false)).is_none() {
+                    // Its first stop may have come first: then it may already be running,
+                    // even be arming after an execve, and what is known of it stays.
+                    if let std::collections::hash_map::Entry::Vacant(e) = self.tracees.entry(new) {
+                        e.insert(Tracee::new(false));
                         self.stats.tasks += 1;
                     }
                 }
