@@ -288,8 +288,7 @@ impl Tracer<'_> {
                 }
                 if !t.started {
                     t.started = true;
-                    return gone_ok(ptrace::cont(pid, None))
-                        .map_err(|e| trace("PTRACE_CONT", pid, e));
+                    return self.resume(pid);
                 }
                 if matches!(
                     sig,
@@ -298,15 +297,24 @@ impl Tracer<'_> {
                     // A group-stop: stay stopped until SIGCONT, as without a tracer.
                     return gone_ok(listen(pid)).map_err(|e| trace("PTRACE_LISTEN", pid, e));
                 }
-                gone_ok(ptrace::cont(pid, None)).map_err(|e| trace("PTRACE_CONT", pid, e))
+                self.resume(pid)
             }
-            WaitStatus::PtraceEvent(pid, _, _) => {
-                gone_ok(ptrace::cont(pid, None)).map_err(|e| trace("PTRACE_CONT", pid, e))
-            }
+            WaitStatus::PtraceEvent(pid, _, _) => self.resume(pid),
             WaitStatus::PtraceSyscall(pid) => self.arming(pid),
             WaitStatus::Stopped(pid, sig) => self.signal(pid, sig),
             WaitStatus::Continued(_) | WaitStatus::StillAlive => Ok(()),
         }
+    }
+
+    /// Resumes a tracee after a stop of no concern to arming: to its next syscall stop while
+    /// it is being armed (a PTRACE_CONT then would let it run on unarmed), else freely.
+    fn resume(&mut self, pid: Pid) -> Result<(), Error> {
+        let (r, how) = if matches!(self.tracee(pid).phase, Phase::Armed) {
+            (ptrace::cont(pid, None), "PTRACE_CONT")
+        } else {
+            (ptrace::syscall(pid, None), "PTRACE_SYSCALL")
+        };
+        gone_ok(r).map_err(|e| Error::Trace(format!("{how} of {pid}: {e}")))
     }
 
     fn tracee(&mut self, pid: Pid) -> &mut Tracee {
