@@ -398,7 +398,13 @@ fn platform_cert_table(target: &crate::select::Target, p: &Platform) -> Result<V
 /// A certificate table in the kernel's format (what `snphost import` writes), checked as a
 /// guest's tools will read it.
 pub fn read_cert_table(path: &std::path::Path) -> Result<Vec<u8>> {
-    let table = util::read("certificate table", path)?;
+    use std::io::Read;
+    use uapi::snp::cert_table::MAX_LEN;
+    // A byte past the most a guest takes is enough to refuse a larger file.
+    let mut table = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_LEN as u64 + 1).read_to_end(&mut table))
+        .map_err(|e| input(format!("certificate table: {}: {e}", path.display())))?;
     uapi::snp::cert_table::entries(&table)
         .map_err(|e| input(format!("{}: not a certificate table: {e}", path.display())))?;
     Ok(table)

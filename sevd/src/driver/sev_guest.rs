@@ -18,7 +18,7 @@ use crate::guest::{GuestChannel, GuestRequestError, KeyRequest};
 pub type Transport = dyn Fn(&[u8]) -> Result<Vec<u8>, GuestRequestError> + Send + Sync;
 
 /// `SEV_FW_BLOB_MAX_SIZE`: the largest certificate buffer the driver takes.
-const CERTS_MAX: u32 = 0x4000;
+const CERTS_MAX: u32 = uapi::snp::cert_table::MAX_LEN as u32;
 const PAGE: u32 = 4096;
 
 /// One guest's `/dev/sev-guest`.
